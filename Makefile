@@ -1,0 +1,43 @@
+# bulk_rating: every target creates the virtualenv it needs (python3 -m venv + pip).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DB     ?= data/bulk_rating.duckdb
+AS_OF  ?=
+AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
+
+.DEFAULT_GOAL := help
+.PHONY: help import preview test test-all lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: DATA=dir-or-file  DB=$(DB)  AS_OF=YYYY-MM-DD"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+import: $(STAMP) ## import DATA into DB (e.g. make import DATA=data/samples/acme)
+	@test -n "$(DATA)" || { echo "usage: make import DATA=data/samples/<set> [DB=file.duckdb] [AS_OF=YYYY-MM-DD]"; exit 2; }
+	$(BIN)/bulk-rating import $(DATA) --db $(DB) $(AS_OF_FLAG)
+
+preview: $(STAMP) ## compute the import of DATA and write nothing
+	@test -n "$(DATA)" || { echo "usage: make preview DATA=data/samples/<set> [DB=file.duckdb] [AS_OF=YYYY-MM-DD]"; exit 2; }
+	$(BIN)/bulk-rating import $(DATA) --db $(DB) --preview $(AS_OF_FLAG)
+
+test: $(STAMP) ## fast tests (about a minute)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP) ## every test, the slow ones too
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+clean: ## remove the virtualenv and the default database
+	rm -rf $(VENV) $(DB) $(DB).wal

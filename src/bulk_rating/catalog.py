@@ -1,0 +1,182 @@
+"""Catalog and contracts: models -> table rows, and what a run adds to what is stored.
+
+Stored catalog objects and contracts are immutable: giving the same object again is a no-op,
+giving the same id with other content is a CATALOG_CONFLICT (prices already applied to stored
+invoices must not change under them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel
+
+from bulk_rating import frames, rate, schedule
+from bulk_rating.models import Catalog, Contract, CreditType, Customer, Product, RateCard
+
+
+def body(model: BaseModel) -> str:
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _credit_type_row(c: CreditType) -> dict[str, Any]:
+    return {"credit_type_id": c.id, "name": c.name, "body": body(c)}
+
+
+def _customer_row(c: Customer) -> dict[str, Any]:
+    return {
+        "customer_id": c.id,
+        "name": c.name,
+        "custom_fields": json.dumps(c.custom_fields, sort_keys=True),
+        "body": body(c),
+    }
+
+
+def _product_row(p: Product) -> dict[str, Any]:
+    return {
+        "product_id": p.id,
+        "name": p.name,
+        "type": p.type,
+        "tags": p.tags,
+        "pricing_group_key": p.pricing_group_key,
+        "presentation_group_key": p.presentation_group_key,
+        "body": body(p),
+    }
+
+
+def _rate_card_row(r: RateCard) -> dict[str, Any]:
+    return {
+        "rate_card_id": r.id,
+        "name": r.name,
+        "description": r.description,
+        "fiat_credit_type_id": r.fiat_credit_type_id,
+        "body": body(r),
+    }
+
+
+def contract_row(c: Contract) -> dict[str, Any]:
+    schedule_ = c.usage_statement_schedule
+    provider = c.billing_provider_configuration
+    return {
+        "contract_id": c.id,
+        "customer_id": c.customer_id,
+        "rate_card_id": c.rate_card_id,
+        "starting_at": c.starting_at,
+        "ending_before": c.ending_before,
+        "frequency": schedule_.frequency,
+        "day": schedule_.day,
+        "billing_anchor_date": schedule_.billing_anchor_date,
+        "invoice_generation_starting_at": schedule_.invoice_generation_starting_at,
+        "billing_provider": None if provider is None else provider.billing_provider,
+        "delivery_method": None if provider is None else provider.delivery_method,
+        "body": body(c),
+    }
+
+
+# table -> (id column, the kind's name in messages, the source file, row builder)
+KINDS: dict[str, tuple[str, str, str, Callable[[Any], dict[str, Any]]]] = {
+    "credit_types": ("credit_type_id", "credit type", "catalog.json", _credit_type_row),
+    "customers": ("customer_id", "customer", "catalog.json", _customer_row),
+    "products": ("product_id", "product", "catalog.json", _product_row),
+    "rate_cards": ("rate_card_id", "rate card", "catalog.json", _rate_card_row),
+    "contracts": ("contract_id", "contract", "contracts.json", contract_row),
+}
+
+
+@dataclass
+class CatalogPlan:
+    """What this run adds: new rows per table, and the conflicts with what is stored."""
+
+    rows: dict[str, pl.DataFrame] = field(default_factory=dict)
+    new_contracts: list[Contract] = field(default_factory=list)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+
+    def ids(self, table: str) -> set[str]:
+        frame = self.rows.get(table)
+        return set() if frame is None else set(frame[KINDS[table][0]].to_list())
+
+
+def plan(
+    catalog: Catalog | None,
+    contracts: Sequence[Contract] | None,
+    stored: dict[str, dict[str, str | None]],
+    source_dir: str,
+) -> CatalogPlan:
+    """New objects of this run, given the stored bodies per table (`{table: {id: body}}`)."""
+    given: dict[str, Sequence[BaseModel]] = {
+        "credit_types": catalog.credit_types if catalog else [],
+        "customers": catalog.customers if catalog else [],
+        "products": catalog.products if catalog else [],
+        "rate_cards": catalog.rate_cards if catalog else [],
+        "contracts": contracts or [],
+    }
+    result = CatalogPlan()
+    for table, objects in given.items():
+        id_column, kind, file_name, to_row = KINDS[table]
+        new_rows = []
+        for obj in objects:
+            row = to_row(obj)
+            known = stored[table].get(row[id_column], "absent")
+            if known == "absent":
+                new_rows.append(row)
+                if isinstance(obj, Contract):
+                    result.new_contracts.append(obj)
+            elif known != row["body"]:
+                result.issues.append({
+                    "source": f"{source_dir}/{file_name}",
+                    "field": "id",
+                    "code": "CATALOG_CONFLICT",
+                    "message": f"{kind} `{row[id_column]}` is already stored with other content;"
+                    " stored objects are immutable (use a new id)",
+                })
+        result.rows[table] = pl.DataFrame(new_rows, schema=frames.CATALOG_TABLES[table])
+    new_cards = [c for c in given["rate_cards"] if c.id in result.ids("rate_cards")]  # type: ignore[attr-defined]
+    result.rows["rates"] = pl.DataFrame(
+        [row for card in new_cards for row in rate.rate_rows(card)],
+        schema=frames.CATALOG_TABLES["rates"],
+    )
+    result.rows["_rate_tiers"] = pl.DataFrame(
+        [row for card in new_cards for row in rate.tier_rows(card)],
+        schema=frames.CATALOG_TABLES["_rate_tiers"],
+    )
+    return result
+
+
+def contract_refs(contracts: Sequence[Contract]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "contract_id": c.id,
+                "customer_id": c.customer_id,
+                "rate_card_id": c.rate_card_id,
+                "starting_at": c.starting_at,
+                "ending_before": c.ending_before,
+                "generation_starts_at": c.generation_starts_at,
+            }
+            for c in contracts
+        ],
+        schema=frames.CONTRACT_REFS,
+    )
+
+
+def drafts(
+    contracts: Sequence[Contract], fiat_credit_type: dict[str, str], as_of: datetime
+) -> pl.DataFrame:
+    """D8: one draft per new contract, for the period containing the as-of date, if generated."""
+    rows = []
+    for contract in contracts:
+        period = schedule.draft_period(contract, as_of)
+        if period is not None:
+            rows.append({
+                "customer_id": contract.customer_id,
+                "contract_id": contract.id,
+                "credit_type_id": fiat_credit_type[contract.rate_card_id],
+                "inclusive_start": period.inclusive_start,
+                "exclusive_end": period.exclusive_end,
+            })
+    return pl.DataFrame(rows, schema=frames.DRAFTS)

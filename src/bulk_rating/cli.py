@@ -1,0 +1,131 @@
+"""The command line: the only module that touches the terminal.
+
+Exit codes: 0 done; 1 data problems (nothing written); 2 usage or configuration errors;
+3 internal errors (traceback only with --debug). `--json` prints exactly one JSON document on
+stdout; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import simplejson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from bulk_rating import pipeline
+from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
+from bulk_rating.report import RunReport
+from bulk_rating.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+ISSUES_SHOWN_PER_CODE = 5
+
+
+@app.callback()
+def _commands() -> None:
+    """Import billing history into a usage-based billing ledger (DuckDB)."""
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    # simplejson writes Decimal as exact number text; nothing goes through a float.
+    sys.stdout.write(simplejson.dumps(document, use_decimal=True, indent=2, default=str) + "\n")
+
+
+def _settings(**values: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"bad option: {problems}") from exc
+
+
+def _guarded(action: Callable[[], int], *, as_json: bool, debug: bool) -> None:
+    """Run a command; user mistakes become messages and exit codes, never tracebacks."""
+    try:
+        code = action()
+    except BulkRatingError as exc:
+        code = int(exc.exit_code)
+        if as_json:
+            _emit_json({"error": exc.to_dict()})
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        if debug:
+            raise
+    except Exception as exc:
+        if debug:
+            raise
+        if as_json:
+            _emit_json({"error": {"code": "INTERNAL_ERROR", "message": str(exc)}})
+        err.print(f"[red]internal error[/red]: {exc} (run with --debug for the traceback)")
+        code = int(ExitCode.INTERNAL)
+    raise typer.Exit(code)
+
+
+def _render_report(report: RunReport, console: Console) -> None:
+    summary = report.summary()
+    if report.status == "already_imported":
+        console.print(f"already imported (run {report.previous_run_id}): nothing written")
+        return
+    if report.status == "rejected":
+        _render_issues(report.issues, console)
+        return
+    title = "preview (nothing saved)" if report.preview else f"imported (run {report.run_id})"
+    table = Table(title=title, show_header=True)
+    for column in ("invoice", "contract", "period", "status", "lines", "total", "credit type"):
+        table.add_column(column, justify="right" if column in ("lines", "total") else "left")
+    for invoice in [*report.invoices, *report.drafts]:
+        period = f"{invoice['start_timestamp'][:10]} .. {invoice['end_timestamp'][:10]}"
+        table.add_row(invoice["id"][:8], invoice["contract_id"], period, invoice["status"],
+                      str(len(invoice["line_items"])), str(invoice["total"]),
+                      invoice["credit_type"]["name"])
+    console.print(table)
+    console.print(
+        f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
+        f" {summary['contracts_created']} contracts created, {summary['drafts']} drafts"
+    )
+    for total in summary["totals"]:
+        console.print(f"total {total['total']} {total['credit_type_name']}")
+
+
+def _render_issues(issues: pl.DataFrame, console: Console) -> None:
+    console.print(f"[red]{issues.height} problems found; nothing was written[/red]")
+    counts = issues.group_by("code").len().sort("code")
+    for code, count in counts.iter_rows():
+        console.print(f"  [bold]{code}[/bold]: {count}")
+        for row in issues.filter(pl.col("code") == code).head(ISSUES_SHOWN_PER_CODE).iter_rows(named=True):
+            console.print(f"    {row['source']}: {row['message']}" + (f" [{row['field']}]" if row["field"] else ""))
+
+
+@app.command("import")
+def import_command(
+    paths: Annotated[list[Path], typer.Argument(help="data set directories or invoices.json files")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    preview: Annotated[bool, typer.Option("--preview", "--dry-run", help="compute, save nothing")] = False,
+    as_of: Annotated[str | None, typer.Option(help="today for the run: YYYY-MM-DD or a timestamp")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")] = False,
+    debug: Annotated[bool, typer.Option(help="show tracebacks of internal errors")] = False,
+) -> None:
+    """Rate historical invoices with the contract's rate card and store them (or preview)."""
+
+    def action() -> int:
+        settings = _settings(db=db, as_of=as_of, preview=preview or None)
+        report = pipeline.run_import(paths, settings)
+        if as_json:
+            _emit_json(report.to_dict())
+        else:
+            _render_report(report, out if report.status != "rejected" else err)
+        return int(report.exit_code)
+
+    _guarded(action, as_json=as_json, debug=debug)
+
+
+def main() -> None:
+    app()

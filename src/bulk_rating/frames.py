@@ -1,0 +1,177 @@
+"""The column names and dtypes of every frame passed between stages.
+
+Input usage arrives as three long frames, whatever the file format:
+- invoices: one row per historical invoice;
+- lines:    one row per usage line item;
+- windows:  one row per quantity to price. A `subtotals_with_quantity` window is one row with its
+            granularity (HOUR or DAY); a plain `quantity` line is one row spanning the whole line
+            with granularity NONE (priced, but never stored as a breakdown row).
+Quantities travel as exact decimal text until validation has checked their precision and range;
+after validation they are Decimal(38, 9).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+
+from bulk_rating.money import PRICE_SCALE, QUANTITY_SCALE
+
+UTC_TIME = pl.Datetime("us", "UTC")
+QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
+PRICE = pl.Decimal(38, PRICE_SCALE)
+
+INVOICES: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "invoice_index": pl.Int64(),
+    "customer_id": pl.String(),
+    "contract_id": pl.String(),
+    "credit_type_id": pl.String(),
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+    "issued_at": UTC_TIME,
+    "billable_status": pl.String(),
+    "granularity": pl.String(),  # HOUR, DAY or null
+    "custom_fields": pl.String(),  # canonical JSON object
+}
+
+LINES: dict[str, pl.DataType] = {
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+    "product_id": pl.String(),
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+    "quantity": pl.String(),  # the plain `quantity`, exact text, or null
+    "subtotal_count": pl.Int64(),  # null when the line has no `subtotals_with_quantity`
+    "pricing_group_values": pl.String(),  # canonical JSON object or null
+    "presentation_group_values": pl.String(),  # canonical JSON object or null
+}
+
+WINDOWS_RAW: dict[str, pl.DataType] = {
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+    "window_index": pl.Int64(),
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+    "quantity": pl.String(),
+}
+
+# What the pricing kernel reads: every quantity to price, plain lines included.
+WINDOWS: dict[str, pl.DataType] = {
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+    "window_index": pl.Int64(),  # -1 for a plain `quantity` line
+    "granularity": pl.String(),  # HOUR, DAY or NONE
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+    "quantity": QUANTITY,
+}
+
+ISSUES: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "row": pl.Int64(),  # row of a table file; null for JSON input
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+    "window_index": pl.Int64(),
+    "field": pl.String(),
+    "code": pl.String(),
+    "message": pl.String(),
+}
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Select and cast `frame` to `schema`, failing loudly on a missing column."""
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+def canonical_json(value: dict[str, Any] | None) -> str | None:
+    """The one text form of a JSON object used for matching and storing (sorted keys)."""
+    if not value:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# Catalog tables as they are written to the store (run_id is added by the pipeline).
+CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
+    "credit_types": {"credit_type_id": pl.String(), "name": pl.String(), "body": pl.String()},
+    "customers": {
+        "customer_id": pl.String(),
+        "name": pl.String(),
+        "custom_fields": pl.String(),
+        "body": pl.String(),
+    },
+    "products": {
+        "product_id": pl.String(),
+        "name": pl.String(),
+        "type": pl.String(),
+        "tags": pl.List(pl.String()),
+        "pricing_group_key": pl.List(pl.String()),
+        "presentation_group_key": pl.List(pl.String()),
+        "body": pl.String(),
+    },
+    "rate_cards": {
+        "rate_card_id": pl.String(),
+        "name": pl.String(),
+        "description": pl.String(),
+        "fiat_credit_type_id": pl.String(),
+        "body": pl.String(),
+    },
+    "rates": {
+        "rate_card_id": pl.String(),
+        "rate_index": pl.Int32(),
+        "product_id": pl.String(),
+        "starting_at": UTC_TIME,
+        "ending_before": UTC_TIME,
+        "entitled": pl.Boolean(),
+        "rate_type": pl.String(),
+        "price": PRICE,
+        "credit_type_id": pl.String(),
+        "pricing_group_values": pl.String(),
+    },
+    "_rate_tiers": {
+        "rate_card_id": pl.String(),
+        "rate_index": pl.Int32(),
+        "tier_key": pl.Int32(),
+        "tier_start": QUANTITY,
+        "tier_end": QUANTITY,
+        "price": PRICE,
+    },
+    "contracts": {
+        "contract_id": pl.String(),
+        "customer_id": pl.String(),
+        "rate_card_id": pl.String(),
+        "starting_at": UTC_TIME,
+        "ending_before": UTC_TIME,
+        "frequency": pl.String(),
+        "day": pl.String(),
+        "billing_anchor_date": UTC_TIME,
+        "invoice_generation_starting_at": UTC_TIME,
+        "billing_provider": pl.String(),
+        "delivery_method": pl.String(),
+        "body": pl.String(),
+    },
+}
+
+# What validation and pricing need to know of a contract.
+CONTRACT_REFS: dict[str, pl.DataType] = {
+    "contract_id": pl.String(),
+    "customer_id": pl.String(),
+    "rate_card_id": pl.String(),
+    "starting_at": UTC_TIME,
+    "ending_before": UTC_TIME,
+    "generation_starts_at": UTC_TIME,
+}
+
+DRAFTS: dict[str, pl.DataType] = {
+    "customer_id": pl.String(),
+    "contract_id": pl.String(),
+    "credit_type_id": pl.String(),
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+}

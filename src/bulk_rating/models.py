@@ -1,0 +1,184 @@
+"""Pydantic models of Metronome's request and catalog shapes, as bulk_rating accepts them.
+
+Field names and casings follow Metronome's API (snake_case; enums in any casing, stored upper
+case). Unknown fields are errors: a typo in a billing catalog must never be silently ignored.
+Timestamps must carry a UTC offset; other offsets are converted to UTC on the way in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
+USD_CENTS_NAME = "USD (cents)"
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Frequency = Annotated[Literal["MONTHLY", "QUARTERLY", "ANNUAL", "WEEKLY"], BeforeValidator(_upper)]
+BillingDay = Annotated[
+    Literal["FIRST_OF_MONTH", "CONTRACT_START", "CUSTOM_DATE"], BeforeValidator(_upper)
+]
+Granularity = Annotated[Literal["HOUR", "DAY"], BeforeValidator(_upper)]
+RateType = Annotated[Literal["FLAT", "TIERED"], BeforeValidator(_upper)]
+ProductType = Annotated[
+    Literal["USAGE", "FIXED", "COMPOSITE", "SUBSCRIPTION", "PROFESSIONAL_SERVICE", "PRO_SERVICE"],
+    BeforeValidator(_upper),
+]
+BillableStatus = Annotated[Literal["billable", "unbillable"], BeforeValidator(_lower)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- catalog -------------------------------------------------------------------------------
+
+
+class CreditType(Strict):
+    id: str
+    name: str
+
+
+class Customer(Strict):
+    id: str
+    name: str
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Product(Strict):
+    id: str
+    name: str
+    type: ProductType = "USAGE"
+    tags: list[str] = Field(default_factory=list)
+    pricing_group_key: list[str] = Field(default_factory=list)
+    presentation_group_key: list[str] = Field(default_factory=list)
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Tier(Strict):
+    price: Decimal
+    size: Decimal | None = None
+
+
+class Rate(Strict):
+    """A Metronome addRate body without `rate_card_id` (the rate sits inside its rate card)."""
+
+    product_id: str
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime | None = None
+    entitled: bool
+    rate_type: RateType
+    price: Decimal | None = None
+    tiers: list[Tier] | None = None
+    credit_type_id: str = USD_CENTS_ID
+    pricing_group_values: dict[str, str] | None = None
+
+
+class RateCard(Strict):
+    id: str
+    name: str
+    description: str | None = None
+    fiat_credit_type_id: str = USD_CENTS_ID
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+    rates: list[Rate] = Field(default_factory=list)
+
+
+class Catalog(Strict):
+    credit_types: list[CreditType] = Field(default_factory=list)
+    customers: list[Customer] = Field(default_factory=list)
+    products: list[Product] = Field(default_factory=list)
+    rate_cards: list[RateCard] = Field(default_factory=list)
+
+
+# --- contracts -----------------------------------------------------------------------------
+
+
+class UsageStatementSchedule(Strict):
+    frequency: Frequency
+    day: BillingDay = "FIRST_OF_MONTH"
+    billing_anchor_date: UtcDatetime | None = None
+    invoice_generation_starting_at: UtcDatetime | None = None
+
+
+class BillingProviderConfiguration(Strict):
+    billing_provider: Annotated[str, BeforeValidator(_lower)]
+    delivery_method: Annotated[str, BeforeValidator(_lower)] | None = None
+    billing_provider_configuration_id: str | None = None
+
+
+class Contract(Strict):
+    """A Metronome contracts/create body with the contract's `id`."""
+
+    id: str
+    customer_id: str
+    rate_card_id: str
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime | None = None
+    usage_statement_schedule: UsageStatementSchedule
+    name: str | None = None
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+    net_payment_terms_days: Decimal | None = None
+    uniqueness_key: str | None = None
+    billing_provider_configuration: BillingProviderConfiguration | None = None
+
+    @property
+    def generation_starts_at(self) -> datetime:
+        """When the engine generates invoices itself; imports must end by then."""
+        schedule = self.usage_statement_schedule
+        return schedule.invoice_generation_starting_at or self.starting_at
+
+
+# --- createHistoricalInvoices --------------------------------------------------------------
+# Quantities are kept as given (Decimal) here; their precision and range are checked as columns.
+
+
+class SubtotalWithQuantity(Strict):
+    inclusive_start_date: UtcDatetime
+    exclusive_end_date: UtcDatetime
+    quantity: Decimal
+
+
+class UsageLineItem(Strict):
+    product_id: str
+    inclusive_start_date: UtcDatetime
+    exclusive_end_date: UtcDatetime
+    quantity: Decimal | None = None
+    subtotals_with_quantity: list[SubtotalWithQuantity] | None = None
+    pricing_group_values: dict[str, str] | None = None
+    presentation_group_values: dict[str, str | None] | None = None
+
+
+class HistoricalInvoice(Strict):
+    customer_id: str
+    contract_id: str
+    credit_type_id: str
+    inclusive_start_date: UtcDatetime
+    exclusive_end_date: UtcDatetime
+    issue_date: UtcDatetime
+    usage_line_items: list[UsageLineItem]
+    billable_status: BillableStatus = "billable"
+    breakdown_granularity: Granularity | None = None
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class HistoricalInvoicesRequest(Strict):
+    """The createHistoricalInvoices body: `{"invoices": [...], "preview": bool}`."""
+
+    invoices: list[HistoricalInvoice]
+    preview: bool

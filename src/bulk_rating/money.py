@@ -1,0 +1,44 @@
+"""The one money and quantity policy.
+
+- Amounts are exact decimals in the credit type's smallest unit (USD: cents), never floats, and are
+  not rounded on invoices: a line total keeps every digit that quantity x price produces.
+- Input quantities carry at most QUANTITY_SCALE decimal places and prices at most PRICE_SCALE; more
+  digits are an error, never silently rounded.
+- JSON numbers are parsed straight into Decimal (never through a float) and written back as exact
+  decimal text.
+- Comparisons with legacy invoices (issued in whole units) round half-even to whole units.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+QUANTITY_SCALE = 9
+PRICE_SCALE = 10
+MULTIPLIER_SCALE = 4
+# DuckDB column types: amounts are quantity x price, so their scale is the sum of both scales.
+QUANTITY_SQL = f"DECIMAL(38,{QUANTITY_SCALE})"
+PRICE_SQL = f"DECIMAL(38,{PRICE_SCALE})"
+AMOUNT_SQL = f"DECIMAL(38,{QUANTITY_SCALE + PRICE_SCALE})"
+# The largest quantity or price accepted: keeps quantity x price and its sums inside DECIMAL(38, 19).
+MAX_QUANTITY = Decimal(10) ** 12
+MAX_PRICE = Decimal(10) ** 6
+
+
+def decimal_places(value: Decimal) -> int:
+    """Digits after the point that carry information (1.50 has 1)."""
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def format_decimal(value: Decimal) -> str:
+    """Exact decimal text without exponent or trailing zeros: 1500.000 -> '1500', 0.10 -> '0.1'."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def round_to_units(value: Decimal) -> Decimal:
+    """The written rounding policy for comparisons with issued (whole-unit) invoices."""
+    return value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)

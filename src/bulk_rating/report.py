@@ -1,0 +1,140 @@
+"""The run report: what a run did, as a dict for `--json` and rows for the terminal.
+
+Invoices are rendered in Metronome's `Invoice` shape. Numbers are Decimal throughout; the CLI
+writes them as exact JSON number text (never through a float).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+
+from bulk_rating import frames
+from bulk_rating.errors import ExitCode
+from bulk_rating.money import format_decimal
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def number(value: Decimal | None) -> Decimal | None:
+    """Exact, without trailing zeros or exponent: 1500.00 -> 1500, 0.5000 -> 0.5."""
+    return None if value is None else Decimal(format_decimal(value))
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else dict(json.loads(text))
+
+
+def line_document(line: dict[str, Any]) -> dict[str, Any]:
+    tier = None
+    if line["tier_level"] is not None:
+        size = line["tier_size"]
+        tier = {
+            "level": line["tier_level"],
+            "starting_at": format_decimal(line["tier_starting_at"]),
+            "size": None if size is None else format_decimal(size),
+        }
+    return {
+        "type": line["type"],
+        "name": line["name"],
+        "product_id": line["product_id"],
+        "credit_type": {"id": line["credit_type_id"], "name": line["credit_type_name"]},
+        "quantity": number(line["quantity"]),
+        "unit_price": number(line["unit_price"]),
+        "total": number(line["total"]),
+        "starting_at": timestamp(line["starting_at"]),
+        "ending_before": timestamp(line["ending_before"]),
+        "tier": tier,
+        "pricing_group_values": _json_object(line["pricing_group_values"]),
+        "presentation_group_values": _json_object(line["presentation_group_values"]),
+    }
+
+
+def invoice_document(invoice: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": invoice["invoice_id"],
+        "customer_id": invoice["customer_id"],
+        "contract_id": invoice["contract_id"],
+        "credit_type": {"id": invoice["credit_type_id"], "name": invoice["credit_type_name"]},
+        "start_timestamp": timestamp(invoice["start_timestamp"]),
+        "end_timestamp": timestamp(invoice["end_timestamp"]),
+        "issued_at": timestamp(invoice["issued_at"]),
+        "status": invoice["status"],
+        "type": invoice["type"],
+        "origin": invoice["origin"],
+        "total": number(invoice["total"]),
+        "subtotal": number(invoice["subtotal"]),
+        "billable_status": invoice["billable_status"],
+        "custom_fields": _json_object(invoice["custom_fields"]) or {},
+        "external_invoice": None,
+        "line_items": [line_document(line) for line in lines],
+    }
+
+
+@dataclass
+class RunReport:
+    status: str  # imported | previewed | already_imported | rejected
+    preview: bool
+    inputs: list[str]
+    input_hash: str | None = None
+    as_of: datetime | None = None
+    run_id: int | None = None
+    invoices: list[dict[str, Any]] = field(default_factory=list)
+    drafts: list[dict[str, Any]] = field(default_factory=list)
+    contracts_created: int = 0
+    windows: int = 0
+    issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    previous_run_id: int | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.DATA_PROBLEMS if self.status == "rejected" else ExitCode.OK
+
+    def totals(self) -> list[dict[str, Any]]:
+        """The sum of imported invoice totals per credit type."""
+        sums: dict[tuple[str, str], Decimal] = {}
+        for invoice in self.invoices:
+            key = (invoice["credit_type"]["id"], invoice["credit_type"]["name"])
+            sums[key] = sums.get(key, Decimal(0)) + invoice["total"]
+        return [
+            {"credit_type_id": k[0], "credit_type_name": k[1], "total": number(v)}
+            for k, v in sorted(sums.items())
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "preview": self.preview,
+            "run_id": self.run_id,
+            "previous_run_id": self.previous_run_id,
+            "inputs": self.inputs,
+            "input_hash": self.input_hash,
+            "as_of": timestamp(self.as_of),
+            "invoices": len(self.invoices),
+            "line_items": sum(len(i["line_items"]) for i in self.invoices),
+            "windows": self.windows,
+            "contracts_created": self.contracts_created,
+            "drafts": len(self.drafts),
+            "totals": self.totals(),
+            "issues": self.issues.height,
+            "stage_seconds": {k: round(v, 6) for k, v in self.stage_seconds.items()},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.invoices,
+            "drafts": self.drafts,
+            "summary": self.summary(),
+            "issues": self.issues.to_dicts(),
+        }

@@ -1,0 +1,86 @@
+-- bulk_rating store: one DuckDB file. Created before any run's transaction (no DDL inside a run).
+-- Money columns are exact DECIMALs in the credit type's smallest unit (USD: cents), never rounded.
+-- Timestamps are TIMESTAMPTZ in UTC; every period is half-open [start, end).
+
+CREATE OR REPLACE MACRO stable_id(key) AS
+    -- A deterministic UUID-shaped id from a text key (same input, same id; re-runs refer to the same rows).
+    lower(substr(md5(key), 1, 8) || '-' || substr(md5(key), 9, 4) || '-' || substr(md5(key), 13, 4)
+          || '-' || substr(md5(key), 17, 4) || '-' || substr(md5(key), 21, 12));
+
+CREATE OR REPLACE MACRO invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS
+    -- One invoice per contract, credit type and period (periods of one contract never overlap).
+    stable_id(contract_id || '|' || credit_type_id || '|' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%S.%fZ')
+              || '|' || strftime(exclusive_end, '%Y-%m-%dT%H:%M:%S.%fZ'));
+
+CREATE TABLE IF NOT EXISTS _runs (
+    run_id BIGINT, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, inputs VARCHAR[],
+    input_hash VARCHAR, preview BOOLEAN, as_of TIMESTAMPTZ, status VARCHAR,
+    invoices BIGINT, line_items BIGINT, windows BIGINT, contracts BIGINT, drafts BIGINT
+);
+COMMENT ON TABLE _runs IS 'One row per import run that wrote something: when, what input (and its content hash), and counts.';
+
+CREATE TABLE IF NOT EXISTS credit_types (credit_type_id VARCHAR, name VARCHAR, body VARCHAR, run_id BIGINT);
+COMMENT ON TABLE credit_types IS 'Pricing units. USD (cents) is built in; custom ones come from catalog.json.';
+
+CREATE TABLE IF NOT EXISTS customers (customer_id VARCHAR, name VARCHAR, custom_fields JSON, body VARCHAR, run_id BIGINT);
+COMMENT ON TABLE customers IS 'Customers from catalog.json (body: the object as given, canonical JSON).';
+
+CREATE TABLE IF NOT EXISTS products (
+    product_id VARCHAR, name VARCHAR, type VARCHAR, tags VARCHAR[], pricing_group_key VARCHAR[],
+    presentation_group_key VARCHAR[], body VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE products IS 'Products from catalog.json; name is what invoices show.';
+
+CREATE TABLE IF NOT EXISTS rate_cards (
+    rate_card_id VARCHAR, name VARCHAR, description VARCHAR, fiat_credit_type_id VARCHAR, body VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE rate_cards IS 'Rate cards from catalog.json; their rates are in rates.';
+
+CREATE TABLE IF NOT EXISTS rates (
+    rate_card_id VARCHAR, rate_index INTEGER, product_id VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ,
+    entitled BOOLEAN, rate_type VARCHAR, price DECIMAL(38,10), credit_type_id VARCHAR,
+    pricing_group_values VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE rates IS 'Effective-dated rates [starting_at, ending_before) of each rate card; rate_index is the position in the card.';
+COMMENT ON COLUMN rates.price IS 'FLAT price in the credit type''s smallest unit; null for TIERED (see _rate_tiers).';
+COMMENT ON COLUMN rates.pricing_group_values IS 'Canonical JSON object (sorted keys) the usage must match exactly, or null.';
+
+CREATE TABLE IF NOT EXISTS _rate_tiers (
+    rate_card_id VARCHAR, rate_index INTEGER, tier_key INTEGER, tier_start DECIMAL(38,9), tier_end DECIMAL(38,9),
+    price DECIMAL(38,10), run_id BIGINT
+);
+COMMENT ON TABLE _rate_tiers IS 'Each rate as graduated tiers [tier_start, tier_end) of quantity in the period; a FLAT rate is one open tier with tier_key 0.';
+
+CREATE TABLE IF NOT EXISTS contracts (
+    contract_id VARCHAR, customer_id VARCHAR, rate_card_id VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ,
+    frequency VARCHAR, day VARCHAR, billing_anchor_date TIMESTAMPTZ, invoice_generation_starting_at TIMESTAMPTZ,
+    billing_provider VARCHAR, delivery_method VARCHAR, body VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE contracts IS 'Contracts (contracts/create bodies). Invoices before invoice_generation_starting_at are imported, later ones generated.';
+
+CREATE TABLE IF NOT EXISTS invoices (
+    invoice_id VARCHAR, customer_id VARCHAR, contract_id VARCHAR, credit_type_id VARCHAR,
+    start_timestamp TIMESTAMPTZ, end_timestamp TIMESTAMPTZ, issued_at TIMESTAMPTZ, status VARCHAR, type VARCHAR,
+    origin VARCHAR, total DECIMAL(38,19), subtotal DECIMAL(38,19), billable_status VARCHAR, custom_fields JSON,
+    run_id BIGINT, invoice_index INTEGER
+);
+COMMENT ON TABLE invoices IS 'Invoices: imported history (origin HISTORICAL_IMPORT, FINALIZED) and generated ones (origin CONTRACT_SCHEDULE).';
+COMMENT ON COLUMN invoices.total IS 'Exact sum of the line totals in the credit type''s smallest unit (USD: cents); never rounded.';
+COMMENT ON COLUMN invoices.origin IS 'HISTORICAL_IMPORT (never sent to a billing provider) or CONTRACT_SCHEDULE.';
+COMMENT ON COLUMN invoices.invoice_index IS 'Position of the invoice in its run''s input.';
+
+CREATE TABLE IF NOT EXISTS invoice_line_items (
+    invoice_id VARCHAR, line_item_id VARCHAR, position INTEGER, product_id VARCHAR, name VARCHAR, type VARCHAR,
+    credit_type_id VARCHAR, quantity DECIMAL(38,9), unit_price DECIMAL(38,10), total DECIMAL(38,19),
+    starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, tier_level INTEGER, tier_starting_at DECIMAL(38,9),
+    tier_size DECIMAL(38,9), granularity VARCHAR, pricing_group_values VARCHAR, presentation_group_values VARCHAR,
+    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER
+);
+COMMENT ON TABLE invoice_line_items IS 'One row per invoice line: an input usage line split by rate period and by tier reached.';
+COMMENT ON COLUMN invoice_line_items.granularity IS 'HOUR or DAY when the line came with subtotals (see invoice_breakdowns), NONE for a plain quantity.';
+
+CREATE TABLE IF NOT EXISTS _priced_windows (
+    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER,
+    window_start TIMESTAMPTZ, quantity DECIMAL(38,9), amount DECIMAL(38,19)
+);
+COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s exact share of one line item (a window crossing a tier edge has one row per tier). Read through invoice_breakdowns.';

@@ -1,0 +1,266 @@
+"""The DuckDB store: the only module that touches DuckDB.
+
+A run is: schema first (DDL, outside any run), then one transaction that writes the catalog,
+contracts, drafts and the priced history, then a checkpoint. A preview runs the very same
+statements against a throwaway in-memory database seeded from the file (opened read-only), so
+preview and import cannot drift apart and the file is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from bulk_rating import rate
+from bulk_rating.errors import BulkRatingError, DatabaseLockedError, UsageError
+from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME
+
+# Tables a preview copies from the file: what validation and pricing read. Facts (line items and
+# breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
+REFERENCE_TABLES = (
+    "_runs", "credit_types", "customers", "products", "rate_cards", "rates", "_rate_tiers",
+    "contracts", "invoices",
+)
+
+
+def _sql(name: str) -> str:
+    return resources.files("bulk_rating").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def _connect(path: str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseLockedError(
+                f"{path} is in use by another process (the file is locked); try again when it ends",
+                path=path,
+            ) from exc
+        raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
+    except duckdb.Error as exc:
+        raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+class Store:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, throwaway: bool) -> None:
+        self.con = con
+        self.path = path
+        self.throwaway = throwaway
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(_connect(str(path)), str(path), throwaway=False)
+        store._create_schema()
+        return store
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Store:
+        if not path.exists():
+            raise UsageError(f"no database at {path}", path=str(path))
+        return cls(_connect(str(path), read_only=True), str(path), throwaway=True)
+
+    @classmethod
+    def throwaway_copy(cls, path: Path) -> Store:
+        """An in-memory store holding the file's reference tables; the file is only read."""
+        store = cls(_connect(":memory:"), str(path), throwaway=True)
+        store._create_schema()
+        if path.exists():
+            try:
+                store.con.execute(f"ATTACH '{_quote(str(path))}' AS stored (READ_ONLY)")
+            except duckdb.IOException as exc:
+                if "lock" in str(exc).lower():
+                    raise DatabaseLockedError(
+                        f"{path} is in use by another process (the file is locked)", path=str(path)
+                    ) from exc
+                raise
+            stored = {name for (name,) in store.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'").fetchall()}
+            for table in REFERENCE_TABLES:
+                if table in stored:
+                    store.con.execute(f"DELETE FROM main.{table}")
+                    store.con.execute(f"INSERT INTO main.{table} BY NAME SELECT * FROM stored.{table}")
+            store.con.execute("DETACH stored")
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _create_schema(self) -> None:
+        self.con.execute(_sql("schema.sql"))
+        self.con.execute(_sql("views.sql"))
+        if not self.scalar("SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]):
+            self.con.execute(
+                "INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME]
+            )
+
+    # --- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: commit when the block ends normally, roll back on any exception."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+        if not self.throwaway:
+            self.con.execute("CHECKPOINT")
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def frame(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        relation = self.con.sql(sql, params=params)
+        assert relation is not None
+        return relation.pl()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        """The single value of a one-row query (fetched to the end, as DuckDB requires)."""
+        return self.con.execute(sql, params or []).fetchall()[0][0]
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self.con.execute(sql, params or [])
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def stored_bodies(self, table: str, id_column: str) -> dict[str, str | None]:
+        return dict(self.con.execute(f"SELECT {id_column}, body FROM {table}").fetchall())
+
+    def contract_refs(self) -> pl.DataFrame:
+        return self.frame(
+            """SELECT contract_id, customer_id, rate_card_id, starting_at, ending_before,
+                      coalesce(invoice_generation_starting_at, starting_at) AS generation_starts_at
+               FROM contracts"""
+        )
+
+    def invoice_periods(self) -> pl.DataFrame:
+        """Stored invoices that new ones must not overlap (voided ones excepted)."""
+        return self.frame(
+            """SELECT invoice_id, contract_id, credit_type_id, start_timestamp AS inclusive_start,
+                      end_timestamp AS exclusive_end
+               FROM invoices WHERE status <> 'VOID'"""
+        )
+
+    def fiat_credit_types(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT rate_card_id, fiat_credit_type_id FROM rate_cards").fetchall())
+
+    def run_with_hash(self, input_hash: str) -> int | None:
+        found = self.scalar(
+            "SELECT min(run_id) FROM _runs WHERE input_hash = ? AND NOT preview AND status = 'imported'",
+            [input_hash],
+        )
+        return None if found is None else int(found)
+
+    def next_run_id(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM _runs"))
+
+    # --- writes (inside a transaction) -----------------------------------------------------
+
+    def insert(self, table: str, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.con.register("_incoming", frame.to_arrow())
+            try:
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+            finally:
+                self.con.unregister("_incoming")
+
+    def insert_drafts(self, drafts: pl.DataFrame, run_id: int) -> None:
+        """D8: the contract's own draft invoice of the period containing the as-of date."""
+        if not drafts.height:
+            return
+        self.con.register("_drafts", drafts.to_arrow())
+        try:
+            self.con.execute(
+                """INSERT INTO invoices BY NAME
+                   SELECT invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS invoice_id,
+                          customer_id, contract_id, credit_type_id, inclusive_start AS start_timestamp,
+                          exclusive_end AS end_timestamp, exclusive_end AS issued_at, 'DRAFT' AS status,
+                          'USAGE' AS type, 'CONTRACT_SCHEDULE' AS origin, 0 AS total, 0 AS subtotal,
+                          'billable' AS billable_status, '{}'::JSON AS custom_fields, $run_id AS run_id
+                   FROM _drafts""",
+                {"run_id": run_id},
+            )
+        finally:
+            self.con.unregister("_drafts")
+
+    def price(
+        self, run_id: int, windows: pl.DataFrame, lines: pl.DataFrame, invoices: pl.DataFrame
+    ) -> pl.DataFrame:
+        """Run the pricing kernel; returns the rate issues (then nothing was written)."""
+        self.con.register("usage_windows", windows.to_arrow())
+        self.con.register("usage_lines", lines.to_arrow())
+        self.con.register("usage_invoices", invoices.to_arrow())
+        try:
+            issues = self.frame(rate.RATE_ISSUES)
+            if issues.height:
+                return issues
+            params = {"run_id": run_id}
+            self.con.execute("INSERT INTO _priced_windows " + rate.PRICED_WINDOWS, params)
+            self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
+            self.con.execute("INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params)
+            return issues
+        except duckdb.OutOfRangeException as exc:
+            # Validation bounds quantities and prices; reaching this means a bound is wrong.
+            raise BulkRatingError(f"amount overflow while pricing: {exc}") from exc
+        finally:
+            for name in ("usage_windows", "usage_lines", "usage_invoices"):
+                self.con.unregister(name)
+
+    def record_run(self, row: dict[str, Any]) -> None:
+        self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
+
+    # --- results ---------------------------------------------------------------------------
+
+    def run_invoices(self, run_id: int) -> list[dict[str, Any]]:
+        return self.rows(
+            """SELECT i.*, c.name AS credit_type_name FROM invoices i
+               JOIN credit_types c USING (credit_type_id)
+               WHERE i.run_id = ? ORDER BY i.origin DESC, i.invoice_index, i.contract_id""",
+            [run_id],
+        )
+
+    def run_line_items(self, run_id: int) -> list[dict[str, Any]]:
+        return self.rows(
+            """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l
+               JOIN credit_types c USING (credit_type_id)
+               WHERE l.run_id = ? ORDER BY l.invoice_index, l.position""",
+            [run_id],
+        )
+
+    def run_window_count(self, run_id: int) -> int:
+        return int(self.scalar("SELECT count(*) FROM _priced_windows WHERE run_id = ?", [run_id]))
+
+
+RUNS_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.Int64(),
+    "started_at": pl.Datetime("us", "UTC"),
+    "finished_at": pl.Datetime("us", "UTC"),
+    "inputs": pl.List(pl.String()),
+    "input_hash": pl.String(),
+    "preview": pl.Boolean(),
+    "as_of": pl.Datetime("us", "UTC"),
+    "status": pl.String(),
+}
+
+
+def _quote(text: str) -> str:
+    return re.sub("'", "''", text)
