@@ -127,15 +127,18 @@ def plan(
                 if isinstance(obj, Contract):
                     result.new_contracts.append(obj)
             elif known != row["body"]:
-                result.issues.append({
-                    "source": f"{source_dir}/{file_name}",
-                    "field": "id",
-                    "code": "CATALOG_CONFLICT",
-                    "message": f"{kind} `{row[id_column]}` is already stored with other content;"
-                    " stored objects are immutable (use a new id)",
-                })
+                result.issues.append(
+                    {
+                        "source": f"{source_dir}/{file_name}",
+                        "field": "id",
+                        "code": "CATALOG_CONFLICT",
+                        "message": f"{kind} `{row[id_column]}` is already stored with other content;"
+                        " stored objects are immutable (use a new id)",
+                    }
+                )
         result.rows[table] = pl.DataFrame(new_rows, schema=frames.CATALOG_TABLES[table])
-    new_cards = [c for c in given["rate_cards"] if c.id in result.ids("rate_cards")]  # type: ignore[attr-defined]
+    new_card_ids = result.ids("rate_cards")
+    new_cards = [c for c in (catalog.rate_cards if catalog else []) if c.id in new_card_ids]
     result.rows["rates"] = pl.DataFrame(
         [row for card in new_cards for row in rate.rate_rows(card)],
         schema=frames.CATALOG_TABLES["rates"],
@@ -172,11 +175,13 @@ def drafts(
     for contract in contracts:
         period = schedule.draft_period(contract, as_of)
         if period is not None:
-            rows.append({
-                "customer_id": contract.customer_id,
-                "contract_id": contract.id,
-                "credit_type_id": fiat_credit_type[contract.rate_card_id],
-                "inclusive_start": period.inclusive_start,
-                "exclusive_end": period.exclusive_end,
-            })
+            rows.append(
+                {
+                    "customer_id": contract.customer_id,
+                    "contract_id": contract.id,
+                    "credit_type_id": fiat_credit_type[contract.rate_card_id],
+                    "inclusive_start": period.inclusive_start,
+                    "exclusive_end": period.exclusive_end,
+                }
+            )
     return pl.DataFrame(rows, schema=frames.DRAFTS)

@@ -8,6 +8,7 @@ stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from bulk_rating import pipeline
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
+from bulk_rating.money import format_decimal
 from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings
 
@@ -35,9 +37,15 @@ def _commands() -> None:
     """Import billing history into a usage-based billing ledger (DuckDB)."""
 
 
+def _json_default(value: object) -> object:
+    # Decimals become exact JSON number text (0.0000000056, never 5.6E-9); nothing passes a float.
+    if isinstance(value, Decimal):
+        return simplejson.RawJSON(format_decimal(value))
+    return str(value)
+
+
 def _emit_json(document: dict[str, Any]) -> None:
-    # simplejson writes Decimal as exact number text; nothing goes through a float.
-    sys.stdout.write(simplejson.dumps(document, use_decimal=True, indent=2, default=str) + "\n")
+    sys.stdout.write(simplejson.dumps(document, use_decimal=False, indent=2, default=_json_default) + "\n")
 
 
 def _settings(**values: Any) -> Settings:
@@ -83,9 +91,15 @@ def _render_report(report: RunReport, console: Console) -> None:
         table.add_column(column, justify="right" if column in ("lines", "total") else "left")
     for invoice in [*report.invoices, *report.drafts]:
         period = f"{invoice['start_timestamp'][:10]} .. {invoice['end_timestamp'][:10]}"
-        table.add_row(invoice["id"][:8], invoice["contract_id"], period, invoice["status"],
-                      str(len(invoice["line_items"])), str(invoice["total"]),
-                      invoice["credit_type"]["name"])
+        table.add_row(
+            invoice["id"][:8],
+            invoice["contract_id"],
+            period,
+            invoice["status"],
+            str(len(invoice["line_items"])),
+            str(invoice["total"]),
+            invoice["credit_type"]["name"],
+        )
     console.print(table)
     console.print(
         f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
@@ -100,17 +114,30 @@ def _render_issues(issues: pl.DataFrame, console: Console) -> None:
     counts = issues.group_by("code").len().sort("code")
     for code, count in counts.iter_rows():
         console.print(f"  [bold]{code}[/bold]: {count}")
-        for row in issues.filter(pl.col("code") == code).head(ISSUES_SHOWN_PER_CODE).iter_rows(named=True):
-            console.print(f"    {row['source']}: {row['message']}" + (f" [{row['field']}]" if row["field"] else ""))
+        for row in (
+            issues.filter(pl.col("code") == code).head(ISSUES_SHOWN_PER_CODE).iter_rows(named=True)
+        ):
+            console.print(
+                f"    {row['source']}: {row['message']}"
+                + (f" [{row['field']}]" if row["field"] else "")
+            )
 
 
 @app.command("import")
 def import_command(
-    paths: Annotated[list[Path], typer.Argument(help="data set directories or invoices.json files")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="data set directories or invoices.json files")
+    ],
     db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
-    preview: Annotated[bool, typer.Option("--preview", "--dry-run", help="compute, save nothing")] = False,
-    as_of: Annotated[str | None, typer.Option(help="today for the run: YYYY-MM-DD or a timestamp")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")] = False,
+    preview: Annotated[
+        bool, typer.Option("--preview", "--dry-run", help="compute, save nothing")
+    ] = False,
+    as_of: Annotated[
+        str | None, typer.Option(help="today for the run: YYYY-MM-DD or a timestamp")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON document on stdout")
+    ] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks of internal errors")] = False,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""

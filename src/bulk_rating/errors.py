@@ -44,47 +44,107 @@ class DatabaseLockedError(UsageError):
 
 # Stable codes of data problems (rows of the issues frame): code -> (meaning, what to fix).
 ISSUE_CODES: dict[str, tuple[str, str]] = {
-    "FILE_NOT_FOUND": ("an input file named by the data set is missing", "add the file or fix the path"),
+    "FILE_NOT_FOUND": (
+        "an input file named by the data set is missing",
+        "add the file or fix the path",
+    ),
     "INVALID_JSON": ("a file is not valid JSON", "fix the syntax at the reported line and column"),
-    "INVALID_SHAPE": ("a JSON document is not an object of the expected shape", "follow the documented shape"),
+    "INVALID_SHAPE": (
+        "a JSON document is not an object of the expected shape",
+        "follow the documented shape",
+    ),
     "MISSING_FIELD": ("a required field is absent", "add the field"),
-    "UNKNOWN_FIELD": ("a field that the shape does not have (often a typo)", "remove or correct it"),
-    "INVALID_VALUE": ("a value of the wrong type or out of its allowed set", "use a documented value"),
+    "UNKNOWN_FIELD": (
+        "a field that the shape does not have (often a typo)",
+        "remove or correct it",
+    ),
+    "INVALID_VALUE": (
+        "a value of the wrong type or out of its allowed set",
+        "use a documented value",
+    ),
     "INVALID_NUMBER": ("not a finite number (NaN, Infinity, text)", "write a plain decimal number"),
     "INVALID_TIMESTAMP": ("not an RFC 3339 timestamp", "write e.g. 2024-06-01T00:00:00Z"),
-    "TIMESTAMP_WITHOUT_OFFSET": ("a timestamp without a UTC offset", "add Z or an offset such as +02:00"),
+    "TIMESTAMP_WITHOUT_OFFSET": (
+        "a timestamp without a UTC offset",
+        "add Z or an offset such as +02:00",
+    ),
     "DUPLICATE_ID": ("two objects of one kind share an id", "give each object its own id"),
-    "CATALOG_CONFLICT": ("an id already stored with different content", "use a new id; stored objects are immutable"),
+    "CATALOG_CONFLICT": (
+        "an id already stored with different content",
+        "use a new id; stored objects are immutable",
+    ),
     "UNKNOWN_CUSTOMER": ("customer id not in the catalog", "add the customer or fix the id"),
-    "UNKNOWN_CONTRACT": ("contract id not in contracts.json or the database", "add the contract or fix the id"),
+    "UNKNOWN_CONTRACT": (
+        "contract id not in contracts.json or the database",
+        "add the contract or fix the id",
+    ),
     "UNKNOWN_PRODUCT": ("product id not in the catalog", "add the product or fix the id"),
-    "UNKNOWN_CREDIT_TYPE": ("credit type id not built in nor in the catalog", "add the credit type or fix the id"),
+    "UNKNOWN_CREDIT_TYPE": (
+        "credit type id not built in nor in the catalog",
+        "add the credit type or fix the id",
+    ),
     "UNKNOWN_RATE_CARD": ("rate card id not in the catalog", "add the rate card or fix the id"),
-    "CONTRACT_CUSTOMER_MISMATCH": ("the contract belongs to another customer", "fix customer_id or contract_id"),
-    "INVALID_RATE": ("a rate lacks its price or tiers, or mixes them", "FLAT needs price; TIERED needs tiers"),
-    "RATE_OVERLAP": ("two rates of one product and pricing group overlap in time", "end one before the next starts"),
+    "CONTRACT_CUSTOMER_MISMATCH": (
+        "the contract belongs to another customer",
+        "fix customer_id or contract_id",
+    ),
+    "INVALID_RATE": (
+        "a rate lacks its price or tiers, or mixes them",
+        "FLAT needs price; TIERED needs tiers",
+    ),
+    "RATE_OVERLAP": (
+        "two rates of one product and pricing group overlap in time",
+        "end one before the next starts",
+    ),
     "INVALID_PERIOD": ("start is not before end", "fix the dates"),
-    "INVOICE_OUTSIDE_CONTRACT": ("the invoice period is not within the contract", "fix the period or the contract dates"),
+    "INVOICE_OUTSIDE_CONTRACT": (
+        "the invoice period is not within the contract",
+        "fix the period or the contract dates",
+    ),
     "INVOICE_AFTER_GENERATION_START": (
         "the invoice ends after invoice_generation_starting_at (those periods are generated)",
         "import only periods before generation starts",
     ),
-    "INVOICE_OVERLAP": ("two invoices of one contract and credit type overlap in the batch", "remove one"),
-    "INVOICE_OVERLAPS_STORED": ("the invoice overlaps an invoice already stored", "void it first or drop this one"),
+    "INVOICE_OVERLAP": (
+        "two invoices of one contract and credit type overlap in the batch",
+        "remove one",
+    ),
+    "INVOICE_OVERLAPS_STORED": (
+        "the invoice overlaps an invoice already stored",
+        "void it first or drop this one",
+    ),
     "LINE_OUTSIDE_INVOICE": ("a line's period is not within its invoice", "fix the line dates"),
     "QUANTITY_AND_SUBTOTALS": ("a line has both quantity and subtotals_with_quantity", "keep one"),
     "NO_QUANTITY": ("a line has neither quantity nor subtotals_with_quantity", "add one"),
-    "MISSING_GRANULARITY": ("subtotals given but the invoice has no breakdown_granularity", "set HOUR or DAY"),
+    "MISSING_GRANULARITY": (
+        "subtotals given but the invoice has no breakdown_granularity",
+        "set HOUR or DAY",
+    ),
     "WINDOW_OUTSIDE_LINE": ("a subtotal window is not within its line", "fix the window dates"),
-    "WINDOW_WRONG_WIDTH": ("a window is not exactly one hour or one day as its granularity says", "fix the window"),
-    "WINDOW_NOT_ALIGNED": ("a window does not start on a UTC hour or day boundary", "align the window"),
+    "WINDOW_WRONG_WIDTH": (
+        "a window is not exactly one hour or one day as its granularity says",
+        "fix the window",
+    ),
+    "WINDOW_NOT_ALIGNED": (
+        "a window does not start on a UTC hour or day boundary",
+        "align the window",
+    ),
     "WINDOW_OVERLAP": ("two windows of one line overlap", "remove the overlap"),
     "NEGATIVE_QUANTITY": ("a quantity below zero", "historical usage is never negative"),
-    "TOO_MANY_DECIMALS": ("more decimals than allowed (quantity 9, price 10)", "round in the source system"),
+    "TOO_MANY_DECIMALS": (
+        "more decimals than allowed (quantity 9, price 10)",
+        "round in the source system",
+    ),
     "NUMBER_TOO_LARGE": ("a quantity or price too large for the money type", "check units"),
-    "NO_RATE": ("no rate on the contract's rate card at the window's time", "add a rate or fix the product"),
+    "NO_RATE": (
+        "no rate on the contract's rate card at the window's time",
+        "add a rate or fix the product",
+    ),
     "PRODUCT_NOT_ENTITLED": ("the rate in effect is not entitled", "entitle the product"),
-    "CREDIT_TYPE_MISMATCH": ("the rate is priced in another credit type than the invoice", "fix credit_type_id"),
+    "CREDIT_TYPE_MISMATCH": (
+        "the rate is priced in another credit type than the invoice",
+        "fix credit_type_id",
+    ),
     "QUANTITY_SPANS_RATE_CHANGE": (
         "a plain quantity line spans a rate change",
         "send subtotals_with_quantity so each window gets its own rate",

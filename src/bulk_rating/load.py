@@ -20,8 +20,8 @@ import polars as pl
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bulk_rating import frames
-from bulk_rating.frames import canonical_json
 from bulk_rating.errors import UsageError
+from bulk_rating.frames import canonical_json
 from bulk_rating.models import Catalog, Contract, HistoricalInvoicesRequest
 
 CATALOG_FILE = "catalog.json"
@@ -77,7 +77,9 @@ class Dataset:
 def _canonical(model: BaseModel | None) -> str:
     if model is None:
         return "null"
-    payload = model.model_dump(mode="json", exclude={"preview"} if hasattr(model, "preview") else None)
+    payload = model.model_dump(
+        mode="json", exclude={"preview"} if hasattr(model, "preview") else None
+    )
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
@@ -228,7 +230,9 @@ def _pydantic_issue(dataset: Dataset, path: Path, error: Any) -> None:
     if path.name != CATALOG_FILE and loc and loc[0] == "invoices":
         # invoices[i].usage_line_items[j].subtotals_with_quantity[k].field
         indexes = [part for part in loc if isinstance(part, int)]
-        for name, value in zip(("invoice_index", "line_index", "window_index"), indexes, strict=False):
+        for name, value in zip(
+            ("invoice_index", "line_index", "window_index"), indexes, strict=False
+        ):
             where[name] = value
     named = [str(part) for part in loc if isinstance(part, str)]
     where["field"] = named[-1] if named else None

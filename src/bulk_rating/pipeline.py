@@ -43,8 +43,14 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
     with stages("load"):
         dataset = load.load_dataset(paths)
     preview = settings.preview or dataset.preview_requested
-    report = RunReport(status="rejected", preview=preview, inputs=dataset.sources,
-                       input_hash=dataset.content_hash(), as_of=as_of, stage_seconds=stages.seconds)
+    report = RunReport(
+        status="rejected",
+        preview=preview,
+        inputs=dataset.sources,
+        input_hash=dataset.content_hash(),
+        as_of=as_of,
+        stage_seconds=stages.seconds,
+    )
     with Store.throwaway_copy(settings.db) if preview else Store.open(settings.db) as store:
         report.previous_run_id = store.run_with_hash(report.input_hash or "")
         if report.previous_run_id is not None:
@@ -63,14 +69,24 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                 fiat = store.fiat_credit_types()
                 store.insert_drafts(catalog.drafts(plan.new_contracts, fiat, as_of), run_id)
                 with stages("rate"):
-                    windows = validate.kernel_windows(dataset.invoices, dataset.lines, dataset.windows,
-                                                      refs.contracts)
+                    windows = validate.kernel_windows(
+                        dataset.invoices, dataset.lines, dataset.windows, refs.contracts
+                    )
                     issues = store.price(run_id, windows, _store_lines(dataset), dataset.invoices)
                 if issues.height:
                     raise Rejected(_with_sources(issues, dataset.invoices))
-                store.record_run({"run_id": run_id, "started_at": started, "finished_at": utc_now(),
-                                  "inputs": dataset.sources, "input_hash": report.input_hash,
-                                  "preview": preview, "as_of": as_of, "status": "imported"})
+                store.record_run(
+                    {
+                        "run_id": run_id,
+                        "started_at": started,
+                        "finished_at": utc_now(),
+                        "inputs": dataset.sources,
+                        "input_hash": report.input_hash,
+                        "preview": preview,
+                        "as_of": as_of,
+                        "status": "imported",
+                    }
+                )
         except Rejected as rejected:
             report.issues = rejected.issues
             return report
@@ -80,32 +96,52 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
     return report
 
 
-def _references(store: Store, dataset: load.Dataset) -> tuple[catalog.CatalogPlan, validate.References]:
+def _references(
+    store: Store, dataset: load.Dataset
+) -> tuple[catalog.CatalogPlan, validate.References]:
     stored = {t: store.stored_bodies(t, id_column) for t, (id_column, *_) in catalog.KINDS.items()}
     plan = catalog.plan(dataset.catalog, dataset.contracts, stored, _source_dir(dataset))
+
     def ids(table: str) -> pl.DataFrame:
         column = catalog.KINDS[table][0]
         known = sorted(set(stored[table]) | plan.ids(table))
         return pl.DataFrame({column: known}, schema={column: pl.String()})
-    contracts = pl.concat([frames.conform(store.contract_refs(), frames.CONTRACT_REFS),
-                           catalog.contract_refs(plan.new_contracts)])
+
+    contracts = pl.concat(
+        [
+            frames.conform(store.contract_refs(), frames.CONTRACT_REFS),
+            catalog.contract_refs(plan.new_contracts),
+        ]
+    )
     invoices = store.invoice_periods()
-    refs = validate.References(ids("customers"), ids("credit_types"), ids("products"), contracts, invoices)
+    refs = validate.References(
+        ids("customers"), ids("credit_types"), ids("products"), contracts, invoices
+    )
     return plan, refs
 
 
-def _all_issues(dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References,
-                paths: Sequence[Path]) -> pl.DataFrame:
+def _all_issues(
+    dataset: load.Dataset,
+    plan: catalog.CatalogPlan,
+    refs: validate.References,
+    paths: Sequence[Path],
+) -> pl.DataFrame:
     found = [validate.issue_frame(dataset.issues), validate.issue_frame(plan.issues)]
     if not dataset.issues:
-        found.append(validate.validate_catalog(
-            dataset.catalog, dataset.contracts,
-            known_products=set(refs.product_ids["product_id"]),
-            known_customers=set(refs.customer_ids["customer_id"]),
-            known_credit_types=set(refs.credit_type_ids["credit_type_id"]),
-            known_rate_cards=set(refs.contracts["rate_card_id"]) | plan.ids("rate_cards"),
-            source_dir=_source_dir(dataset)))
-        found.append(validate.validate_usage(dataset.invoices, dataset.lines, dataset.windows, refs))
+        found.append(
+            validate.validate_catalog(
+                dataset.catalog,
+                dataset.contracts,
+                known_products=set(refs.product_ids["product_id"]),
+                known_customers=set(refs.customer_ids["customer_id"]),
+                known_credit_types=set(refs.credit_type_ids["credit_type_id"]),
+                known_rate_cards=set(refs.contracts["rate_card_id"]) | plan.ids("rate_cards"),
+                source_dir=_source_dir(dataset),
+            )
+        )
+        found.append(
+            validate.validate_usage(dataset.invoices, dataset.lines, dataset.windows, refs)
+        )
     return pl.concat(found)
 
 
@@ -115,10 +151,21 @@ def _source_dir(dataset: load.Dataset) -> str:
 
 def _store_lines(dataset: load.Dataset) -> pl.DataFrame:
     """Lines as the store keeps them: a plain quantity is granularity NONE."""
-    return dataset.lines.join(dataset.invoices.select("invoice_index", "granularity"), on="invoice_index").select(
-        "invoice_index", "line_index", "product_id", "inclusive_start", "exclusive_end",
-        pl.when(pl.col("quantity").is_not_null()).then(pl.lit("NONE")).otherwise(pl.col("granularity"))
-        .alias("granularity"), "pricing_group_values", "presentation_group_values")
+    return dataset.lines.join(
+        dataset.invoices.select("invoice_index", "granularity"), on="invoice_index"
+    ).select(
+        "invoice_index",
+        "line_index",
+        "product_id",
+        "inclusive_start",
+        "exclusive_end",
+        pl.when(pl.col("quantity").is_not_null())
+        .then(pl.lit("NONE"))
+        .otherwise(pl.col("granularity"))
+        .alias("granularity"),
+        "pricing_group_values",
+        "presentation_group_values",
+    )
 
 
 def _with_sources(issues: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
@@ -132,7 +179,9 @@ def _fill(report: RunReport, store: Store, run_id: int, contracts_created: int) 
         lines_by_invoice.setdefault(str(line["invoice_id"]), []).append(line)
     for invoice in store.run_invoices(run_id):
         document = invoice_document(invoice, lines_by_invoice.get(invoice["invoice_id"], []))
-        (report.drafts if invoice["origin"] == "CONTRACT_SCHEDULE" else report.invoices).append(document)
+        (report.drafts if invoice["origin"] == "CONTRACT_SCHEDULE" else report.invoices).append(
+            document
+        )
     report.run_id = run_id
     report.windows = store.run_window_count(run_id)
     report.contracts_created = contracts_created

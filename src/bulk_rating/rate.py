@@ -178,7 +178,12 @@ def tier_rows(card: RateCard) -> list[dict[str, Any]]:
 
 
 def _tier(
-    card_id: str, rate_index: int, key: int, start: Decimal, end: Decimal | None, price: Decimal | None
+    card_id: str,
+    rate_index: int,
+    key: int,
+    start: Decimal,
+    end: Decimal | None,
+    price: Decimal | None,
 ) -> dict[str, Any]:
     return {
         "rate_card_id": card_id,

@@ -22,11 +22,21 @@ from bulk_rating import rate
 from bulk_rating.errors import BulkRatingError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME
 
+# Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
+SCHEMA_VERSION = 1
+
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
 REFERENCE_TABLES = (
-    "_runs", "credit_types", "customers", "products", "rate_cards", "rates", "_rate_tiers",
-    "contracts", "invoices",
+    "_runs",
+    "credit_types",
+    "customers",
+    "products",
+    "rate_cards",
+    "rates",
+    "_rate_tiers",
+    "contracts",
+    "invoices",
 )
 
 
@@ -85,12 +95,18 @@ class Store:
                         f"{path} is in use by another process (the file is locked)", path=str(path)
                     ) from exc
                 raise
-            stored = {name for (name,) in store.con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'").fetchall()}
+            stored = {
+                name
+                for (name,) in store.con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'"
+                ).fetchall()
+            }
             for table in REFERENCE_TABLES:
                 if table in stored:
                     store.con.execute(f"DELETE FROM main.{table}")
-                    store.con.execute(f"INSERT INTO main.{table} BY NAME SELECT * FROM stored.{table}")
+                    store.con.execute(
+                        f"INSERT INTO main.{table} BY NAME SELECT * FROM stored.{table}"
+                    )
             store.con.execute("DETACH stored")
         return store
 
@@ -104,12 +120,22 @@ class Store:
         self.close()
 
     def _create_schema(self) -> None:
+        """Create or upgrade tables, views and macros; a current schema is left untouched."""
+        current = self.scalar(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+            " AND table_name = '_schema'"
+        ) and self.scalar("SELECT max(version) FROM _schema")
+        if current == SCHEMA_VERSION:
+            return
         self.con.execute(_sql("schema.sql"))
         self.con.execute(_sql("views.sql"))
         if not self.scalar("SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]):
-            self.con.execute(
-                "INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME]
-            )
+            self.con.execute("INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME])
+        self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
+        self.con.execute("DELETE FROM _schema")
+        self.con.execute("INSERT INTO _schema VALUES (?)", [SCHEMA_VERSION])
+        if not self.throwaway:
+            self.con.execute("CHECKPOINT")
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -131,7 +157,8 @@ class Store:
     def frame(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         relation = self.con.sql(sql, params=params)
         assert relation is not None
-        return relation.pl()
+        frame: pl.DataFrame = relation.pl()
+        return frame
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         """The single value of a one-row query (fetched to the end, as DuckDB requires)."""
@@ -161,7 +188,9 @@ class Store:
         )
 
     def fiat_credit_types(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT rate_card_id, fiat_credit_type_id FROM rate_cards").fetchall())
+        return dict(
+            self.con.execute("SELECT rate_card_id, fiat_credit_type_id FROM rate_cards").fetchall()
+        )
 
     def run_with_hash(self, input_hash: str) -> int | None:
         found = self.scalar(

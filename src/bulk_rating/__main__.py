@@ -1,0 +1,3 @@
+from bulk_rating.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Shared helpers: data sets written as real files, the CLI run in-process or as a process."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+from decimal import Decimal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from bulk_rating.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+USD = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        # Numbers parsed exactly, as a billing client must.
+        return json.loads(self.stdout, parse_float=Decimal)
+
+
+def run_cli(*args: str | Path) -> CliResult:
+    """The CLI in-process (fast); stdout and stderr kept apart."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args: str | Path) -> CliResult:
+    """The installed entry point as a separate process, as a user runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bulk_rating", *map(str, args)],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def acme() -> dict[str, Any]:
+    """The acme sample as dicts, to be changed by a test and written with `write_dataset`."""
+    return {
+        name: json.loads((SAMPLES / "acme" / f"{name}.json").read_text())
+        for name in ("catalog", "contracts", "invoices")
+    }
+
+
+def write_dataset(directory: Path, files: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (directory / f"{name}.json").write_text(json.dumps(content, indent=1))
+    return directory
+
+
+def invoice(
+    start: str, end: str, lines: list[dict[str, Any]], *, granularity: str | None = None,
+    contract: str = "con_acme_2024", customer: str = "cus_acme", issued: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": customer, "contract_id": contract, "credit_type_id": USD,
+        "inclusive_start_date": start, "exclusive_end_date": end, "issue_date": issued or end,
+        "usage_line_items": lines,
+    }
+    if granularity:
+        body["breakdown_granularity"] = granularity
+    return body
+
+
+def line(product: str, start: str, end: str, quantity: Any = None, windows: list[tuple[str, str, Any]] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"product_id": product, "inclusive_start_date": start, "exclusive_end_date": end, **extra}
+    if quantity is not None:
+        body["quantity"] = quantity
+    if windows is not None:
+        body["subtotals_with_quantity"] = [
+            {"inclusive_start_date": s, "exclusive_end_date": e, "quantity": q} for s, e, q in windows
+        ]
+    return body
+
+
+def add_rates(files: dict[str, Any], *rates: dict[str, Any]) -> None:
+    files["catalog"]["rate_cards"][0]["rates"].extend(rates)
+
+
+def add_product(files: dict[str, Any], product_id: str, name: str, **extra: Any) -> None:
+    files["catalog"]["products"].append({"id": product_id, "name": name, "type": "USAGE", **extra})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    counter = iter(range(1000))
+
+    def make(files: dict[str, Any]) -> Path:
+        return write_dataset(tmp_path / f"set{next(counter)}", copy.deepcopy(files))
+
+    return make
