@@ -8,7 +8,7 @@ AS_OF  ?=
 AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
 
 .DEFAULT_GOAL := help
-.PHONY: help import preview test test-all lint bench clean
+.PHONY: help import preview test test-slow test-all lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,8 +31,10 @@ preview: $(STAMP) ## compute the import of DATA and write nothing
 test: $(STAMP) ## fast tests (about a minute)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(STAMP) ## every test, the slow ones too
-	$(BIN)/python -m pytest -q
+test-slow: $(STAMP) ## only the slow tests (big data, kill loops)
+	$(BIN)/python -m pytest -q -m slow; status=$$?; [ $$status -eq 5 ] && exit 0 || exit $$status
+
+test-all: test test-slow ## every test, the slow ones too
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests

@@ -6,10 +6,10 @@ import copy
 import hashlib
 import json
 import subprocess
-from decimal import Decimal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,10 @@ def run_process(*args: str | Path) -> CliResult:
     """The installed entry point as a separate process, as a user runs it."""
     done = subprocess.run(
         [sys.executable, "-m", "bulk_rating", *map(str, args)],
-        capture_output=True, text=True, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 
@@ -81,12 +84,22 @@ def write_dataset(directory: Path, files: dict[str, Any]) -> Path:
 
 
 def invoice(
-    start: str, end: str, lines: list[dict[str, Any]], *, granularity: str | None = None,
-    contract: str = "con_acme_2024", customer: str = "cus_acme", issued: str | None = None,
+    start: str,
+    end: str,
+    lines: list[dict[str, Any]],
+    *,
+    granularity: str | None = None,
+    contract: str = "con_acme_2024",
+    customer: str = "cus_acme",
+    issued: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "customer_id": customer, "contract_id": contract, "credit_type_id": USD,
-        "inclusive_start_date": start, "exclusive_end_date": end, "issue_date": issued or end,
+        "customer_id": customer,
+        "contract_id": contract,
+        "credit_type_id": USD,
+        "inclusive_start_date": start,
+        "exclusive_end_date": end,
+        "issue_date": issued or end,
         "usage_line_items": lines,
     }
     if granularity:
@@ -94,14 +107,26 @@ def invoice(
     return body
 
 
-def line(product: str, start: str, end: str, quantity: Any = None, windows: list[tuple[str, str, Any]] | None = None,
-         **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"product_id": product, "inclusive_start_date": start, "exclusive_end_date": end, **extra}
+def line(
+    product: str,
+    start: str,
+    end: str,
+    quantity: Any = None,
+    windows: list[tuple[str, str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "product_id": product,
+        "inclusive_start_date": start,
+        "exclusive_end_date": end,
+        **extra,
+    }
     if quantity is not None:
         body["quantity"] = quantity
     if windows is not None:
         body["subtotals_with_quantity"] = [
-            {"inclusive_start_date": s, "exclusive_end_date": e, "quantity": q} for s, e, q in windows
+            {"inclusive_start_date": s, "exclusive_end_date": e, "quantity": q}
+            for s, e, q in windows
         ]
     return body
 

@@ -8,8 +8,8 @@ stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import sys
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +45,9 @@ def _json_default(value: object) -> object:
 
 
 def _emit_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(simplejson.dumps(document, use_decimal=False, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(
+        simplejson.dumps(document, use_decimal=False, indent=2, default=_json_default) + "\n"
+    )
 
 
 def _settings(**values: Any) -> Settings:

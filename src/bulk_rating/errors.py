@@ -44,10 +44,6 @@ class DatabaseLockedError(UsageError):
 
 # Stable codes of data problems (rows of the issues frame): code -> (meaning, what to fix).
 ISSUE_CODES: dict[str, tuple[str, str]] = {
-    "FILE_NOT_FOUND": (
-        "an input file named by the data set is missing",
-        "add the file or fix the path",
-    ),
     "INVALID_JSON": ("a file is not valid JSON", "fix the syntax at the reported line and column"),
     "INVALID_SHAPE": (
         "a JSON document is not an object of the expected shape",

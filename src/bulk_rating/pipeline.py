@@ -58,9 +58,9 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
             return report
         with stages("validate"):
             plan, refs = _references(store, dataset)
-            report.issues = _all_issues(dataset, plan, refs, paths)
-        if report.issues.height:
-            return report
+            issues = _all_issues(dataset, plan, refs)
+        if issues.height:
+            return report.reject(issues)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
@@ -88,8 +88,7 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                     }
                 )
         except Rejected as rejected:
-            report.issues = rejected.issues
-            return report
+            return report.reject(rejected.issues)
         with stages("report"):
             _fill(report, store, run_id, len(plan.new_contracts))
     report.status = "previewed" if preview else "imported"
@@ -121,10 +120,7 @@ def _references(
 
 
 def _all_issues(
-    dataset: load.Dataset,
-    plan: catalog.CatalogPlan,
-    refs: validate.References,
-    paths: Sequence[Path],
+    dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References
 ) -> pl.DataFrame:
     found = [validate.issue_frame(dataset.issues), validate.issue_frame(plan.issues)]
     if not dataset.issues:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from bulk_rating import frames
-from bulk_rating.errors import ExitCode
+from bulk_rating.errors import ISSUE_CODES, BulkRatingError, ExitCode
 from bulk_rating.money import format_decimal
 
 
@@ -96,6 +96,13 @@ class RunReport:
     issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
     stage_seconds: dict[str, float] = field(default_factory=dict)
     previous_run_id: int | None = None
+
+    def reject(self, issues: pl.DataFrame) -> RunReport:
+        unknown = set(issues["code"]) - set(ISSUE_CODES)
+        if unknown:  # a program bug: every code must be documented
+            raise BulkRatingError(f"undocumented issue codes {sorted(unknown)}")
+        self.status, self.issues = "rejected", issues
+        return self
 
     @property
     def exit_code(self) -> ExitCode:

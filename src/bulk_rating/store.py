@@ -129,8 +129,12 @@ class Store:
             return
         self.con.execute(_sql("schema.sql"))
         self.con.execute(_sql("views.sql"))
-        if not self.scalar("SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]):
-            self.con.execute("INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME])
+        if not self.scalar(
+            "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
+        ):
+            self.con.execute(
+                "INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME]
+            )
         self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
         self.con.execute("DELETE FROM _schema")
         self.con.execute("INSERT INTO _schema VALUES (?)", [SCHEMA_VERSION])

@@ -20,22 +20,33 @@ def test_guide_scenario_end_to_end_through_the_cli(db: Path) -> None:
     document = result.json()
     june, july = document["data"]
     assert (june["start_timestamp"], june["end_timestamp"], june["issued_at"]) == (
-        "2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z", "2024-07-03T00:00:00Z")
+        "2024-06-01T00:00:00Z",
+        "2024-07-01T00:00:00Z",
+        "2024-07-03T00:00:00Z",
+    )
     assert (june["total"], july["total"]) == (12500, 25000)
     assert [line["quantity"] for line in june["line_items"] + july["line_items"]] == [10, 20]
     assert {(i["status"], i["type"], i["origin"]) for i in document["data"]} == {
-        ("FINALIZED", "USAGE", "HISTORICAL_IMPORT")}
+        ("FINALIZED", "USAGE", "HISTORICAL_IMPORT")
+    }
     assert document["summary"]["totals"] == [
-        {"credit_type_id": USD, "credit_type_name": "USD (cents)", "total": 37500}]
+        {"credit_type_id": USD, "credit_type_name": "USD (cents)", "total": 37500}
+    ]
 
-    stored = query(db, """SELECT strftime(start_timestamp, '%Y-%m-%d'), strftime(end_timestamp, '%Y-%m-%d'),
-                                 status, origin, total FROM invoices ORDER BY start_timestamp""")
+    stored = query(
+        db,
+        """SELECT strftime(start_timestamp, '%Y-%m-%d'), strftime(end_timestamp, '%Y-%m-%d'),
+                                 status, origin, total FROM invoices ORDER BY start_timestamp""",
+    )
     assert stored == [
         ("2024-06-01", "2024-07-01", "FINALIZED", "HISTORICAL_IMPORT", Decimal(12500)),
         ("2024-07-01", "2024-08-01", "FINALIZED", "HISTORICAL_IMPORT", Decimal(25000)),
         ("2024-08-01", "2024-09-01", "DRAFT", "CONTRACT_SCHEDULE", Decimal(0)),
     ]
-    ids = {row[0] for row in query(db, "SELECT invoice_id FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")}
+    ids = {
+        row[0]
+        for row in query(db, "SELECT invoice_id FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    }
     assert ids == {june["id"], july["id"]}
 
 
@@ -49,13 +60,17 @@ def test_the_human_summary_names_totals_and_the_draft(db: Path) -> None:
 
 
 def test_preview_computes_the_same_invoices_and_writes_nothing(db: Path) -> None:
-    preview = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15", "--preview", "--json")
+    preview = run_cli(
+        "import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15", "--preview", "--json"
+    )
     assert preview.exit_code == 0
     assert not db.exists(), "a preview must not create the database"
 
     imported = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15", "--json")
     before = file_digest(db)
-    again = run_cli("import", SAMPLES / "acme-daily", "--db", db, "--as-of", "2024-08-15", "--dry-run", "--json")
+    again = run_cli(
+        "import", SAMPLES / "acme-daily", "--db", db, "--as-of", "2024-08-15", "--dry-run", "--json"
+    )
 
     assert preview.json()["data"] == imported.json()["data"]
     assert preview.json()["summary"]["preview"] is True
@@ -77,12 +92,17 @@ def test_preview_flag_in_the_request_body_is_a_dry_run(db: Path, dataset) -> Non
 
 
 def test_daily_breakdown_gives_the_same_totals_and_stores_each_window(db: Path) -> None:
-    result = run_cli("import", SAMPLES / "acme-daily", "--db", db, "--as-of", "2024-08-15", "--json")
+    result = run_cli(
+        "import", SAMPLES / "acme-daily", "--db", db, "--as-of", "2024-08-15", "--json"
+    )
 
     assert result.exit_code == 0
     assert [i["total"] for i in result.json()["data"]] == [12500, 25000]
-    windows = query(db, """SELECT strftime(window_start, '%Y-%m-%d'), strftime(window_end, '%Y-%m-%d'),
-                                  quantity, amount FROM breakdowns_daily ORDER BY window_start""")
+    windows = query(
+        db,
+        """SELECT strftime(window_start, '%Y-%m-%d'), strftime(window_end, '%Y-%m-%d'),
+                                  quantity, amount FROM breakdowns_daily ORDER BY window_start""",
+    )
     assert len(windows) == 10
     assert windows[0] == ("2024-06-01", "2024-06-02", Decimal(1), Decimal(1250))
     assert sum(w[3] for w in windows) == Decimal(12500)

@@ -17,10 +17,14 @@ def _day(d: int) -> tuple[str, str]:
 
 
 def _hour(h: int) -> tuple[str, str]:
-    return f"2024-06-03T{h:02d}:00:00Z", (f"2024-06-03T{h + 1:02d}:00:00Z" if h < 23 else "2024-06-04T00:00:00Z")
+    return f"2024-06-03T{h:02d}:00:00Z", (
+        f"2024-06-03T{h + 1:02d}:00:00Z" if h < 23 else "2024-06-04T00:00:00Z"
+    )
 
 
-def _import(db: Path, make: Callable[[dict[str, Any]], Path], files: dict[str, Any]) -> dict[str, Any]:
+def _import(
+    db: Path, make: Callable[[dict[str, Any]], Path], files: dict[str, Any]
+) -> dict[str, Any]:
     result = run_cli("import", make(files), "--db", db, "--as-of", "2024-08-15", "--json")
     assert result.exit_code == 0, result.stdout + result.stderr
     document: dict[str, Any] = result.json()
@@ -31,22 +35,38 @@ def test_tiered_window_crossing_a_tier_edge_takes_both_tiers(db: Path, dataset) 
     # Storage: first 1000 GB-days at 2.5, then 1.75. June 1: 600 (all tier 1 = 1500);
     # June 2: 600 = 400 x 2.5 (1000) + 200 x 1.75 (350). Invoice: 2500 + 350 = 2850.
     files = acme()
-    files["invoices"]["invoices"] = [invoice(*JUNE, [line("prod_storage", *JUNE, windows=[
-        (*_day(1), 600), (*_day(2), 600)])], granularity="DAY")]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [line("prod_storage", *JUNE, windows=[(*_day(1), 600), (*_day(2), 600)])],
+            granularity="DAY",
+        )
+    ]
     document = _import(db, dataset, files)
 
     (june,) = document["data"]
     assert june["total"] == 2850
-    tiers = [(i["tier"]["level"], i["tier"]["starting_at"], i["quantity"], i["unit_price"], i["total"])
-             for i in june["line_items"]]
+    tiers = [
+        (i["tier"]["level"], i["tier"]["starting_at"], i["quantity"], i["unit_price"], i["total"])
+        for i in june["line_items"]
+    ]
     assert tiers == [(1, "0", 1000, Decimal("2.5"), 2500), (2, "1000", 200, Decimal("1.75"), 350)]
-    rows = query(db, """SELECT strftime(window_start, '%d'), quantity, unit_price, amount
-                        FROM invoice_breakdowns ORDER BY window_start, unit_price DESC""")
-    assert rows == [("01", 600, Decimal("2.5"), 1500), ("02", 400, Decimal("2.5"), 1000),
-                    ("02", 200, Decimal("1.75"), 350)]
+    rows = query(
+        db,
+        """SELECT strftime(window_start, '%d'), quantity, unit_price, amount
+                        FROM invoice_breakdowns ORDER BY window_start, unit_price DESC""",
+    )
+    assert rows == [
+        ("01", 600, Decimal("2.5"), 1500),
+        ("02", 400, Decimal("2.5"), 1000),
+        ("02", 200, Decimal("1.75"), 350),
+    ]
     # Daily rows stay per line item (per tier); per product and day they add up to the window.
-    daily = query(db, """SELECT strftime(window_start, '%d'), sum(quantity), sum(amount) FROM breakdowns_daily
-                         GROUP BY product_id, window_start ORDER BY 1""")
+    daily = query(
+        db,
+        """SELECT strftime(window_start, '%d'), sum(quantity), sum(amount) FROM breakdowns_daily
+                         GROUP BY product_id, window_start ORDER BY 1""",
+    )
     assert daily == [("01", 600, 1500), ("02", 600, 1350)]
 
 
@@ -55,42 +75,92 @@ def test_tier_position_accumulates_over_lines_in_time_order(db: Path, dataset) -
     # its line comes first, so June 4 (300) is tier 1 and June 5 crosses at 700:
     # 300 x 2.5 = 750; 700 x 2.5 = 1750; 200 x 1.75 = 350. Total 2850.
     files = acme()
-    files["invoices"]["invoices"] = [invoice(*JUNE, [
-        line("prod_storage", *JUNE, windows=[(*_day(5), 900)], presentation_group_values={"team": "b"}),
-        line("prod_storage", *JUNE, windows=[(*_day(4), 300)], presentation_group_values={"team": "a"}),
-    ], granularity="DAY")]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [
+                line(
+                    "prod_storage",
+                    *JUNE,
+                    windows=[(*_day(5), 900)],
+                    presentation_group_values={"team": "b"},
+                ),
+                line(
+                    "prod_storage",
+                    *JUNE,
+                    windows=[(*_day(4), 300)],
+                    presentation_group_values={"team": "a"},
+                ),
+            ],
+            granularity="DAY",
+        )
+    ]
     (june,) = _import(db, dataset, files)["data"]
     assert june["total"] == 2850
-    assert [(i["presentation_group_values"]["team"], i["quantity"], i["total"]) for i in june["line_items"]] == [
-        ("b", 700, 1750), ("b", 200, 350), ("a", 300, 750)]
+    assert [
+        (i["presentation_group_values"]["team"], i["quantity"], i["total"])
+        for i in june["line_items"]
+    ] == [("b", 700, 1750), ("b", 200, 350), ("a", 300, 750)]
 
 
 def test_rate_change_between_windows_prices_each_window_at_its_own_rate(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     # Events: 3 until June 15, 4 from June 15. June 14: 10 x 3 = 30; June 15: 10 x 4 = 40.
     files = acme()
     add_product(files, "prod_events", "Events")
-    add_rates(files,
-              {"product_id": "prod_events", "starting_at": "2024-01-01T00:00:00Z",
-               "ending_before": "2024-06-15T00:00:00Z", "entitled": True, "rate_type": "FLAT", "price": 3},
-              {"product_id": "prod_events", "starting_at": "2024-06-15T00:00:00Z", "entitled": True,
-               "rate_type": "FLAT", "price": 4})
-    files["invoices"]["invoices"] = [invoice(*JUNE, [line("prod_events", *JUNE, windows=[
-        (*_day(14), 10), (*_day(15), 10)])], granularity="day")]
+    add_rates(
+        files,
+        {
+            "product_id": "prod_events",
+            "starting_at": "2024-01-01T00:00:00Z",
+            "ending_before": "2024-06-15T00:00:00Z",
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 3,
+        },
+        {
+            "product_id": "prod_events",
+            "starting_at": "2024-06-15T00:00:00Z",
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 4,
+        },
+    )
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [line("prod_events", *JUNE, windows=[(*_day(14), 10), (*_day(15), 10)])],
+            granularity="day",
+        )
+    ]
     (june,) = _import(db, dataset, files)["data"]
 
     assert june["total"] == 70
-    assert [(i["unit_price"], i["quantity"], i["total"], i["starting_at"], i["ending_before"])
-            for i in june["line_items"]] == [
+    assert [
+        (i["unit_price"], i["quantity"], i["total"], i["starting_at"], i["ending_before"])
+        for i in june["line_items"]
+    ] == [
         (3, 10, 30, "2024-06-01T00:00:00Z", "2024-06-15T00:00:00Z"),
-        (4, 10, 40, "2024-06-15T00:00:00Z", "2024-07-01T00:00:00Z")]
+        (4, 10, 40, "2024-06-15T00:00:00Z", "2024-07-01T00:00:00Z"),
+    ]
 
 
 def test_hourly_windows_sum_to_their_line_and_roll_up_to_days(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     # Compute in us-east-1 at 4.8: 24 hours x 1.5 = 36 vCPU-hours x 4.8 = 172.8 cents.
     files = acme()
-    files["invoices"]["invoices"] = [invoice(*JUNE, [line(
-        "prod_compute", *JUNE, windows=[(*_hour(h), "1.5") for h in range(24)],
-        pricing_group_values={"region": "us-east-1"})], granularity="HOUR")]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [
+                line(
+                    "prod_compute",
+                    *JUNE,
+                    windows=[(*_hour(h), "1.5") for h in range(24)],
+                    pricing_group_values={"region": "us-east-1"},
+                )
+            ],
+            granularity="HOUR",
+        )
+    ]
     (june,) = _import(db, dataset, files)["data"]
 
     assert june["total"] == Decimal("172.8")
@@ -98,21 +168,40 @@ def test_hourly_windows_sum_to_their_line_and_roll_up_to_days(db: Path, dataset)
     assert june["line_items"][0]["pricing_group_values"] == {"region": "us-east-1"}
     hourly = query(db, "SELECT count(*), sum(quantity), sum(amount) FROM breakdowns_hourly")
     assert hourly == [(24, Decimal(36), Decimal("172.8"))]
-    daily = query(db, "SELECT strftime(window_start, '%Y-%m-%d'), quantity, amount, windows FROM breakdowns_daily")
+    daily = query(
+        db,
+        "SELECT strftime(window_start, '%Y-%m-%d'), quantity, amount, windows FROM breakdowns_daily",
+    )
     assert daily == [("2024-06-03", Decimal(36), Decimal("172.8"), 24)]
 
 
-def test_pricing_group_values_choose_the_rate_and_amounts_keep_every_digit(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
+def test_pricing_group_values_choose_the_rate_and_amounts_keep_every_digit(
+    db: Path, dataset
+) -> None:  # type: ignore[no-untyped-def]
     # eu-west-1 at 5.6: 0.123456789 x 5.6 = 0.6913580184 (not rounded); us-east-1 at 4.8: 2 x 4.8 = 9.6.
     files = acme()
-    files["invoices"]["invoices"] = [invoice(*JUNE, [
-        line("prod_compute", *JUNE, quantity="0.123456789", pricing_group_values={"region": "eu-west-1"}),
-        line("prod_compute", *JUNE, quantity=2, pricing_group_values={"region": "us-east-1"}),
-    ])]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [
+                line(
+                    "prod_compute",
+                    *JUNE,
+                    quantity="0.123456789",
+                    pricing_group_values={"region": "eu-west-1"},
+                ),
+                line(
+                    "prod_compute", *JUNE, quantity=2, pricing_group_values={"region": "us-east-1"}
+                ),
+            ],
+        )
+    ]
     (june,) = _import(db, dataset, files)["data"]
 
     assert [(i["unit_price"], i["total"]) for i in june["line_items"]] == [
-        (Decimal("5.6"), Decimal("0.6913580184")), (Decimal("4.8"), Decimal("9.6"))]
+        (Decimal("5.6"), Decimal("0.6913580184")),
+        (Decimal("4.8"), Decimal("9.6")),
+    ]
     assert june["total"] == Decimal("10.2913580184")
     stored = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
     assert stored == [(Decimal("10.2913580184"),)]
@@ -120,8 +209,19 @@ def test_pricing_group_values_choose_the_rate_and_amounts_keep_every_digit(db: P
 
 def test_json_numbers_are_exact_decimal_text(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     files = acme()
-    files["invoices"]["invoices"] = [invoice(*JUNE, [
-        line("prod_compute", *JUNE, quantity="0.000000001", pricing_group_values={"region": "eu-west-1"})])]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *JUNE,
+            [
+                line(
+                    "prod_compute",
+                    *JUNE,
+                    quantity="0.000000001",
+                    pricing_group_values={"region": "eu-west-1"},
+                )
+            ],
+        )
+    ]
     result = run_cli("import", dataset(files), "--db", db, "--as-of", "2024-08-15", "--json")
 
     assert '"total": 0.0000000056' in result.stdout
@@ -130,20 +230,38 @@ def test_json_numbers_are_exact_decimal_text(db: Path, dataset) -> None:  # type
 
 def test_non_utc_offsets_are_converted_before_any_check(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     files = acme()
-    files["invoices"]["invoices"] = [invoice(
-        "2024-06-01T02:00:00+02:00", "2024-06-30T20:00:00-04:00",
-        [line("prod_api_calls", "2024-05-31T19:00:00-05:00", "2024-07-01T00:00:00Z", quantity=1)])]
+    files["invoices"]["invoices"] = [
+        invoice(
+            "2024-06-01T02:00:00+02:00",
+            "2024-06-30T20:00:00-04:00",
+            [
+                line(
+                    "prod_api_calls",
+                    "2024-05-31T19:00:00-05:00",
+                    "2024-07-01T00:00:00Z",
+                    quantity=1,
+                )
+            ],
+        )
+    ]
     (june,) = _import(db, dataset, files)["data"]
 
-    assert (june["start_timestamp"], june["end_timestamp"]) == ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
+    assert (june["start_timestamp"], june["end_timestamp"]) == (
+        "2024-06-01T00:00:00Z",
+        "2024-07-01T00:00:00Z",
+    )
     assert june["total"] == 1250
 
 
-def test_a_json_file_alone_uses_the_stored_catalog_and_contracts(db: Path, dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_json_file_alone_uses_the_stored_catalog_and_contracts(
+    db: Path, dataset, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     files = acme()
     june_only = {"invoices": files["invoices"]["invoices"][:1], "preview": False}
     july_only = {"invoices": files["invoices"]["invoices"][1:], "preview": False}
-    first = dataset({"catalog": files["catalog"], "contracts": files["contracts"], "invoices": june_only})
+    first = dataset(
+        {"catalog": files["catalog"], "contracts": files["contracts"], "invoices": june_only}
+    )
     assert run_cli("import", first, "--db", db, "--as-of", "2024-08-15").exit_code == 0
     later = tmp_path / "july.json"
     later.write_text(__import__("json").dumps(july_only))
