@@ -17,6 +17,7 @@ import polars as pl
 import simplejson
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -87,28 +88,37 @@ def _render_report(report: RunReport, console: Console) -> None:
     if report.status == "rejected":
         _render_issues(report.issues, console)
         return
+    shown = [*report.invoices, *report.drafts]
+    units = sorted({i["credit_type"]["name"] for i in shown})
     title = "preview (nothing saved)" if report.preview else f"imported (run {report.run_id})"
-    table = Table(title=title, show_header=True)
-    for column in ("invoice", "contract", "period", "status", "lines", "total", "credit type"):
-        table.add_column(column, justify="right" if column in ("lines", "total") else "left")
-    for invoice in [*report.invoices, *report.drafts]:
-        period = f"{invoice['start_timestamp'][:10]} .. {invoice['end_timestamp'][:10]}"
-        table.add_row(
-            invoice["id"][:8],
+    if len(units) == 1:
+        title += f", amounts in {units[0]}"
+    columns = ["contract", "from", "until", "status", "lines", "total"] + (
+        ["unit"] if len(units) > 1 else []
+    )
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column in ("lines", "total") else "left", no_wrap=True
+        )
+    for invoice in shown:
+        cells = [
             invoice["contract_id"],
-            period,
+            invoice["start_timestamp"][:10],
+            invoice["end_timestamp"][:10],
             invoice["status"],
             str(len(invoice["line_items"])),
-            str(invoice["total"]),
+            f"{invoice['total']:,}",
             invoice["credit_type"]["name"],
-        )
+        ]
+        table.add_row(*cells[: len(columns)])
     console.print(table)
     console.print(
         f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
         f" {summary['contracts_created']} contracts created, {summary['drafts']} drafts"
     )
     for total in summary["totals"]:
-        console.print(f"total {total['total']} {total['credit_type_name']}")
+        console.print(f"total {total['total']:,} {total['credit_type_name']}")
 
 
 def _render_issues(issues: pl.DataFrame, console: Console) -> None:

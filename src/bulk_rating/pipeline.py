@@ -85,7 +85,8 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                         "preview": preview,
                         "as_of": as_of,
                         "status": "imported",
-                    }
+                    },
+                    contracts_created=len(plan.new_contracts),
                 )
         except Rejected as rejected:
             return report.reject(rejected.issues)

@@ -258,8 +258,19 @@ class Store:
             for name in ("usage_windows", "usage_lines", "usage_invoices"):
                 self.con.unregister(name)
 
-    def record_run(self, row: dict[str, Any]) -> None:
+    def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
+        """The run's row in `_runs`, its counts taken from what it stored."""
         self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
+        self.con.execute(
+            """UPDATE _runs SET
+                   invoices = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT'),
+                   drafts = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE'),
+                   line_items = (SELECT count(*) FROM invoice_line_items WHERE run_id = $run),
+                   windows = (SELECT count(*) FROM _priced_windows WHERE run_id = $run),
+                   contracts = $contracts
+               WHERE run_id = $run""",
+            {"run": row["run_id"], "contracts": contracts_created},
+        )
 
     # --- results ---------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def test_the_human_summary_names_totals_and_the_draft(db: Path) -> None:
     result = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15")
 
     assert result.exit_code == 0
-    assert "total 37500 USD (cents)" in result.stdout
+    assert "total 37,500 USD (cents)" in result.stdout
     assert "DRAFT" in result.stdout
     assert "1 drafts" in result.stdout
 
@@ -118,3 +118,13 @@ def test_reimporting_the_same_input_writes_nothing(db: Path) -> None:
     assert second.json()["summary"]["status"] == "already_imported"
     assert second.json()["summary"]["previous_run_id"] == 1
     assert file_digest(db) == digest
+
+
+def test_the_run_is_recorded_with_its_counts(db: Path) -> None:
+    run_cli("import", SAMPLES / "acme-daily", "--db", db, "--as-of", "2024-08-15")
+
+    runs = query(
+        db,
+        "SELECT run_id, status, preview, invoices, drafts, line_items, windows, contracts FROM _runs",
+    )
+    assert runs == [(1, "imported", False, 2, 1, 2, 11, 1)]  # 10 June days + the July quantity
