@@ -36,6 +36,9 @@ test-slow: $(STAMP) ## only the slow tests (big data, kill loops)
 
 test-all: test test-slow ## every test, the slow ones too
 
+bench: $(STAMP) ## import vs bare-DuckDB floor at 1M and 10M rows (SIZE=100M for the big one)
+	$(BIN)/python bench/bench.py $(if $(SIZE),--sizes $(SIZE),)
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
