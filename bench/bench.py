@@ -107,7 +107,7 @@ def dataset(out: Path, size: str, seed: int) -> tuple[Path, dict[str, Any], floa
     seconds = time.perf_counter() - began
     manifest.write_text(json.dumps(generated, indent=1) + "\n")
     note(
-        f"{size}: {generated['rows']:,} rows in {len(generated['files']) - 2} files, {seconds:.1f} s"
+        f"{size}: {generated['rows']:,} rows in {len(generated['files']) - 2} Parquet file(s), {seconds:.1f} s"
     )
     return folder, generated, seconds
 
