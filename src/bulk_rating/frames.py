@@ -58,15 +58,60 @@ WINDOWS_RAW: dict[str, pl.DataType] = {
     "quantity": pl.String(),
 }
 
-# What the pricing kernel reads: every quantity to price, plain lines included.
-WINDOWS: dict[str, pl.DataType] = {
+# Lines as pricing and the store read them (`usage_lines`).
+STORE_LINES: dict[str, pl.DataType] = {
     "invoice_index": pl.Int64(),
     "line_index": pl.Int64(),
-    "window_index": pl.Int64(),  # -1 for a plain `quantity` line
-    "granularity": pl.String(),  # HOUR, DAY or NONE
+    "product_id": pl.String(),
     "inclusive_start": UTC_TIME,
     "exclusive_end": UTC_TIME,
-    "quantity": QUANTITY,
+    "granularity": pl.String(),  # HOUR, DAY or NONE
+    "pricing_group_values": pl.String(),
+    "presentation_group_values": pl.String(),
+}
+
+# A usage table's lines with the keys its rows find them by (`_table_lines`).
+TABLE_LINES: dict[str, pl.DataType] = {
+    "contract_id": pl.String(),
+    "inclusive_start": UTC_TIME,  # the invoice period's start
+    "product_id": pl.String(),
+    "pricing_group_values": pl.String(),
+    "presentation_group_values": pl.String(),
+    "granularity": pl.String(),
+    "credit_type_id": pl.String(),
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+}
+
+# One row per quantity to price, whatever the input: a usage table row, a JSON subtotal window,
+# or a JSON plain-quantity line (granularity NONE). The JSON path fills the indexes; a usage
+# table fills `row` and, when timestamps came as text, the `*_text` columns. load.rows_sql and
+# load.JSON_ROWS_SQL add the parsed `quantity` and the resolved `granularity`.
+USAGE_ROWS: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "row": pl.Int64(),
+    "invoice_index": pl.Int64(),
+    "line_index": pl.Int64(),
+    "window_index": pl.Int64(),
+    "customer_id": pl.String(),
+    "contract_id": pl.String(),
+    "product_id": pl.String(),
+    "credit_type_id": pl.String(),
+    "inclusive_start": UTC_TIME,
+    "exclusive_end": UTC_TIME,
+    "invoice_start": UTC_TIME,
+    "invoice_end": UTC_TIME,
+    "issue_date": UTC_TIME,
+    "start_text": pl.String(),
+    "end_text": pl.String(),
+    "invoice_start_text": pl.String(),
+    "invoice_end_text": pl.String(),
+    "issue_text": pl.String(),
+    "quantity_raw": pl.String(),
+    "granularity_given": pl.String(),
+    "pricing_group_values": pl.String(),
+    "presentation_group_values": pl.String(),
+    "billable_status": pl.String(),
 }
 
 ISSUES: dict[str, pl.DataType] = {
@@ -94,7 +139,7 @@ def canonical_json(value: dict[str, Any] | None) -> str | None:
     """The one text form of a JSON object used for matching and storing (sorted keys)."""
     if not value:
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # Catalog tables as they are written to the store (run_id is added by the pipeline).

@@ -8,8 +8,11 @@ path that does not exist at all (a usage error).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,16 +20,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bulk_rating import frames
 from bulk_rating.errors import UsageError
 from bulk_rating.frames import canonical_json
-from bulk_rating.models import Catalog, Contract, HistoricalInvoicesRequest
+from bulk_rating.models import Catalog, Contract, HistoricalInvoice, HistoricalInvoicesRequest
+from bulk_rating.money import QUANTITY_SQL
 
 CATALOG_FILE = "catalog.json"
 CONTRACTS_FILE = "contracts.json"
 INVOICES_FILE = "invoices.json"
+INVOICES_NDJSON = "invoices.ndjson"
+TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
 
 PYDANTIC_CODES = {
     "missing": "MISSING_FIELD",
@@ -57,8 +65,22 @@ class Dataset:
     invoices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.INVOICES))
     lines: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.LINES))
     windows: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.WINDOWS_RAW))
+    tables: list[UsageTable] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+
+    _staging: Path | None = None
+
+    def staging_dir(self) -> Path:
+        """A scratch folder for staged files, removed by `close`."""
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="bulk-rating-"))
+        return self._staging
+
+    def close(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
     @property
     def preview_requested(self) -> bool:
@@ -71,6 +93,9 @@ class Dataset:
             digest.update(_canonical(part).encode())
         for contract in self.contracts or []:
             digest.update(_canonical(contract).encode())
+        # Usage tables: their bytes, in an order that does not depend on file names.
+        for content_digest in sorted(t.content_digest for t in self.tables):
+            digest.update(content_digest.encode())
         return digest.hexdigest()
 
 
@@ -86,22 +111,51 @@ def _canonical(model: BaseModel | None) -> str:
 def load_dataset(paths: Sequence[Path]) -> Dataset:
     dataset = Dataset()
     for path in paths:
-        if not path.exists():
+        matches = sorted(Path().glob(str(path))) if _is_glob(path) else [path]
+        if not matches or not matches[0].exists():
             raise UsageError(f"no such file or directory: {path}", path=str(path))
-        if path.is_dir():
-            files = [path / name for name in (CATALOG_FILE, CONTRACTS_FILE, INVOICES_FILE)]
-            present = [f for f in files if f.is_file()]
-            if not present:
-                raise UsageError(
-                    f"{path} holds none of {CATALOG_FILE}, {CONTRACTS_FILE}, {INVOICES_FILE}",
-                    path=str(path),
-                )
-            _read_catalog(dataset, files[0])
-            _read_contracts(dataset, files[1])
-            _read_invoices(dataset, files[2])
+        for match in matches:
+            _read_path(dataset, match)
+    return dataset
+
+
+def _is_glob(path: Path) -> bool:
+    return any(c in str(path) for c in "*?[")
+
+
+def _read_path(dataset: Dataset, path: Path) -> None:
+    if path.is_file():
+        if path.suffix in TABLE_SUFFIXES:
+            _read_tables(dataset, [path])
+        elif path.suffix == ".ndjson":
+            _read_ndjson(dataset, path)
         else:
             _read_invoices(dataset, path)
-    return dataset
+        return
+    files = [path / name for name in (CATALOG_FILE, CONTRACTS_FILE, INVOICES_FILE, INVOICES_NDJSON)]
+    tables = _table_files(path)
+    if not any(f.is_file() for f in files) and not tables:
+        raise UsageError(
+            f"{path} holds none of {CATALOG_FILE}, {CONTRACTS_FILE}, {INVOICES_FILE},"
+            f" {INVOICES_NDJSON} or usage tables (*.parquet, *.csv, usage/)",
+            path=str(path),
+        )
+    _read_catalog(dataset, files[0])
+    _read_contracts(dataset, files[1])
+    _read_invoices(dataset, files[2])
+    if files[3].is_file():
+        _read_ndjson(dataset, files[3])
+    if tables:
+        _read_tables(dataset, tables)
+
+
+def _table_files(directory: Path) -> list[Path]:
+    """Usage tables of a data set: `usage/` (any depth) or table files beside the JSON files."""
+    found = [p for p in directory.glob("*") if p.suffix in TABLE_SUFFIXES]
+    usage = directory / "usage"
+    if usage.is_dir():
+        found += [p for p in usage.rglob("*") if p.suffix in TABLE_SUFFIXES]
+    return sorted(found)
 
 
 def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model | None:
@@ -139,21 +193,58 @@ def _read_contracts(dataset: Dataset, path: Path) -> None:
 
 
 def _read_invoices(dataset: Dataset, path: Path) -> None:
-    if not path.is_file():
+    if path.is_file():
+        request = _parse(dataset, path, TypeAdapter(HistoricalInvoicesRequest))
+        if request is not None:
+            _add_request(dataset, request, str(path))
+
+
+def _read_ndjson(dataset: Dataset, path: Path) -> None:
+    """One createHistoricalInvoices invoice per line; a line's problems carry its line number."""
+    dataset.sources.append(str(path))
+    adapter = TypeAdapter(HistoricalInvoice)
+    invoices: list[HistoricalInvoice] = []
+    before = len(dataset.issues)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        _issue(dataset, path, "INVALID_ENCODING", f"{path.name} is not UTF-8 text: {exc.reason}")
         return
-    request = _parse(dataset, path, TypeAdapter(HistoricalInvoicesRequest))
-    if request is None:
-        return
-    if dataset.request is not None:
-        offset = len(dataset.request.invoices)
-        merged = [*dataset.request.invoices, *request.invoices]
-        request = HistoricalInvoicesRequest(
-            invoices=merged, preview=dataset.request.preview or request.preview
+    offset = len(dataset.request.invoices) if dataset.request else 0
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            document = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+            invoices.append(adapter.validate_python(document))
+        except json.JSONDecodeError as exc:
+            _issue(
+                dataset,
+                path,
+                "INVALID_JSON",
+                f"line {number} is not valid JSON (column {exc.colno}): {exc.msg}",
+                row=number,
+            )
+        except ValidationError as exc:
+            for error in exc.errors():
+                error = {**error, "loc": ("invoices", offset + len(invoices), *error["loc"])}
+                _pydantic_issue(dataset, path, error, row=number)
+    if len(dataset.issues) == before:
+        _add_request(
+            dataset, HistoricalInvoicesRequest(invoices=invoices, preview=False), str(path)
         )
-    else:
-        offset = 0
-    dataset.request = request
-    invoices, lines, windows = request_frames(request, str(path), offset)
+
+
+def _add_request(dataset: Dataset, batch: HistoricalInvoicesRequest, source: str) -> None:
+    """Append a batch's invoices (and frames) to what the data set already holds."""
+    offset = 0 if dataset.request is None else len(dataset.request.invoices)
+    invoices, lines, windows = request_frames(batch, source, offset)
+    if dataset.request is not None:
+        batch = HistoricalInvoicesRequest(
+            invoices=[*dataset.request.invoices, *batch.invoices],
+            preview=dataset.request.preview or batch.preview,
+        )
+    dataset.request = batch
     dataset.invoices = pl.concat([dataset.invoices, invoices])
     dataset.lines = pl.concat([dataset.lines, lines])
     dataset.windows = pl.concat([dataset.windows, windows])
@@ -224,7 +315,7 @@ def _issue(dataset: Dataset, path: Path, code: str, message: str, **where: Any) 
     dataset.issues.append({"source": str(path), "code": code, "message": message, **where})
 
 
-def _pydantic_issue(dataset: Dataset, path: Path, error: Any) -> None:
+def _pydantic_issue(dataset: Dataset, path: Path, error: Any, row: int | None = None) -> None:
     loc: tuple[int | str, ...] = tuple(error["loc"])
     where: dict[str, Any] = {}
     if path.name != CATALOG_FILE and loc and loc[0] == "invoices":
@@ -241,7 +332,7 @@ def _pydantic_issue(dataset: Dataset, path: Path, error: Any) -> None:
     detail = error["msg"]
     if code == "UNKNOWN_FIELD":
         detail = "unknown field (not in the documented shape)"
-    _issue(dataset, path, code, f"{location or 'document'}: {detail}", **where)
+    _issue(dataset, path, code, f"{location or 'document'}: {detail}", row=row, **where)
 
 
 def _dotted(loc: Iterable[int | str]) -> str:
@@ -249,3 +340,382 @@ def _dotted(loc: Iterable[int | str]) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
+
+
+# --- usage tables (Parquet, CSV) -----------------------------------------------------------
+
+USAGE_REQUIRED = (
+    "customer_id",
+    "contract_id",
+    "product_id",
+    "inclusive_start_date",
+    "exclusive_end_date",
+    "quantity",
+)
+USAGE_OPTIONAL = (
+    "credit_type_id",
+    "invoice_inclusive_start_date",
+    "invoice_exclusive_end_date",
+    "issue_date",
+    "breakdown_granularity",
+    "pricing_group_values",
+    "presentation_group_values",
+    "billable_status",
+)
+TIMESTAMP_COLUMNS = (
+    "inclusive_start_date",
+    "exclusive_end_date",
+    "invoice_inclusive_start_date",
+    "invoice_exclusive_end_date",
+    "issue_date",
+)
+GROUP_PREFIXES = {"pricing.": "pricing_group_values", "presentation.": "presentation_group_values"}
+# What each column may be, as read: ids and enums are text; times are UTC timestamps or text
+# with an offset; quantities are text, decimals, integers or floats; groups are text or nested.
+ALLOWED_KINDS = {
+    **{c: {"timestamp", "text"} for c in TIMESTAMP_COLUMNS},
+    "quantity": {"text", "decimal", "integer", "float"},
+    "pricing_group_values": {"text", "nested"},
+    "presentation_group_values": {"text", "nested"},
+}
+
+
+@dataclass(frozen=True)
+class UsageTable:
+    """Usage rows in Parquet files. A CSV is first staged to Parquet, all columns text, with its
+    file name and row numbers, so every row can be named in a message."""
+
+    files: tuple[str, ...]
+    kinds: dict[str, str]  # column -> text | timestamp | decimal:<scale> | integer | float | nested
+    content_digest: str
+    staged: bool
+
+    def kind(self, column: str) -> str | None:
+        return self.kinds.get(column)
+
+
+def _arrow_kind(dtype: pa.DataType) -> str | None:
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "text"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp" if dtype.tz is not None else "naive"
+    if pa.types.is_decimal(dtype):
+        return f"decimal:{dtype.scale}"
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_floating(dtype):
+        return "float"
+    if pa.types.is_map(dtype) or pa.types.is_struct(dtype):
+        return "nested"
+    return None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
+    """Check every table's schema (declared, not guessed); stage CSV files to Parquet."""
+    by_kind: dict[str, list[Path]] = {}
+    for path in paths:
+        by_kind.setdefault(TABLE_SUFFIXES[path.suffix], []).append(path)
+    for fmt, files in sorted(by_kind.items()):
+        schemas: dict[Path, dict[str, str]] = {}
+        staged: list[str] = []
+        for path in files:
+            dataset.sources.append(str(path))
+            columns = (
+                _parquet_columns(dataset, path) if fmt == "parquet" else _csv_columns(dataset, path)
+            )
+            if columns is None:
+                continue
+            if fmt == "csv":
+                target = _stage_csv(dataset, path, list(columns))
+                if target is None:
+                    continue
+                staged.append(target)
+            schemas[path] = columns
+        if not schemas or len(schemas) < len(files):
+            continue
+        first_path, first = next(iter(schemas.items()))
+        for path, columns in schemas.items():
+            if columns != first:
+                _issue(
+                    dataset,
+                    path,
+                    "SCHEMA_MISMATCH",
+                    f"{path.name} has other columns or types than {first_path.name}: {_differences(first, columns)}",
+                )
+        if any(i["code"] == "SCHEMA_MISMATCH" for i in dataset.issues):
+            continue
+        dataset.tables.append(
+            UsageTable(
+                files=tuple(staged) if fmt == "csv" else tuple(str(p) for p in files),
+                kinds=first,
+                content_digest=hashlib.sha256(
+                    "".join(sorted(_file_digest(p) for p in files)).encode()
+                ).hexdigest(),
+                staged=fmt == "csv",
+            )
+        )
+
+
+def _differences(first: dict[str, str], other: dict[str, str]) -> str:
+    names = sorted(set(first) ^ set(other)) + sorted(
+        c for c in set(first) & set(other) if first[c] != other[c]
+    )
+    return ", ".join(names)
+
+
+def _check_columns(
+    dataset: Dataset, path: Path, names: list[str], kinds: dict[str, str | None]
+) -> dict[str, str] | None:
+    """Required, known, unique columns of allowed types; None when the table cannot be read."""
+    before = len(dataset.issues)
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        _issue(
+            dataset,
+            path,
+            "DUPLICATE_COLUMN",
+            f"{path.name}: column `{name}` appears more than once",
+            field=name,
+        )
+    for name in USAGE_REQUIRED:
+        if name not in names:
+            _issue(
+                dataset,
+                path,
+                "MISSING_COLUMN",
+                f"{path.name}: required column `{name}` is missing",
+                field=name,
+            )
+    known = set(USAGE_REQUIRED) | set(USAGE_OPTIONAL)
+    for name in names:
+        if name not in known and not name.startswith(tuple(GROUP_PREFIXES)):
+            _issue(
+                dataset,
+                path,
+                "UNKNOWN_COLUMN",
+                f"{path.name}: unknown column `{name}` (expected {', '.join(USAGE_REQUIRED)} and optional"
+                f" {', '.join(USAGE_OPTIONAL)}, pricing.<key>, presentation.<key>)",
+                field=name,
+            )
+    for name in names:
+        kind = kinds[name]
+        allowed = ALLOWED_KINDS.get(name, {"text"})
+        if kind == "naive" and "timestamp" in allowed:
+            _issue(
+                dataset,
+                path,
+                "TIMESTAMP_WITHOUT_OFFSET",
+                f"{path.name}: column `{name}` holds timestamps without a time zone; write them in UTC",
+                field=name,
+            )
+        elif kind is None or kind.split(":")[0] not in allowed:
+            _issue(
+                dataset,
+                path,
+                "INVALID_COLUMN_TYPE",
+                f"{path.name}: column `{name}` has an unusable type ({kind or 'unsupported'});"
+                f" allowed: {', '.join(sorted(allowed))}",
+                field=name,
+            )
+    if len(dataset.issues) > before:
+        return None
+    return {name: str(kinds[name]) for name in names}
+
+
+def _parquet_columns(dataset: Dataset, path: Path) -> dict[str, str] | None:
+    if path.stat().st_size == 0:
+        _issue(dataset, path, "EMPTY_FILE", f"{path.name} is empty")
+        return None
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        _issue(dataset, path, "CORRUPT_FILE", f"{path.name} is not a readable Parquet file: {exc}")
+        return None
+    return _check_columns(
+        dataset, path, list(schema.names), {f.name: _arrow_kind(f.type) for f in schema}
+    )
+
+
+def _csv_columns(dataset: Dataset, path: Path) -> dict[str, str] | None:
+    with path.open("rb") as handle:
+        header = handle.readline()
+    if not header.strip():
+        _issue(dataset, path, "EMPTY_FILE", f"{path.name} is empty (no header line)")
+        return None
+    try:
+        text = header.decode("utf-8-sig")  # a byte order mark is tolerated and dropped
+    except UnicodeDecodeError:
+        _issue(dataset, path, "INVALID_ENCODING", f"{path.name}: the header line is not UTF-8")
+        return None
+    names = [name.strip() for name in next(csv.reader([text]))]
+    return _check_columns(dataset, path, names, dict.fromkeys(names, "text"))
+
+
+def _stage_csv(dataset: Dataset, path: Path, names: list[str]) -> str | None:
+    """CSV -> Parquet with every column as text, plus its file name and 1-based row numbers."""
+    staging = dataset.staging_dir()
+    target = staging / f"{len(list(staging.iterdir())):05d}.parquet"
+    try:
+        (
+            pl.scan_csv(
+                path, schema=dict.fromkeys(names, pl.String()), has_header=True, encoding="utf8"
+            )
+            .with_row_index("_row", offset=1)
+            .with_columns(_source=pl.lit(str(path)), _row=pl.col("_row").cast(pl.Int64))
+            .sink_parquet(target)
+        )
+    except pl.exceptions.ComputeError as exc:
+        reason = str(exc).splitlines()[0]
+        code = "INVALID_ENCODING" if "utf-8" in reason.lower() else "MALFORMED_CSV"
+        _issue(dataset, path, code, f"{path.name} cannot be read as CSV: {reason}")
+        return None
+    return str(target)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# A row's granularity: as given, or inferred from its width (1 hour -> HOUR, 1 day -> DAY).
+GRANULARITY_SQL = """coalesce(upper(trim(granularity_given)),
+         CASE exclusive_end - inclusive_start WHEN INTERVAL 1 HOUR THEN 'HOUR'
+                                              WHEN INTERVAL 1 DAY THEN 'DAY' END)"""
+
+# The rows of a JSON batch (registered as `_json_rows`, frames.USAGE_ROWS) in the same shape.
+JSON_ROWS_SQL = f"""
+SELECT *, TRY_CAST(quantity_raw AS {QUANTITY_SQL}) AS quantity, {GRANULARITY_SQL} AS granularity
+FROM _json_rows
+"""
+
+
+def rows_sql(table: UsageTable) -> str:
+    """The normalized usage rows of a table (frames.USAGE_ROWS), as one DuckDB scan.
+
+    Typed columns are read as they are; text columns are parsed here and kept beside their parse
+    (`*_text`) so that validation can name what did not parse.
+    """
+    kinds = table.kinds
+
+    def column(name: str, cast: str = "VARCHAR") -> str:
+        return _ident(name) if name in kinds else f"NULL::{cast}"
+
+    def timestamp(name: str) -> str:
+        if name not in kinds:
+            return "NULL::TIMESTAMPTZ"
+        if kinds[name] == "text":
+            return f"TRY_CAST(trim({_ident(name)}) AS TIMESTAMPTZ)"
+        return _ident(name)
+
+    def text(name: str) -> str:
+        return _ident(name) if kinds.get(name) == "text" else "NULL::VARCHAR"
+
+    quantity = _ident("quantity")
+    if kinds["quantity"] == "text":
+        quantity = f"trim({quantity})"
+    files = ", ".join(_literal(f) for f in table.files)
+    source, row = ("_source", "_row") if table.staged else ("filename", "file_row_number + 1")
+    options = "" if table.staged else ", filename = true, file_row_number = true"
+    return f"""
+SELECT {source} AS source, {row}::BIGINT AS row,
+       customer_id, contract_id, product_id, {column("credit_type_id")} AS credit_type_id,
+       {timestamp("inclusive_start_date")} AS inclusive_start, {timestamp("exclusive_end_date")} AS exclusive_end,
+       {timestamp("invoice_inclusive_start_date")} AS invoice_start,
+       {timestamp("invoice_exclusive_end_date")} AS invoice_end,
+       {timestamp("issue_date")} AS issue_date,
+       {text("inclusive_start_date")} AS start_text, {text("exclusive_end_date")} AS end_text,
+       {text("invoice_inclusive_start_date")} AS invoice_start_text,
+       {text("invoice_exclusive_end_date")} AS invoice_end_text, {text("issue_date")} AS issue_text,
+       {_ident("quantity")} AS quantity_raw,
+       TRY_CAST({quantity} AS {QUANTITY_SQL}) AS quantity,
+       upper(trim({column("breakdown_granularity")})) AS granularity_given,
+       {GRANULARITY_SQL} AS granularity,
+       {_group_sql(kinds, "pricing")} AS pricing_group_values,
+       {_group_sql(kinds, "presentation")} AS presentation_group_values,
+       lower(trim({column("billable_status")})) AS billable_status
+FROM read_parquet([{files}]{options})
+"""
+
+
+def _group_sql(kinds: dict[str, str], group: str) -> str:
+    """Canonical JSON text of a row's group values (keys sorted, nulls dropped; null when empty),
+    the same text `frames.canonical_json` writes for rates."""
+    prefix = f"{group}."
+    keyed = sorted(name for name in kinds if name.startswith(prefix))
+    whole = f"{group}_group_values"
+    if whole in kinds:
+        as_map = f"CAST(CAST({_ident(whole)} AS JSON) AS MAP(VARCHAR, VARCHAR))"
+        sorted_map = f"map_from_entries(list_sort(list_filter(map_entries({as_map}), lambda e: e.value IS NOT NULL)))"
+        return f"nullif(to_json({sorted_map})::VARCHAR, '{{}}')"
+    if not keyed:
+        return "NULL::VARCHAR"
+    parts = ", ".join(
+        f"CASE WHEN {_ident(n)} IS NOT NULL THEN {_literal(json.dumps(n[len(prefix) :]) + ':')} || to_json({_ident(n)}::VARCHAR) END"
+        for n in keyed
+    )
+    return f"nullif('{{' || concat_ws(',', {parts}) || '}}', '{{}}')"
+
+
+def json_rows(invoices: pl.DataFrame, lines: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
+    """A JSON batch as usage rows (frames.USAGE_ROWS): each subtotal window with its invoice's
+    granularity, and each plain-quantity line as one NONE row spanning the line."""
+    invoice_columns = invoices.select(
+        "source",
+        "invoice_index",
+        "customer_id",
+        "contract_id",
+        "credit_type_id",
+        pl.col("inclusive_start").alias("invoice_start"),
+        pl.col("exclusive_end").alias("invoice_end"),
+        pl.col("issued_at").alias("issue_date"),
+        "billable_status",
+        "granularity",
+    )
+    line_columns = lines.select(
+        "invoice_index",
+        "line_index",
+        "product_id",
+        "pricing_group_values",
+        "presentation_group_values",
+    )
+    plain = lines.filter(pl.col("quantity").is_not_null()).select(
+        "invoice_index",
+        "line_index",
+        pl.lit(-1, pl.Int64).alias("window_index"),
+        "inclusive_start",
+        "exclusive_end",
+        pl.col("quantity").alias("quantity_raw"),
+        pl.lit("NONE").alias("granularity_given"),
+    )
+    windowed = windows.join(
+        invoice_columns.select("invoice_index", "granularity"), on="invoice_index"
+    ).select(
+        "invoice_index",
+        "line_index",
+        "window_index",
+        "inclusive_start",
+        "exclusive_end",
+        pl.col("quantity").alias("quantity_raw"),
+        pl.col("granularity").alias("granularity_given"),
+    )
+    rows = (
+        pl.concat([plain, windowed])
+        .join(line_columns, on=["invoice_index", "line_index"])
+        .join(invoice_columns.drop("granularity"), on="invoice_index")
+    )
+    return rows.select(
+        [
+            pl.col(c).cast(t) if c in rows.columns else pl.lit(None, t).alias(c)
+            for c, t in frames.USAGE_ROWS.items()
+        ]
+    )

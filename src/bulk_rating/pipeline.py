@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import catalog, frames, load, validate
+from bulk_rating import assemble, catalog, frames, load, rate, validate
+from bulk_rating.errors import UsageError
 from bulk_rating.report import RunReport, invoice_document
 from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Store
@@ -51,30 +52,32 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
         as_of=as_of,
         stage_seconds=stages.seconds,
     )
-    with Store.throwaway_copy(settings.db) if preview else Store.open(settings.db) as store:
+    store = Store.throwaway_copy(settings.db) if preview else Store.open(settings.db)
+    with closing(dataset), store:
         report.previous_run_id = store.run_with_hash(report.input_hash or "")
         if report.previous_run_id is not None:
             report.status = "already_imported"
             return report
         with stages("validate"):
             plan, refs = _references(store, dataset)
-            issues = _all_issues(dataset, plan, refs)
-        if issues.height:
-            return report.reject(issues)
+            issues = _batch_issues(dataset, plan, refs)
+            if dataset.issues:  # unreadable input: nothing more can be checked
+                return report.reject(issues)
+            table = _prepare(store, dataset, plan, refs)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
-                for table, rows in plan.rows.items():
-                    store.insert(table, rows.with_columns(run_id=pl.lit(run_id)))
-                fiat = store.fiat_credit_types()
-                store.insert_drafts(catalog.drafts(plan.new_contracts, fiat, as_of), run_id)
-                with stages("rate"):
-                    windows = validate.kernel_windows(
-                        dataset.invoices, dataset.lines, dataset.windows, refs.contracts
-                    )
-                    issues = store.price(run_id, windows, _store_lines(dataset), dataset.invoices)
+                for name, rows in plan.rows.items():
+                    store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
+                with stages("validate"):
+                    issues = pl.concat([issues, *_usage_issues(store, dataset, refs, table)])
                 if issues.height:
-                    raise Rejected(_with_sources(issues, dataset.invoices))
+                    raise Rejected(issues)
+                store.insert_drafts(
+                    catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
+                )
+                with stages("rate"):
+                    store.price(run_id)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -89,7 +92,7 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                     contracts_created=len(plan.new_contracts),
                 )
         except Rejected as rejected:
-            return report.reject(rejected.issues)
+            return report.reject(_sorted(rejected.issues))
         with stages("report"):
             _fill(report, store, run_id, len(plan.new_contracts))
     report.status = "previewed" if preview else "imported"
@@ -113,16 +116,16 @@ def _references(
             catalog.contract_refs(plan.new_contracts),
         ]
     )
-    invoices = store.invoice_periods()
     refs = validate.References(
-        ids("customers"), ids("credit_types"), ids("products"), contracts, invoices
+        ids("customers"), ids("credit_types"), ids("products"), contracts, store.invoice_periods()
     )
     return plan, refs
 
 
-def _all_issues(
+def _batch_issues(
     dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References
 ) -> pl.DataFrame:
+    """What can be checked before any row is read: files, catalog, a JSON batch's structure."""
     found = [validate.issue_frame(dataset.issues), validate.issue_frame(plan.issues)]
     if not dataset.issues:
         found.append(
@@ -137,9 +140,68 @@ def _all_issues(
             )
         )
         found.append(
-            validate.validate_usage(dataset.invoices, dataset.lines, dataset.windows, refs)
+            validate.validate_batch(dataset.invoices, dataset.lines, dataset.windows, refs)
         )
     return pl.concat(found)
+
+
+def _prepare(
+    store: Store, dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References
+) -> load.UsageTable | None:
+    """The run's working relations, created before its transaction (which then holds no DDL)."""
+    if dataset.tables and dataset.request is not None:
+        raise UsageError("give historical invoices (JSON) or usage tables in one run, not both")
+    if len(dataset.tables) > 1:
+        raise UsageError("usage tables of one run must share one format (all Parquet or all CSV)")
+    table = dataset.tables[0] if dataset.tables else None
+    contracts = [*store.contract_models(), *plan.new_contracts]
+    store.temp_table("_contract_refs", refs.contracts)
+    store.temp_table("_periods", assemble.periods_frame(contracts))
+    store.temp_table("_known_customers", refs.customer_ids)
+    store.temp_table("_known_products", refs.product_ids)
+    store.temp_table("_known_credit_types", refs.credit_type_ids)
+    store.temp_table("_drafts", frames.empty(frames.DRAFTS))
+    store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
+    store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
+    store.temp_table("_table_lines", frames.empty(frames.TABLE_LINES))
+    if table is None:
+        store.temp_table(
+            "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
+        )
+        store.temp_view("usage_rows", load.JSON_ROWS_SQL)
+    else:
+        store.temp_view("usage_rows", load.rows_sql(table))
+    store.temp_view("usage_windows", rate.windows_sql(table=table is not None))
+    return table
+
+
+def _usage_issues(
+    store: Store, dataset: load.Dataset, refs: validate.References, table: load.UsageTable | None
+) -> list[pl.DataFrame]:
+    """Row rules over every row (SQL); then the invoices and lines the rows make, and their rules."""
+    kind = table.kinds["quantity"] if table else "text"
+    found = [
+        store.frame(validate.row_issues_sql(kind, table=table is not None)),
+        store.frame(validate.OVERLAP_ISSUES),
+    ]
+    if any(f.height for f in found):
+        return [frames.conform(f, frames.ISSUES) for f in found]
+    if table is None:
+        store.replace("usage_invoices", dataset.invoices)
+        store.replace("usage_lines", _store_lines(dataset))
+        return []
+    lines = store.frame(assemble.lines_sql(has_credit_type="credit_type_id" in table.kinds))
+    invoices, store_lines, table_lines, derived = assemble.invoices_and_lines(lines)
+    store.replace("usage_invoices", invoices)
+    store.replace("usage_lines", store_lines)
+    store.replace("_table_lines", table_lines)
+    return [derived, validate.validate_invoices(invoices, refs)]
+
+
+def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
+    return frames.conform(issues, frames.ISSUES).sort(
+        "source", "row", "invoice_index", "line_index", "window_index", "code", nulls_last=False
+    )
 
 
 def _source_dir(dataset: load.Dataset) -> str:
@@ -147,27 +209,17 @@ def _source_dir(dataset: load.Dataset) -> str:
 
 
 def _store_lines(dataset: load.Dataset) -> pl.DataFrame:
-    """Lines as the store keeps them: a plain quantity is granularity NONE."""
-    return dataset.lines.join(
-        dataset.invoices.select("invoice_index", "granularity"), on="invoice_index"
-    ).select(
-        "invoice_index",
-        "line_index",
-        "product_id",
-        "inclusive_start",
-        "exclusive_end",
-        pl.when(pl.col("quantity").is_not_null())
-        .then(pl.lit("NONE"))
-        .otherwise(pl.col("granularity"))
-        .alias("granularity"),
-        "pricing_group_values",
-        "presentation_group_values",
+    """A JSON batch's lines as the store keeps them: a plain quantity is granularity NONE."""
+    return frames.conform(
+        dataset.lines.join(
+            dataset.invoices.select("invoice_index", "granularity"), on="invoice_index"
+        ).with_columns(
+            granularity=pl.when(pl.col("quantity").is_not_null())
+            .then(pl.lit("NONE"))
+            .otherwise(pl.col("granularity"))
+        ),
+        frames.STORE_LINES,
     )
-
-
-def _with_sources(issues: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
-    joined = issues.join(invoices.select("invoice_index", "source"), on="invoice_index", how="left")
-    return frames.conform(joined.with_columns(row=pl.lit(None, pl.Int64)), frames.ISSUES)
 
 
 def _fill(report: RunReport, store: Store, run_id: int, contracts_created: int) -> None:

@@ -5,7 +5,7 @@ price a JSON batch of ten windows or a usage table of a hundred million. It read
 the contracts it is given (plus their rate cards): it can run partition by partition.
 
 Inputs it expects as relations:
-- `usage_windows`  (frames.WINDOWS plus product_id, pricing_group_values, credit_type_id, rate_card_id)
+- `usage_windows`  (windows_sql: one row per quantity with its invoice and line indexes)
 - `usage_lines`    (invoice_index, line_index, product_id, inclusive_start, exclusive_end,
                     granularity, pricing_group_values, presentation_group_values)
 - `usage_invoices` (frames.INVOICES)
@@ -30,58 +30,62 @@ from bulk_rating.models import RateCard
 
 FLAT_TIER = 0
 
+
+def windows_sql(*, table: bool) -> str:
+    """The kernel's input, `usage_windows`, from the validated `usage_rows`.
+
+    A JSON batch brings its invoice and line indexes; a usage table's rows find theirs in
+    `_table_lines` (assemble.py) by contract, period, product, group values and granularity.
+    """
+    if not table:
+        return """
+SELECT u.invoice_index, u.line_index, u.window_index, u.granularity, u.inclusive_start, u.exclusive_end,
+       u.quantity, u.product_id, u.pricing_group_values, u.credit_type_id, c.rate_card_id
+FROM usage_rows u JOIN _contract_refs c ON c.contract_id = u.contract_id
+"""
+    return """
+SELECT l.invoice_index, l.line_index, u.row AS window_index, u.granularity, u.inclusive_start, u.exclusive_end,
+       u.quantity, u.product_id, u.pricing_group_values, l.credit_type_id, c.rate_card_id
+FROM usage_rows u
+JOIN _contract_refs c ON c.contract_id = u.contract_id
+LEFT JOIN _periods p
+  ON p.contract_id = u.contract_id AND p.inclusive_start <= u.inclusive_start AND u.inclusive_start < p.exclusive_end
+JOIN _table_lines l
+  ON l.contract_id = u.contract_id AND l.inclusive_start = coalesce(u.invoice_start, p.inclusive_start)
+ AND l.product_id = u.product_id AND l.granularity = u.granularity
+ AND coalesce(l.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
+ AND coalesce(l.presentation_group_values, '') = coalesce(u.presentation_group_values, '')
+"""
+
+
 RATED_WINDOWS = """
-SELECT w.*, r.rate_index, r.entitled, r.credit_type_id AS rate_credit_type_id,
-       r.ending_before AS rate_ending_before
+SELECT w.*, r.rate_index, r.rate_type, r.price
 FROM usage_windows w
-LEFT JOIN rates r
+JOIN rates r
   ON r.rate_card_id = w.rate_card_id
  AND r.product_id = w.product_id
- AND r.pricing_group_values IS NOT DISTINCT FROM w.pricing_group_values
+ AND coalesce(r.pricing_group_values, '') = coalesce(w.pricing_group_values, '')
  AND r.starting_at <= w.inclusive_start
  AND (r.ending_before IS NULL OR w.inclusive_start < r.ending_before)
 """
 
-RATE_ISSUES = f"""
-SELECT invoice_index, line_index, nullif(window_index, -1) AS window_index, code,
-       CASE code WHEN 'CREDIT_TYPE_MISMATCH' THEN 'credit_type_id' WHEN 'QUANTITY_SPANS_RATE_CHANGE'
-            THEN 'quantity' ELSE 'product_id' END AS field,
-       'invoice ' || invoice_index || ', line ' || line_index
-       || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END || ': '
-       || CASE code
-            WHEN 'NO_RATE' THEN 'no rate for product `' || product_id || '`'
-                 || coalesce(' with pricing group values ' || pricing_group_values, '')
-                 || ' on rate card `' || rate_card_id || '` at ' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ')
-            WHEN 'PRODUCT_NOT_ENTITLED' THEN 'product `' || product_id || '` is not entitled at '
-                 || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ')
-            WHEN 'CREDIT_TYPE_MISMATCH' THEN 'product `' || product_id || '` is priced in credit type `'
-                 || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'
-            ELSE 'the line spans a rate change at ' || strftime(rate_ending_before, '%Y-%m-%dT%H:%M:%SZ')
-                 || '; send subtotals_with_quantity'
-          END AS message
-FROM (
-    SELECT *, CASE
-        WHEN rate_index IS NULL THEN 'NO_RATE'
-        WHEN NOT entitled THEN 'PRODUCT_NOT_ENTITLED'
-        WHEN rate_credit_type_id <> credit_type_id THEN 'CREDIT_TYPE_MISMATCH'
-        WHEN granularity = 'NONE' AND rate_ending_before < exclusive_end THEN 'QUANTITY_SPANS_RATE_CHANGE'
-    END AS code
-    FROM ({RATED_WINDOWS})
-)
-WHERE code IS NOT NULL
-ORDER BY invoice_index, line_index, window_index
-"""
-
-# One row per window and tier it reaches. `position_end` is the cumulative quantity of the
-# window's (invoice, product, pricing group) up to and including the window.
+# One row per window and tier it reaches. A FLAT window is its quantity times the price; a
+# TIERED window needs `position_end`, the cumulative quantity of its (invoice, product, pricing
+# group) up to and including it, and is split at tier edges.
 PRICED_WINDOWS = f"""
-WITH positioned AS (
+WITH rated AS ({RATED_WINDOWS}),
+flat AS (
+    SELECT invoice_index, line_index, rate_index, {FLAT_TIER} AS tier_key, inclusive_start AS window_start,
+           quantity, quantity * price AS amount
+    FROM rated WHERE rate_type = 'FLAT'
+),
+positioned AS (
     SELECT *, sum(quantity) OVER (
         PARTITION BY invoice_index, product_id, pricing_group_values
         ORDER BY inclusive_start, line_index, window_index
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
-    FROM ({RATED_WINDOWS})
+    FROM rated WHERE rate_type = 'TIERED'
 ),
 parts AS (
     SELECT p.invoice_index, p.line_index, p.rate_index, t.tier_key, p.inclusive_start, p.quantity,
@@ -90,15 +94,20 @@ parts AS (
              - greatest(p.position_end - p.quantity, t.tier_start) AS portion
     FROM positioned p
     JOIN _rate_tiers t ON t.rate_card_id = p.rate_card_id AND t.rate_index = p.rate_index
+),
+tiered AS (
+    SELECT invoice_index, line_index, rate_index, tier_key, inclusive_start AS window_start,
+           portion AS quantity, portion * price AS amount
+    FROM parts
+    WHERE portion > 0
+       -- a zero window still gets its row (analysts ask for windows without usage): in the tier
+       -- the position is in, the lower one at an edge
+       OR (quantity = 0 AND ((position_start = 0 AND tier_start = 0)
+            OR (tier_start < position_start AND (tier_end IS NULL OR position_start <= tier_end))))
 )
-SELECT $run_id AS run_id, invoice_index, line_index, rate_index, tier_key,
-       inclusive_start AS window_start, portion AS quantity, portion * price AS amount
-FROM parts
-WHERE portion > 0
-   -- a zero window still gets its row (analysts ask for windows without usage): in the tier the
-   -- position is in, the lower one at an edge
-   OR (quantity = 0 AND ((position_start = 0 AND tier_start = 0)
-        OR (tier_start < position_start AND (tier_end IS NULL OR position_start <= tier_end))))
+SELECT $run_id AS run_id, * FROM flat
+UNION ALL
+SELECT $run_id AS run_id, * FROM tiered
 """
 
 INVOICES = """

@@ -20,7 +20,7 @@ import polars as pl
 
 from bulk_rating import rate
 from bulk_rating.errors import BulkRatingError, DatabaseLockedError, UsageError
-from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME
+from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
 SCHEMA_VERSION = 1
@@ -183,6 +183,15 @@ class Store:
                FROM contracts"""
         )
 
+    def contract_models(self) -> list[Contract]:
+        """The stored contracts as models (their schedules give the billing periods)."""
+        return [
+            Contract.model_validate_json(body)
+            for (body,) in self.con.execute(
+                "SELECT body FROM contracts ORDER BY contract_id"
+            ).fetchall()
+        ]
+
     def invoice_periods(self) -> pl.DataFrame:
         """Stored invoices that new ones must not overlap (voided ones excepted)."""
         return self.frame(
@@ -209,54 +218,62 @@ class Store:
     # --- writes (inside a transaction) -----------------------------------------------------
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
-        if frame.height:
-            self.con.register("_incoming", frame.to_arrow())
-            try:
-                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-            finally:
-                self.con.unregister("_incoming")
+        """Append a frame's rows by column name (absent columns stay null). DML only: safe inside
+        a run's transaction."""
+        if not frame.height:
+            return
+        names = [
+            name
+            for (name,) in self.con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+                [table],
+            ).fetchall()
+        ]
+        ordered = frame.select(
+            [pl.col(n) if n in frame.columns else pl.lit(None).alias(n) for n in names]
+        )
+        self.con.from_arrow(ordered.to_arrow()).insert_into(table)
+
+    def replace(self, table: str, frame: pl.DataFrame) -> None:
+        self.con.execute(f"DELETE FROM {table}")
+        self.insert(table, frame)
+
+    # --- a run's working relations (temporary: created before its transaction) -------------
+
+    def temp_table(self, name: str, frame: pl.DataFrame) -> None:
+        self.con.register("_frame", frame.to_arrow())
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _frame")
+        finally:
+            self.con.unregister("_frame")
+
+    def temp_view(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
     def insert_drafts(self, drafts: pl.DataFrame, run_id: int) -> None:
         """D8: the contract's own draft invoice of the period containing the as-of date."""
-        if not drafts.height:
-            return
-        self.con.register("_drafts", drafts.to_arrow())
-        try:
-            self.con.execute(
-                """INSERT INTO invoices BY NAME
-                   SELECT invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS invoice_id,
-                          customer_id, contract_id, credit_type_id, inclusive_start AS start_timestamp,
-                          exclusive_end AS end_timestamp, exclusive_end AS issued_at, 'DRAFT' AS status,
-                          'USAGE' AS type, 'CONTRACT_SCHEDULE' AS origin, 0 AS total, 0 AS subtotal,
-                          'billable' AS billable_status, '{}'::JSON AS custom_fields, $run_id AS run_id
-                   FROM _drafts""",
-                {"run_id": run_id},
-            )
-        finally:
-            self.con.unregister("_drafts")
+        self.replace("_drafts", drafts)
+        self.con.execute(
+            """INSERT INTO invoices BY NAME
+               SELECT invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS invoice_id,
+                      customer_id, contract_id, credit_type_id, inclusive_start AS start_timestamp,
+                      exclusive_end AS end_timestamp, exclusive_end AS issued_at, 'DRAFT' AS status,
+                      'USAGE' AS type, 'CONTRACT_SCHEDULE' AS origin, 0 AS total, 0 AS subtotal,
+                      'billable' AS billable_status, '{}'::JSON AS custom_fields, $run_id AS run_id
+               FROM _drafts""",
+            {"run_id": run_id},
+        )
 
-    def price(
-        self, run_id: int, windows: pl.DataFrame, lines: pl.DataFrame, invoices: pl.DataFrame
-    ) -> pl.DataFrame:
-        """Run the pricing kernel; returns the rate issues (then nothing was written)."""
-        self.con.register("usage_windows", windows.to_arrow())
-        self.con.register("usage_lines", lines.to_arrow())
-        self.con.register("usage_invoices", invoices.to_arrow())
+    def price(self, run_id: int) -> None:
+        """Run the pricing kernel over `usage_windows`, `usage_lines` and `usage_invoices`."""
+        params = {"run_id": run_id}
         try:
-            issues = self.frame(rate.RATE_ISSUES)
-            if issues.height:
-                return issues
-            params = {"run_id": run_id}
             self.con.execute("INSERT INTO _priced_windows " + rate.PRICED_WINDOWS, params)
             self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
             self.con.execute("INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params)
-            return issues
         except duckdb.OutOfRangeException as exc:
             # Validation bounds quantities and prices; reaching this means a bound is wrong.
             raise BulkRatingError(f"amount overflow while pricing: {exc}") from exc
-        finally:
-            for name in ("usage_windows", "usage_lines", "usage_invoices"):
-                self.con.unregister(name)
 
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
         """The run's row in `_runs`, its counts taken from what it stored."""

@@ -79,47 +79,6 @@ def _where(frame: pl.DataFrame) -> pl.Expr:
     return pl.concat_str(parts)
 
 
-def _quantity_rules(frame: pl.DataFrame, field: str) -> list[pl.DataFrame]:
-    q = pl.col("quantity")
-    where = _where(frame)
-    integer_digits = q.str.strip_prefix("-").str.split(".").list.first().str.strip_chars_start("0")
-    decimals = q.str.split(".").list.get(1, null_on_oob=True).str.strip_chars_end("0")
-    well_formed = q.str.contains(DECIMAL_TEXT)
-    too_large = integer_digits.str.len_chars() > len(str(MAX_QUANTITY)) - 1
-    return [
-        _rows(
-            frame,
-            q.is_not_null() & ~well_formed,
-            "INVALID_NUMBER",
-            field,
-            pl.format("{}: quantity `{}` is not a decimal number", where, q),
-        ),
-        _rows(
-            frame,
-            well_formed & q.str.starts_with("-") & (q.str.strip_chars("-0.") != ""),
-            "NEGATIVE_QUANTITY",
-            field,
-            pl.format("{}: quantity {} is negative", where, q),
-        ),
-        _rows(
-            frame,
-            well_formed & (decimals.str.len_chars().fill_null(0) > QUANTITY_SCALE),
-            "TOO_MANY_DECIMALS",
-            field,
-            pl.format(
-                "{}: quantity {} has more than " + str(QUANTITY_SCALE) + " decimals", where, q
-            ),
-        ),
-        _rows(
-            frame,
-            well_formed & too_large,
-            "NUMBER_TOO_LARGE",
-            field,
-            pl.format("{}: quantity {} is " + f"{MAX_QUANTITY:,}" + " or more", where, q),
-        ),
-    ]
-
-
 def _period_rule(frame: pl.DataFrame, field: str) -> pl.DataFrame:
     return _rows(
         frame,
@@ -133,6 +92,11 @@ def _period_rule(frame: pl.DataFrame, field: str) -> pl.DataFrame:
             _ts("exclusive_end"),
         ),
     )
+
+
+def validate_invoices(invoices: pl.DataFrame, refs: References) -> pl.DataFrame:
+    """Invoice-level problems: of a JSON batch, or of the invoices a usage table groups into."""
+    return pl.concat(_invoice_rules(invoices, refs))
 
 
 def _invoice_rules(invoices: pl.DataFrame, refs: References) -> list[pl.DataFrame]:
@@ -315,16 +279,14 @@ def _line_rules(
             "product_id",
             pl.format("{}: unknown product `{}`", where, pl.col("product_id")),
         ),
-        *_quantity_rules(lines, "quantity"),
     ]
 
 
 def _window_rules(
     invoices: pl.DataFrame, lines: pl.DataFrame, windows: pl.DataFrame
 ) -> list[pl.DataFrame]:
-    windows = windows.join(
-        invoices.select("invoice_index", "source", "granularity"), on="invoice_index"
-    ).join(
+    """JSON windows against their line; everything else of a window is a row rule (SQL)."""
+    windows = windows.join(invoices.select("invoice_index", "source"), on="invoice_index").join(
         lines.select(
             "invoice_index",
             "line_index",
@@ -333,88 +295,29 @@ def _window_rules(
         ),
         on=["invoice_index", "line_index"],
     )
-    where = _where(windows)
-    start, end, granularity = (
-        pl.col("inclusive_start"),
-        pl.col("exclusive_end"),
-        pl.col("granularity"),
-    )
-    width = (
-        pl.when(granularity == "HOUR")
-        .then(pl.duration(hours=1))
-        .when(granularity == "DAY")
-        .then(pl.duration(days=1))
-    )
-    aligned = (
-        pl.when(granularity == "HOUR")
-        .then(start.dt.truncate("1h"))
-        .when(granularity == "DAY")
-        .then(start.dt.truncate("1d"))
-    )
-    ordered = windows.sort(
-        "invoice_index", "line_index", "inclusive_start", "window_index"
-    ).with_columns(
-        previous_end=end.shift(1).over("invoice_index", "line_index"),
-        previous_index=pl.col("window_index").shift(1).over("invoice_index", "line_index"),
-    )
     return [
-        _period_rule(windows, "exclusive_end_date"),
         _rows(
             windows,
-            (start < pl.col("line_start")) | (end > pl.col("line_end")),
+            (pl.col("inclusive_start") < pl.col("line_start"))
+            | (pl.col("exclusive_end") > pl.col("line_end")),
             "WINDOW_OUTSIDE_LINE",
             "inclusive_start_date",
             pl.format(
                 "{}: window {} to {} is not within its line {} to {}",
-                where,
+                _where(windows),
                 _ts("inclusive_start"),
                 _ts("exclusive_end"),
                 _ts("line_start"),
                 _ts("line_end"),
             ),
-        ),
-        _rows(
-            windows,
-            granularity.is_not_null() & (end - start != width),
-            "WINDOW_WRONG_WIDTH",
-            "exclusive_end_date",
-            pl.format(
-                "{}: window {} to {} is not one {}",
-                where,
-                _ts("inclusive_start"),
-                _ts("exclusive_end"),
-                granularity.str.to_lowercase(),
-            ),
-        ),
-        _rows(
-            windows,
-            granularity.is_not_null() & (aligned != start),
-            "WINDOW_NOT_ALIGNED",
-            "inclusive_start_date",
-            pl.format(
-                "{}: window starts at {}, not on a UTC {} boundary",
-                where,
-                _ts("inclusive_start"),
-                granularity.str.to_lowercase(),
-            ),
-        ),
-        _rows(
-            ordered,
-            pl.col("previous_end").is_not_null() & (start < pl.col("previous_end")),
-            "WINDOW_OVERLAP",
-            "inclusive_start_date",
-            pl.format(
-                "{}: overlaps window {} of the same line", _where(ordered), pl.col("previous_index")
-            ),
-        ),
-        *_quantity_rules(windows, "quantity"),
+        )
     ]
 
 
-def validate_usage(
+def validate_batch(
     invoices: pl.DataFrame, lines: pl.DataFrame, windows: pl.DataFrame, refs: References
 ) -> pl.DataFrame:
-    """All problems of the invoices, lines and windows frames (empty when the batch is valid)."""
+    """The invoice-, line- and structure-level problems of a batch (row rules are in SQL)."""
     found = [
         *_invoice_rules(invoices, refs),
         *_line_rules(invoices, lines, refs),
@@ -422,46 +325,6 @@ def validate_usage(
     ]
     return pl.concat(found).sort(
         "invoice_index", "line_index", "window_index", "code", nulls_last=False
-    )
-
-
-def kernel_windows(
-    invoices: pl.DataFrame, lines: pl.DataFrame, windows: pl.DataFrame, contracts: pl.DataFrame
-) -> pl.DataFrame:
-    """The pricing kernel's input from valid frames: one row per quantity to price.
-
-    A plain `quantity` line becomes one NONE window spanning the line; each subtotal keeps its
-    invoice's granularity. Rows carry what pricing joins on (rate card, product, pricing group).
-    """
-    plain = lines.filter(pl.col("quantity").is_not_null()).select(
-        "invoice_index",
-        "line_index",
-        pl.lit(-1, pl.Int64).alias("window_index"),
-        pl.lit("NONE").alias("granularity"),
-        "inclusive_start",
-        "exclusive_end",
-        "quantity",
-    )
-    windowed = windows.join(
-        invoices.select("invoice_index", "granularity"), on="invoice_index"
-    ).select(
-        "invoice_index",
-        "line_index",
-        "window_index",
-        "granularity",
-        "inclusive_start",
-        "exclusive_end",
-        "quantity",
-    )
-    usage = frames.conform(pl.concat([plain, windowed]), frames.WINDOWS)
-    return (
-        usage.join(
-            lines.select("invoice_index", "line_index", "product_id", "pricing_group_values"),
-            on=["invoice_index", "line_index"],
-        )
-        .join(invoices.select("invoice_index", "contract_id", "credit_type_id"), on="invoice_index")
-        .join(contracts.select("contract_id", "rate_card_id"), on="contract_id")
-        .drop("contract_id")
     )
 
 
@@ -660,3 +523,313 @@ def _rate_card_issues(
                     )
                 )
     return found
+
+
+# --- usage rows: every rule as a SQL column expression ---------------------------------------
+# The rows of a usage table (load.rows_sql) or of a JSON batch (json_rows) are checked in one
+# scan. A row's problems are a list of {code, field, message}; rows without problems cost one
+# filter. The relations it reads: usage_rows, _contract_refs, _periods, _known_* and rates.
+
+OFFSET_AT_END = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+SQL_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+
+RATED_ROWS = """
+SELECT u.*,
+       c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
+       c.rate_card_id, c.starting_at AS contract_start, c.ending_before AS contract_end,
+       c.generation_starts_at,
+       p.inclusive_start AS period_start, p.exclusive_end AS period_end,
+       r.rate_index, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
+       r.ending_before AS rate_ending_before
+FROM usage_rows u
+LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
+LEFT JOIN _periods p
+  ON p.contract_id = u.contract_id AND p.inclusive_start <= u.inclusive_start AND u.inclusive_start < p.exclusive_end
+LEFT JOIN rates r
+  ON r.rate_card_id = c.rate_card_id AND r.product_id = u.product_id
+ AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
+ AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)
+"""
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts_sql(column: str) -> str:
+    return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
+
+
+def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
+    """(code, field, condition, message) for the quantity, by the type it was read as.
+
+    Text is checked as text (exact digits). A float is accepted when its value, taken as the
+    nearest decimal with 9 places, converts back to the same float: the one boundary rule.
+    """
+    q, raw = "quantity", "quantity_raw"
+    well_formed = {
+        "text": f"regexp_matches({raw}, {_sql_text(SQL_DECIMAL_TEXT)})",
+        "float": f"isfinite({raw})",
+    }.get(kind.split(":")[0], f"{raw} IS NOT NULL")
+    too_many = {
+        "text": f"length(regexp_extract({raw}, '\\.([0-9]*?)0*$', 1)) > {QUANTITY_SCALE}",
+        "float": f"{q} IS NOT NULL AND CAST({q} AS DOUBLE) <> {raw}",
+    }.get(
+        kind, f"{raw} <> round({raw}, {QUANTITY_SCALE})" if kind.startswith("decimal:") else "false"
+    )
+    shown = f"CAST({raw} AS VARCHAR)"
+    return [
+        ("INVALID_NUMBER", "quantity", f"{raw} IS NULL", "'quantity is empty'"),
+        (
+            "INVALID_NUMBER",
+            "quantity",
+            f"NOT {well_formed}",
+            f"'quantity `' || {shown} || '` is not a finite decimal number'",
+        ),
+        (
+            "TOO_MANY_DECIMALS",
+            "quantity",
+            f"{well_formed} AND {too_many}",
+            f"'quantity ' || {shown} || ' has more than {QUANTITY_SCALE} decimals'",
+        ),
+        ("NEGATIVE_QUANTITY", "quantity", f"{q} < 0", f"'quantity ' || {shown} || ' is negative'"),
+        (
+            "NUMBER_TOO_LARGE",
+            "quantity",
+            f"{well_formed} AND ({q} IS NULL OR abs({q}) >= {MAX_QUANTITY:f})",
+            f"'quantity ' || {shown} || ' is {MAX_QUANTITY:,} or more'",
+        ),
+    ]
+
+
+def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, str]]:
+    """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS."""
+    width = "exclusive_end - inclusive_start"
+    rules: list[tuple[str, str, str, str]] = []
+    for column, field in (
+        ("start_text", "inclusive_start_date"),
+        ("end_text", "exclusive_end_date"),
+        ("invoice_start_text", "invoice_inclusive_start_date"),
+        ("invoice_end_text", "invoice_exclusive_end_date"),
+        ("issue_text", "issue_date"),
+    ):
+        parsed = {
+            "start_text": "inclusive_start",
+            "end_text": "exclusive_end",
+            "invoice_start_text": "invoice_start",
+            "invoice_end_text": "invoice_end",
+            "issue_text": "issue_date",
+        }[column]
+        rules += [
+            (
+                "INVALID_TIMESTAMP",
+                field,
+                f"{column} IS NOT NULL AND {parsed} IS NULL",
+                f"'`' || {column} || '` is not a timestamp (write e.g. 2024-06-01T00:00:00Z)'",
+            ),
+            (
+                "TIMESTAMP_WITHOUT_OFFSET",
+                field,
+                f"{column} IS NOT NULL AND {parsed} IS NOT NULL AND NOT regexp_matches(trim({column}), {_sql_text(OFFSET_AT_END)})",
+                f"'`' || {column} || '` has no UTC offset'",
+            ),
+        ]
+    if table:
+        for column in ("customer_id", "contract_id", "product_id"):
+            rules.append(
+                (
+                    "MISSING_FIELD",
+                    column,
+                    f"{column} IS NULL OR trim({column}) = ''",
+                    f"'{column} is empty'",
+                )
+            )
+        rules += [
+            (
+                "MISSING_FIELD",
+                "inclusive_start_date",
+                "start_text IS NULL AND inclusive_start IS NULL",
+                "'inclusive_start_date is empty'",
+            ),
+            (
+                "MISSING_FIELD",
+                "exclusive_end_date",
+                "end_text IS NULL AND exclusive_end IS NULL",
+                "'exclusive_end_date is empty'",
+            ),
+            (
+                "UNKNOWN_CUSTOMER",
+                "customer_id",
+                "customer_id NOT IN (SELECT customer_id FROM _known_customers)",
+                "'unknown customer `' || customer_id || '`'",
+            ),
+            (
+                "UNKNOWN_CONTRACT",
+                "contract_id",
+                "contract_id IS NOT NULL AND NOT known_contract",
+                "'unknown contract `' || contract_id || '`'",
+            ),
+            (
+                "CONTRACT_CUSTOMER_MISMATCH",
+                "contract_id",
+                "known_contract AND contract_customer_id <> customer_id",
+                "'contract `' || contract_id || '` belongs to customer `' || contract_customer_id || '`, not `' || customer_id || '`'",
+            ),
+            (
+                "UNKNOWN_PRODUCT",
+                "product_id",
+                "product_id NOT IN (SELECT product_id FROM _known_products)",
+                "'unknown product `' || product_id || '`'",
+            ),
+            (
+                "UNKNOWN_CREDIT_TYPE",
+                "credit_type_id",
+                "credit_type_id IS NOT NULL AND credit_type_id NOT IN (SELECT credit_type_id FROM _known_credit_types)",
+                "'unknown credit type `' || credit_type_id || '`'",
+            ),
+            (
+                "INVALID_VALUE",
+                "billable_status",
+                "billable_status NOT IN ('billable', 'unbillable')",
+                "'billable_status `' || billable_status || '` is not billable or unbillable'",
+            ),
+            # Without invoice columns a row belongs to the billing period containing its start.
+            (
+                "INVOICE_OUTSIDE_CONTRACT",
+                "inclusive_start_date",
+                "invoice_start IS NULL AND known_contract AND (inclusive_start < contract_start OR inclusive_start >= contract_end)",
+                f"'the window starting ' || {_ts_sql('inclusive_start')} || ' is outside contract `' || contract_id || '`'",
+            ),
+            (
+                "INVOICE_AFTER_GENERATION_START",
+                "inclusive_start_date",
+                "invoice_start IS NULL AND known_contract AND inclusive_start >= generation_starts_at"
+                " AND (contract_end IS NULL OR inclusive_start < contract_end)",
+                f"'the window starting ' || {_ts_sql('inclusive_start')} || ' falls in a period the contract generates itself (from ' || {_ts_sql('generation_starts_at')} || ')'",
+            ),
+            (
+                "WINDOW_OUTSIDE_LINE",
+                "exclusive_end_date",
+                "invoice_start IS NULL AND period_end IS NOT NULL AND exclusive_end > period_end",
+                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' crosses the end of its billing period ' || {_ts_sql('period_end')}",
+            ),
+            (
+                "WINDOW_OUTSIDE_LINE",
+                "inclusive_start_date",
+                "invoice_start IS NOT NULL AND (inclusive_start < invoice_start OR exclusive_end > invoice_end)",
+                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not within its invoice ' || {_ts_sql('invoice_start')} || ' to ' || {_ts_sql('invoice_end')}",
+            ),
+            (
+                "MISSING_FIELD",
+                "invoice_exclusive_end_date",
+                "(invoice_start IS NULL) <> (invoice_end IS NULL)",
+                "'invoice_inclusive_start_date and invoice_exclusive_end_date go together'",
+            ),
+        ]
+    rules += [
+        (
+            "INVALID_PERIOD",
+            "exclusive_end_date",
+            "inclusive_start >= exclusive_end",
+            f"'starts at ' || {_ts_sql('inclusive_start')} || ' but ends at ' || {_ts_sql('exclusive_end')}",
+        ),
+        (
+            "INVALID_VALUE",
+            "breakdown_granularity",
+            "granularity_given NOT IN ('HOUR', 'DAY', 'NONE')",
+            "'breakdown_granularity `' || granularity_given || '` is not HOUR, DAY or NONE'",
+        ),
+        (
+            "WINDOW_WRONG_WIDTH",
+            "exclusive_end_date",
+            "granularity_given IS NULL AND inclusive_start < exclusive_end AND granularity IS NULL",
+            f"'a window of ' || ({width})::VARCHAR || ' is neither one hour nor one day; give breakdown_granularity NONE for a whole line'",
+        ),
+        (
+            "WINDOW_WRONG_WIDTH",
+            "exclusive_end_date",
+            f"(granularity = 'HOUR' AND {width} <> INTERVAL 1 HOUR) OR (granularity = 'DAY' AND {width} <> INTERVAL 1 DAY)",
+            f"'window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not one ' || lower(granularity)",
+        ),
+        (
+            "WINDOW_NOT_ALIGNED",
+            "inclusive_start_date",
+            "(granularity = 'HOUR' AND date_trunc('hour', inclusive_start) <> inclusive_start)"
+            " OR (granularity = 'DAY' AND date_trunc('day', inclusive_start) <> inclusive_start)",
+            f"'window starts at ' || {_ts_sql('inclusive_start')} || ', not on a UTC ' || lower(granularity) || ' boundary'",
+        ),
+        *_quantity_rules_sql(quantity_kind),
+        # Rates (they need a known contract and product; those problems are named above).
+        (
+            "NO_RATE",
+            "product_id",
+            "rate_card_id IS NOT NULL AND product_id IN (SELECT product_id FROM _known_products)"
+            " AND inclusive_start IS NOT NULL AND rate_index IS NULL",
+            f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on rate card `' || rate_card_id || '` at ' || {_ts_sql('inclusive_start')}",
+        ),
+        (
+            "PRODUCT_NOT_ENTITLED",
+            "product_id",
+            "NOT entitled",
+            f"'product `' || product_id || '` is not entitled at ' || {_ts_sql('inclusive_start')}",
+        ),
+        (
+            "CREDIT_TYPE_MISMATCH",
+            "credit_type_id",
+            "credit_type_id IS NOT NULL AND rate_credit_type_id <> credit_type_id",
+            "'product `' || product_id || '` is priced in credit type `' || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'",
+        ),
+        (
+            "QUANTITY_SPANS_RATE_CHANGE",
+            "quantity",
+            "granularity = 'NONE' AND rate_ending_before < exclusive_end",
+            f"'the line spans a rate change at ' || {_ts_sql('rate_ending_before')} || '; send hourly or daily windows'",
+        ),
+    ]
+    return rules
+
+
+def row_issues_sql(quantity_kind: str, *, table: bool) -> str:
+    rules = row_rules(quantity_kind, table=table)
+    checks = ",\n        ".join(
+        f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
+        f" 'message': {message}}} END"
+        for code, field, condition, message in rules
+    )
+    return f"""
+WITH rated AS ({RATED_ROWS}),
+found AS (
+    SELECT source, row, invoice_index, line_index, window_index,
+           unnest(list_filter([
+        {checks}
+           ], lambda x: x IS NOT NULL)) AS issue
+    FROM rated
+)
+SELECT source, row, invoice_index, line_index, window_index, issue.field AS field, issue.code AS code,
+       CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
+            || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END
+       || ': ' || issue.message AS message
+FROM found
+ORDER BY source, row, invoice_index, line_index, window_index, code
+"""
+
+
+# Two rows of one line for the same window: a table's line is its contract, product, group
+# values and granularity; a JSON line is itself. (Exact duplicates are reported the same way.)
+OVERLAP_ISSUES = """
+WITH keyed AS (
+    SELECT source, row, invoice_index, line_index, window_index, inclusive_start,
+           count(*) OVER (PARTITION BY contract_id, product_id, coalesce(pricing_group_values, ''),
+                          coalesce(presentation_group_values, ''), coalesce(granularity_given, ''),
+                          invoice_index, line_index, inclusive_start) AS copies
+    FROM usage_rows
+)
+SELECT source, row, invoice_index, line_index, window_index, 'inclusive_start_date' AS field,
+       'WINDOW_OVERLAP' AS code,
+       CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
+            || ', window ' || window_index END
+       || ': ' || copies || ' windows of the same line start at ' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ')
+       AS message
+FROM keyed WHERE copies > 1
+ORDER BY source, row, invoice_index, line_index, window_index
+"""
