@@ -628,6 +628,7 @@ def rows_sql(table: UsageTable) -> str:
     options = "" if table.staged else ", filename = true, file_row_number = true"
     return f"""
 SELECT {source} AS source, {row}::BIGINT AS row,
+       NULL::BIGINT AS invoice_index, NULL::BIGINT AS line_index, NULL::BIGINT AS window_index,
        customer_id, contract_id, product_id, {column("credit_type_id")} AS credit_type_id,
        {timestamp("inclusive_start_date")} AS inclusive_start, {timestamp("exclusive_end_date")} AS exclusive_end,
        {timestamp("invoice_inclusive_start_date")} AS invoice_start,
