@@ -1,9 +1,10 @@
-"""Usage-table rows -> invoices and lines, the same frames a JSON batch gives.
+"""Checked lines -> the invoices and lines frames pricing and the store read.
 
-Rows are grouped into invoices by their invoice columns when given, else by the contract's
-billing periods (only those the contract does not generate itself); one invoice per contract,
+A usage table's rows are grouped into invoices by their invoice columns when given, else by the
+contract's billing periods (only those it does not generate itself): one invoice per contract,
 period and credit type (the rate's, unless a credit_type_id column says it). A line is the rows
 of one invoice with the same product, pricing and presentation group values and granularity.
+A JSON batch brings its own invoices and lines; they only get their line keys here.
 """
 
 from __future__ import annotations
@@ -15,80 +16,66 @@ import polars as pl
 from bulk_rating import frames, schedule
 from bulk_rating.models import Contract
 
+MICROSECONDS_PER_DAY = 86_400_000_000
 
-def periods_frame(contracts: Sequence[Contract]) -> pl.DataFrame:
-    """Each contract's importable billing periods: those that end by generation start."""
-    rows = [
-        {
-            "contract_id": c.id,
-            "inclusive_start": p.inclusive_start,
-            "exclusive_end": p.exclusive_end,
-        }
-        for c in contracts
-        for p in schedule.periods(c, until=c.generation_starts_at)
-    ]
-    return pl.DataFrame(rows, schema=PERIODS)
-
-
-PERIODS: dict[str, pl.DataType] = {
+PERIOD_DAYS: dict[str, pl.DataType] = {
     "contract_id": pl.String(),
+    "day": pl.Int64(),
     "inclusive_start": frames.UTC_TIME,
     "exclusive_end": frames.UTC_TIME,
 }
 
 
-def lines_sql(*, has_credit_type: bool) -> str:
-    """The distinct lines of the usage rows, with what their invoice needs."""
-    credit = "u.credit_type_id" if has_credit_type else "r.credit_type_id"
-    rate_join = (
-        ""
-        if has_credit_type
-        else """
-LEFT JOIN rates r
-  ON r.rate_card_id = c.rate_card_id AND r.product_id = u.product_id
- AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
- AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)"""
+def period_days(contracts: Sequence[Contract]) -> pl.DataFrame:
+    """Each contract's importable billing periods (those ending by generation start), one row per
+    UTC day they touch, so a row finds its period by an equality join on (contract, day); a day
+    holding a period boundary has a row for each side."""
+    periods = pl.DataFrame(
+        [
+            {
+                "contract_id": c.id,
+                "inclusive_start": p.inclusive_start,
+                "exclusive_end": p.exclusive_end,
+            }
+            for c in contracts
+            for p in schedule.periods(c, until=c.generation_starts_at)
+        ],
+        schema={k: v for k, v in PERIOD_DAYS.items() if k != "day"},
     )
-    return f"""
-SELECT u.contract_id, any_value(u.customer_id) AS customer_id,
-       coalesce(u.invoice_start, p.inclusive_start) AS inclusive_start,
-       coalesce(u.invoice_end, p.exclusive_end) AS exclusive_end,
-       u.product_id, u.pricing_group_values, u.presentation_group_values, u.granularity,
-       min({credit}) AS credit_type_id, count(DISTINCT {credit}) AS credit_types,
-       max(u.issue_date) AS issued_at, count(DISTINCT u.issue_date) AS issue_dates,
-       coalesce(min(u.billable_status), 'billable') AS billable_status,
-       count(DISTINCT u.billable_status) AS billable_statuses,
-       min(u.source) AS source, min(u.row) AS first_row, count(*) AS rows
-FROM usage_rows u
-JOIN _contract_refs c ON c.contract_id = u.contract_id
-LEFT JOIN _periods p
-  ON p.contract_id = u.contract_id AND p.inclusive_start <= u.inclusive_start AND u.inclusive_start < p.exclusive_end{rate_join}
-GROUP BY u.contract_id, 3, 4, u.product_id, u.pricing_group_values, u.presentation_group_values, u.granularity
-"""
+    day = pl.col("inclusive_start").dt.epoch("us") // MICROSECONDS_PER_DAY
+    last = (pl.col("exclusive_end").dt.epoch("us") - 1) // MICROSECONDS_PER_DAY
+    return frames.conform(
+        periods.with_columns(day=pl.int_ranges(day, last + 1)).explode("day"), PERIOD_DAYS
+    )
 
 
-def invoices_and_lines(
-    lines: pl.DataFrame,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Number invoices (by contract, credit type, period) and their lines; name disagreements.
+def table_invoices_and_lines(
+    checked: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Number a usage table's invoices (by contract, credit type, period) and their lines.
 
-    Returns the invoices (frames.INVOICES), the lines as the store keeps them
-    (frames.STORE_LINES), the lines with the keys rows find them by (frames.TABLE_LINES), and
-    the issues found.
+    Returns the invoices (frames.INVOICES), the lines (frames.STORE_LINES) and the issues of
+    rows that disagree on what must be one value per invoice.
     """
-    invoice_key = ["contract_id", "credit_type_id", "inclusive_start", "exclusive_end"]
+    invoice_key = [
+        "contract_id",
+        "invoice_credit_type_id",
+        "invoice_period_start",
+        "invoice_period_end",
+    ]
     line_order = ["product_id", "pricing_group_values", "presentation_group_values", "granularity"]
     ordered = (
-        lines.sort([*invoice_key, *line_order], nulls_last=False)
-        .with_columns(
-            invoice_index=pl.struct(invoice_key).rank("dense").cast(pl.Int64) - 1,
-        )
+        checked.sort([*invoice_key, *line_order], nulls_last=False)
+        .with_columns(invoice_index=pl.struct(invoice_key).rank("dense").cast(pl.Int64) - 1)
         .with_columns(line_index=pl.int_range(pl.len(), dtype=pl.Int64).over("invoice_index"))
     )
     invoices = ordered.group_by("invoice_index", maintain_order=True).agg(
-        pl.col("source").first(),
+        pl.col("source").min(),
         pl.col("customer_id").first(),
-        *[pl.col(c).first() for c in invoice_key],
+        pl.col("contract_id").first(),
+        pl.col("invoice_credit_type_id").first().alias("credit_type_id"),
+        pl.col("invoice_period_start").first().alias("inclusive_start"),
+        pl.col("invoice_period_end").first().alias("exclusive_end"),
         pl.col("issued_at").max(),
         ((pl.col("issue_dates").max() > 1) | (pl.col("issued_at").n_unique() > 1)).alias(
             "issue_dates_differ"
@@ -98,26 +85,20 @@ def invoices_and_lines(
             (pl.col("billable_statuses").max() > 1) | (pl.col("billable_status").n_unique() > 1)
         ).alias("billable_differs"),
     )
-    found = [
-        _issue(
-            ordered.filter(pl.col("credit_types") > 1),
-            "CREDIT_TYPE_MISMATCH",
-            "credit_type_id",
-            "rows of one line are priced in more than one credit type",
-        ),
-        _issue(
-            invoices.filter(pl.col("issue_dates_differ")),
-            "INVALID_VALUE",
-            "issue_date",
-            "rows of one invoice disagree on issue_date",
-        ),
-        _issue(
-            invoices.filter(pl.col("billable_differs")),
-            "INVALID_VALUE",
-            "billable_status",
-            "rows of one invoice disagree on billable_status",
-        ),
-    ]
+    found = pl.concat(
+        [
+            _issue(
+                invoices.filter(pl.col("issue_dates_differ")),
+                "issue_date",
+                "rows of one invoice disagree on issue_date",
+            ),
+            _issue(
+                invoices.filter(pl.col("billable_differs")),
+                "billable_status",
+                "rows of one invoice disagree on billable_status",
+            ),
+        ]
+    )
     invoices_frame = frames.conform(
         invoices.with_columns(
             issued_at=pl.coalesce("issued_at", "exclusive_end"),
@@ -126,23 +107,39 @@ def invoices_and_lines(
         ),
         frames.INVOICES,
     )
-    return (
-        invoices_frame,
-        frames.conform(ordered, frames.STORE_LINES),
-        frames.conform(ordered, frames.TABLE_LINES),
-        pl.concat(found),
+    lines = ordered.rename(
+        {"invoice_period_start": "inclusive_start", "invoice_period_end": "exclusive_end"}
+    )
+    return invoices_frame, frames.conform(lines, frames.STORE_LINES), found
+
+
+def json_lines(lines: pl.DataFrame, invoices: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
+    """A JSON batch's lines as the store keeps them: a plain quantity is granularity NONE."""
+    return frames.conform(
+        lines.join(invoices.select("invoice_index", "granularity"), on="invoice_index")
+        .join(
+            checked.select("invoice_index", "line_index", "line_key"),
+            on=["invoice_index", "line_index"],
+            how="left",
+        )
+        .with_columns(
+            granularity=pl.when(pl.col("quantity").is_not_null())
+            .then(pl.lit("NONE"))
+            .otherwise(pl.col("granularity"))
+        ),
+        frames.STORE_LINES,
     )
 
 
-def _issue(rows: pl.DataFrame, code: str, field: str, message: str) -> pl.DataFrame:
+def _issue(rows: pl.DataFrame, field: str, message: str) -> pl.DataFrame:
     return rows.select(
         source=pl.col("source"),
         row=pl.lit(None, pl.Int64),
         invoice_index=pl.col("invoice_index"),
-        line_index=pl.col("line_index") if "line_index" in rows.columns else pl.lit(None, pl.Int64),
+        line_index=pl.lit(None, pl.Int64),
         window_index=pl.lit(None, pl.Int64),
         field=pl.lit(field),
-        code=pl.lit(code),
+        code=pl.lit("INVALID_VALUE"),
         message=pl.format(
             "invoice {} of contract `{}`: " + message,
             pl.col("invoice_index"),

@@ -106,6 +106,9 @@ def plan(
     contracts: Sequence[Contract] | None,
     stored: dict[str, dict[str, str | None]],
     source_dir: str,
+    *,
+    stored_cards: dict[str, RateCard],
+    stored_products: dict[str, Product],
 ) -> CatalogPlan:
     """New objects of this run, given the stored bodies per table (`{table: {id: body}}`)."""
     given: dict[str, Sequence[BaseModel]] = {
@@ -137,15 +140,32 @@ def plan(
                     }
                 )
         result.rows[table] = pl.DataFrame(new_rows, schema=frames.CATALOG_TABLES[table])
-    new_card_ids = result.ids("rate_cards")
-    new_cards = [c for c in (catalog.rate_cards if catalog else []) if c.id in new_card_ids]
     result.rows["rates"] = pl.DataFrame(
-        [row for card in new_cards for row in rate.rate_rows(card)],
+        [
+            row
+            for card in (catalog.rate_cards if catalog else [])
+            if card.id in result.ids("rate_cards")
+            for row in rate.rate_rows(card)
+        ],
         schema=frames.CATALOG_TABLES["rates"],
     )
-    result.rows["_rate_tiers"] = pl.DataFrame(
-        [row for card in new_cards for row in rate.tier_rows(card)],
-        schema=frames.CATALOG_TABLES["_rate_tiers"],
+    # A new contract's effective rates: its rate card (stored or given) with its overrides.
+    cards = {**stored_cards, **{c.id: c for c in (catalog.rate_cards if catalog else [])}}
+    products = {**stored_products, **{p.id: p for p in (catalog.products if catalog else [])}}
+    rates_rows: list[dict[str, Any]] = []
+    tier_rows: list[dict[str, Any]] = []
+    for contract in result.new_contracts:
+        if contract.rate_card_id in cards:
+            contract_rates, tiers = rate.contract_rate_rows(
+                contract, cards[contract.rate_card_id], products
+            )
+            rates_rows += contract_rates
+            tier_rows += tiers
+    result.rows["contract_rates"] = pl.DataFrame(
+        rates_rows, schema=frames.CATALOG_TABLES["contract_rates"]
+    )
+    result.rows["_contract_rate_tiers"] = pl.DataFrame(
+        tier_rows, schema=frames.CATALOG_TABLES["_contract_rate_tiers"]
     )
     return result
 

@@ -44,6 +44,28 @@ class DatabaseLockedError(UsageError):
 
 # Stable codes of data problems (rows of the issues frame): code -> (meaning, what to fix).
 ISSUE_CODES: dict[str, tuple[str, str]] = {
+    "EMPTY_FILE": ("an input file is empty", "export it again"),
+    "CORRUPT_FILE": ("a Parquet file cannot be read (truncated or not Parquet)", "export it again"),
+    "INVALID_ENCODING": ("a text file is not UTF-8", "export it as UTF-8"),
+    "MALFORMED_CSV": (
+        "a CSV row has more or fewer fields than the header",
+        "fix the quoting or the row",
+    ),
+    "MISSING_COLUMN": ("a usage table lacks a required column", "add the column"),
+    "UNKNOWN_COLUMN": (
+        "a usage table has a column the format does not have (often a typo)",
+        "rename or drop it",
+    ),
+    "DUPLICATE_COLUMN": ("a usage table names a column twice", "drop one"),
+    "INVALID_COLUMN_TYPE": (
+        "a Parquet column has a type the column cannot have",
+        "write the documented type",
+    ),
+    "SCHEMA_MISMATCH": (
+        "the files of one usage table have different columns or types",
+        "export them alike",
+    ),
+    "INVALID_OVERRIDE": ("a contract override lacks what its type needs", "see the override rules"),
     "INVALID_JSON": ("a file is not valid JSON", "fix the syntax at the reported line and column"),
     "INVALID_SHAPE": (
         "a JSON document is not an object of the expected shape",

@@ -17,11 +17,12 @@ from typing import Any
 
 import polars as pl
 
-from bulk_rating.money import PRICE_SCALE, QUANTITY_SCALE
+from bulk_rating.money import EFFECTIVE_PRICE_SCALE, PRICE_SCALE, QUANTITY_SCALE
 
 UTC_TIME = pl.Datetime("us", "UTC")
 QUANTITY = pl.Decimal(38, QUANTITY_SCALE)
 PRICE = pl.Decimal(38, PRICE_SCALE)
+EFFECTIVE_PRICE = pl.Decimal(38, EFFECTIVE_PRICE_SCALE)
 
 INVOICES: dict[str, pl.DataType] = {
     "source": pl.String(),
@@ -60,6 +61,7 @@ WINDOWS_RAW: dict[str, pl.DataType] = {
 
 # Lines as pricing and the store read them (`usage_lines`).
 STORE_LINES: dict[str, pl.DataType] = {
+    "line_key": pl.UInt64(),
     "invoice_index": pl.Int64(),
     "line_index": pl.Int64(),
     "product_id": pl.String(),
@@ -68,19 +70,6 @@ STORE_LINES: dict[str, pl.DataType] = {
     "granularity": pl.String(),  # HOUR, DAY or NONE
     "pricing_group_values": pl.String(),
     "presentation_group_values": pl.String(),
-}
-
-# A usage table's lines with the keys its rows find them by (`_table_lines`).
-TABLE_LINES: dict[str, pl.DataType] = {
-    "contract_id": pl.String(),
-    "inclusive_start": UTC_TIME,  # the invoice period's start
-    "product_id": pl.String(),
-    "pricing_group_values": pl.String(),
-    "presentation_group_values": pl.String(),
-    "granularity": pl.String(),
-    "credit_type_id": pl.String(),
-    "invoice_index": pl.Int64(),
-    "line_index": pl.Int64(),
 }
 
 # One row per quantity to price, whatever the input: a usage table row, a JSON subtotal window,
@@ -179,13 +168,25 @@ CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
         "credit_type_id": pl.String(),
         "pricing_group_values": pl.String(),
     },
-    "_rate_tiers": {
-        "rate_card_id": pl.String(),
+    "contract_rates": {
+        "contract_id": pl.String(),
+        "rate_index": pl.Int32(),
+        "list_rate_index": pl.Int32(),
+        "product_id": pl.String(),
+        "pricing_group_values": pl.String(),
+        "starting_at": UTC_TIME,
+        "ending_before": UTC_TIME,
+        "entitled": pl.Boolean(),
+        "rate_type": pl.String(),
+        "credit_type_id": pl.String(),
+    },
+    "_contract_rate_tiers": {
+        "contract_id": pl.String(),
         "rate_index": pl.Int32(),
         "tier_key": pl.Int32(),
         "tier_start": QUANTITY,
         "tier_end": QUANTITY,
-        "price": PRICE,
+        "price": EFFECTIVE_PRICE,
     },
     "contracts": {
         "contract_id": pl.String(),

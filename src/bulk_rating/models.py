@@ -90,11 +90,17 @@ class Rate(Strict):
     pricing_group_values: dict[str, str] | None = None
 
 
+class CreditTypeConversion(Strict):
+    custom_credit_type_id: str
+    fiat_per_custom_credit: Decimal
+
+
 class RateCard(Strict):
     id: str
     name: str
     description: str | None = None
     fiat_credit_type_id: str = USD_CENTS_ID
+    credit_type_conversions: list[CreditTypeConversion] = Field(default_factory=list)
     custom_fields: dict[str, str] = Field(default_factory=dict)
     rates: list[Rate] = Field(default_factory=list)
 
@@ -122,6 +128,37 @@ class BillingProviderConfiguration(Strict):
     billing_provider_configuration_id: str | None = None
 
 
+class OverwriteRate(Strict):
+    rate_type: RateType
+    price: Decimal | None = None
+    tiers: list[Tier] | None = None
+    credit_type_id: str | None = None
+
+
+class OverrideTier(Strict):
+    multiplier: Decimal
+    size: Decimal | None = None
+
+
+OverrideType = Annotated[Literal["OVERWRITE", "MULTIPLIER", "TIERED"], BeforeValidator(_upper)]
+Prioritization = Annotated[Literal["LOWEST_MULTIPLIER", "EXPLICIT"], BeforeValidator(_upper)]
+
+
+class Override(Strict):
+    """A contract override of its rate card (METRONOME.md 2.3): by product or by product tags."""
+
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime | None = None
+    type: OverrideType | None = None
+    product_id: str | None = None
+    applicable_product_tags: list[str] | None = None
+    multiplier: Decimal | None = None
+    overwrite_rate: OverwriteRate | None = None
+    tiers: list[OverrideTier] | None = None
+    priority: Decimal | None = None
+    entitled: bool | None = None
+
+
 class Contract(Strict):
     """A Metronome contracts/create body with the contract's `id`."""
 
@@ -136,6 +173,8 @@ class Contract(Strict):
     net_payment_terms_days: Decimal | None = None
     uniqueness_key: str | None = None
     billing_provider_configuration: BillingProviderConfiguration | None = None
+    multiplier_override_prioritization: Prioritization = "LOWEST_MULTIPLIER"
+    overrides: list[Override] = Field(default_factory=list)
 
     @property
     def generation_starts_at(self) -> datetime:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import assemble, catalog, frames, load, rate, validate
-from bulk_rating.errors import UsageError
+from bulk_rating import assemble, catalog, frames, load, validate
+from bulk_rating.errors import BulkRatingError, UsageError
+from bulk_rating.models import Product, RateCard
 from bulk_rating.report import RunReport, invoice_document
 from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Store
@@ -77,7 +78,7 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    store.price(run_id)
+                    store.price(run_id, table=table is not None)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -103,7 +104,14 @@ def _references(
     store: Store, dataset: load.Dataset
 ) -> tuple[catalog.CatalogPlan, validate.References]:
     stored = {t: store.stored_bodies(t, id_column) for t, (id_column, *_) in catalog.KINDS.items()}
-    plan = catalog.plan(dataset.catalog, dataset.contracts, stored, _source_dir(dataset))
+    plan = catalog.plan(
+        dataset.catalog,
+        dataset.contracts,
+        stored,
+        _source_dir(dataset),
+        stored_cards=store.models("rate_cards", "rate_card_id", RateCard),
+        stored_products=store.models("products", "product_id", Product),
+    )
 
     def ids(table: str) -> pl.DataFrame:
         column = catalog.KINDS[table][0]
@@ -154,48 +162,49 @@ def _prepare(
     if len(dataset.tables) > 1:
         raise UsageError("usage tables of one run must share one format (all Parquet or all CSV)")
     table = dataset.tables[0] if dataset.tables else None
-    contracts = [*store.contract_models(), *plan.new_contracts]
     store.temp_table("_contract_refs", refs.contracts)
-    store.temp_table("_periods", assemble.periods_frame(contracts))
     store.temp_table("_known_customers", refs.customer_ids)
     store.temp_table("_known_products", refs.product_ids)
     store.temp_table("_known_credit_types", refs.credit_type_ids)
     store.temp_table("_drafts", frames.empty(frames.DRAFTS))
     store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
     store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
-    store.temp_table("_table_lines", frames.empty(frames.TABLE_LINES))
     if table is None:
         store.temp_table(
             "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
         )
         store.temp_view("usage_rows", load.JSON_ROWS_SQL)
     else:
+        contracts = [*store.contract_models(), *plan.new_contracts]
+        store.temp_table("_period_days", assemble.period_days(contracts))
         store.temp_view("usage_rows", load.rows_sql(table))
-    store.temp_view("usage_windows", rate.windows_sql(table=table is not None))
     return table
 
 
 def _usage_issues(
     store: Store, dataset: load.Dataset, refs: validate.References, table: load.UsageTable | None
 ) -> list[pl.DataFrame]:
-    """Row rules over every row (SQL); then the invoices and lines the rows make, and their rules."""
-    kind = table.kinds["quantity"] if table else "text"
-    found = [
-        store.frame(validate.row_issues_sql(kind, table=table is not None)),
-        store.frame(validate.OVERLAP_ISSUES),
-    ]
-    if any(f.height for f in found):
-        return [frames.conform(f, frames.ISSUES) for f in found]
+    """Check every row while grouping rows into lines (one scan); name the failing rows only when
+    there are some; then make the invoices and lines and check the invoices."""
+    kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
+    checked = store.frame(validate.check_sql(kind, table=is_table))
+    found = []
+    if checked["problems"].sum():
+        found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
+    if checked["repeated_windows"].sum():
+        found.append(store.frame(validate.repeated_windows_sql(table=is_table)))
+    if found:
+        return found
+    if checked["line_key"].n_unique() != checked.height:  # a 64-bit hash collision: never guess
+        raise BulkRatingError("two lines share a line key; split the input and import it in parts")
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
-        store.replace("usage_lines", _store_lines(dataset))
+        store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
         return []
-    lines = store.frame(assemble.lines_sql(has_credit_type="credit_type_id" in table.kinds))
-    invoices, store_lines, table_lines, derived = assemble.invoices_and_lines(lines)
+    invoices, lines, disagreements = assemble.table_invoices_and_lines(checked)
     store.replace("usage_invoices", invoices)
-    store.replace("usage_lines", store_lines)
-    store.replace("_table_lines", table_lines)
-    return [derived, validate.validate_invoices(invoices, refs)]
+    store.replace("usage_lines", lines)
+    return [disagreements, validate.validate_invoices(invoices, refs)]
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
@@ -206,20 +215,6 @@ def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
 
 def _source_dir(dataset: load.Dataset) -> str:
     return str(Path(dataset.sources[0]).parent) if dataset.sources else "."
-
-
-def _store_lines(dataset: load.Dataset) -> pl.DataFrame:
-    """A JSON batch's lines as the store keeps them: a plain quantity is granularity NONE."""
-    return frames.conform(
-        dataset.lines.join(
-            dataset.invoices.select("invoice_index", "granularity"), on="invoice_index"
-        ).with_columns(
-            granularity=pl.when(pl.col("quantity").is_not_null())
-            .then(pl.lit("NONE"))
-            .otherwise(pl.col("granularity"))
-        ),
-        frames.STORE_LINES,
-    )
 
 
 def _fill(report: RunReport, store: Store, run_id: int, contracts_created: int) -> None:

@@ -22,81 +22,102 @@ Rules (METRONOME.md D4-D6, rules 4, 5, 7, 9, 21):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from bulk_rating.frames import canonical_json
-from bulk_rating.models import RateCard
+from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
 
 FLAT_TIER = 0
 
 
-def windows_sql(*, table: bool) -> str:
-    """The kernel's input, `usage_windows`, from the validated `usage_rows`.
+def invoice_key_columns(*, table: bool) -> str:
+    """What makes a row's invoice: a JSON batch numbers its invoices; a usage table's rows
+    belong to their contract's period (or invoice columns) and the credit type they are priced in."""
+    return (
+        "invoice_index"
+        if not table
+        else "contract_id, invoice_period_start, invoice_credit_type_id"
+    )
 
-    A JSON batch brings its invoice and line indexes; a usage table's rows find theirs in
-    `_table_lines` (assemble.py) by contract, period, product, group values and granularity.
-    """
+
+def line_key_columns(*, table: bool) -> str:
     if not table:
-        return """
-SELECT u.invoice_index, u.line_index, u.window_index, u.granularity, u.inclusive_start, u.exclusive_end,
-       u.quantity, u.product_id, u.pricing_group_values, u.credit_type_id, c.rate_card_id
-FROM usage_rows u JOIN _contract_refs c ON c.contract_id = u.contract_id
-"""
-    return """
-SELECT l.invoice_index, l.line_index, u.row AS window_index, u.granularity, u.inclusive_start, u.exclusive_end,
-       u.quantity, u.product_id, u.pricing_group_values, l.credit_type_id, c.rate_card_id
-FROM usage_rows u
-JOIN _contract_refs c ON c.contract_id = u.contract_id
-LEFT JOIN _periods p
-  ON p.contract_id = u.contract_id AND p.inclusive_start <= u.inclusive_start AND u.inclusive_start < p.exclusive_end
-JOIN _table_lines l
-  ON l.contract_id = u.contract_id AND l.inclusive_start = coalesce(u.invoice_start, p.inclusive_start)
- AND l.product_id = u.product_id AND l.granularity = u.granularity
- AND coalesce(l.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
- AND coalesce(l.presentation_group_values, '') = coalesce(u.presentation_group_values, '')
+        return "invoice_index, line_index"
+    return (
+        "contract_id, invoice_period_start, invoice_period_end, invoice_credit_type_id, product_id,"
+        " pricing_group_values, presentation_group_values, granularity"
+    )
+
+
+def resolved_sql(*, table: bool) -> str:
+    """Every usage row with what it needs: its contract, billing period, effective rate, and the
+    key of the line it belongs to. Joins only small tables, on equality plus a range."""
+    period_join = (
+        """
+LEFT JOIN _period_days d
+  ON d.contract_id = u.contract_id AND d.day = epoch_us(u.inclusive_start) // 86400000000
+ AND d.inclusive_start <= u.inclusive_start AND u.inclusive_start < d.exclusive_end"""
+        if table
+        else ""
+    )
+    period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
+    period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
+    return f"""
+SELECT *, hash({line_key_columns(table=table)}) AS line_key
+FROM (
+    SELECT u.*,
+           c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
+           c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
+           {period} AS invoice_period_start, {period_end} AS invoice_period_end,
+           r.rate_index, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
+           r.ending_before AS rate_ending_before,
+           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
+    FROM usage_rows u
+    LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id{period_join}
+    LEFT JOIN contract_rates r
+      ON r.contract_id = u.contract_id AND r.product_id = u.product_id
+     AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
+     AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)
+)
 """
 
 
-RATED_WINDOWS = """
-SELECT w.*, r.rate_index, r.rate_type, r.price
-FROM usage_windows w
-JOIN rates r
-  ON r.rate_card_id = w.rate_card_id
- AND r.product_id = w.product_id
- AND coalesce(r.pricing_group_values, '') = coalesce(w.pricing_group_values, '')
- AND r.starting_at <= w.inclusive_start
- AND (r.ending_before IS NULL OR w.inclusive_start < r.ending_before)
-"""
+def priced_windows_sql(*, table: bool) -> str:
+    """One row per window and tier it reaches, into `_priced_windows`.
 
-# One row per window and tier it reaches. A FLAT window is its quantity times the price; a
-# TIERED window needs `position_end`, the cumulative quantity of its (invoice, product, pricing
-# group) up to and including it, and is split at tier edges.
-PRICED_WINDOWS = f"""
-WITH rated AS ({RATED_WINDOWS}),
+    A FLAT window is its quantity times the price. A TIERED window needs `position_end`, the
+    cumulative quantity of its invoice, product and pricing group up to and including it (time
+    order, then line, then window), and is split at tier edges.
+    """
+    return f"""
+WITH rated AS ({resolved_sql(table=table)}),
 flat AS (
-    SELECT invoice_index, line_index, rate_index, {FLAT_TIER} AS tier_key, inclusive_start AS window_start,
-           quantity, quantity * price AS amount
-    FROM rated WHERE rate_type = 'FLAT'
+    SELECT w.line_key, w.rate_index, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
+           w.quantity, w.quantity * t.price AS amount
+    FROM rated w
+    JOIN _contract_rate_tiers t ON t.contract_id = w.contract_id AND t.rate_index = w.rate_index
+    WHERE w.rate_type = 'FLAT'
 ),
 positioned AS (
     SELECT *, sum(quantity) OVER (
-        PARTITION BY invoice_index, product_id, pricing_group_values
-        ORDER BY inclusive_start, line_index, window_index
+        PARTITION BY {invoice_key_columns(table=table)}, product_id, pricing_group_values
+        ORDER BY inclusive_start, line_index, window_index, presentation_group_values, granularity
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
     FROM rated WHERE rate_type = 'TIERED'
 ),
 parts AS (
-    SELECT p.invoice_index, p.line_index, p.rate_index, t.tier_key, p.inclusive_start, p.quantity,
+    SELECT p.line_key, p.rate_index, t.tier_key, p.inclusive_start, p.quantity,
            p.position_end - p.quantity AS position_start, t.tier_start, t.tier_end, t.price,
            least(p.position_end, coalesce(t.tier_end, p.position_end))
              - greatest(p.position_end - p.quantity, t.tier_start) AS portion
     FROM positioned p
-    JOIN _rate_tiers t ON t.rate_card_id = p.rate_card_id AND t.rate_index = p.rate_index
+    JOIN _contract_rate_tiers t ON t.contract_id = p.contract_id AND t.rate_index = p.rate_index
 ),
 tiered AS (
-    SELECT invoice_index, line_index, rate_index, tier_key, inclusive_start AS window_start,
+    SELECT line_key, rate_index, tier_key, inclusive_start AS window_start,
            portion AS quantity, portion * price AS amount
     FROM parts
     WHERE portion > 0
@@ -110,6 +131,38 @@ UNION ALL
 SELECT $run_id AS run_id, * FROM tiered
 """
 
+
+# Line items: an input line's priced windows of one rate piece and one tier. Invoice ids come
+# from the invoice's contract, credit type and period (the same id a re-run or preview gives).
+LINE_ITEMS = """
+WITH items AS (
+    SELECT line_key, rate_index, tier_key, sum(quantity) AS quantity, sum(amount) AS total
+    FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
+),
+invoice_ids AS (
+    SELECT invoice_index, contract_id, credit_type_id,
+           invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS invoice_id
+    FROM usage_invoices
+)
+SELECT i.invoice_id,
+       stable_id(i.invoice_id || '|' || l.line_index || '|' || a.rate_index || '|' || a.tier_key) AS line_item_id,
+       row_number() OVER (PARTITION BY l.invoice_index ORDER BY l.line_index, r.starting_at, a.tier_key) - 1,
+       l.product_id, p.name, 'usage', i.credit_type_id, a.quantity, t.price, a.total,
+       greatest(l.inclusive_start, r.starting_at),
+       least(l.exclusive_end, coalesce(r.ending_before, l.exclusive_end)),
+       nullif(a.tier_key, 0), CASE WHEN a.tier_key > 0 THEN t.tier_start END,
+       CASE WHEN a.tier_key > 0 THEN t.tier_end - t.tier_start END,
+       l.granularity, l.pricing_group_values, l.presentation_group_values,
+       $run_id, l.invoice_index, l.line_index, a.rate_index, a.tier_key, a.line_key
+FROM items a
+JOIN usage_lines l USING (line_key)
+JOIN invoice_ids i ON i.invoice_index = l.invoice_index
+JOIN products p ON p.product_id = l.product_id
+JOIN contract_rates r ON r.contract_id = i.contract_id AND r.rate_index = a.rate_index
+JOIN _contract_rate_tiers t
+  ON t.contract_id = i.contract_id AND t.rate_index = a.rate_index AND t.tier_key = a.tier_key
+"""
+
 INVOICES = """
 SELECT invoice_id(i.contract_id, i.credit_type_id, i.inclusive_start, i.exclusive_end) AS invoice_id,
        i.customer_id, i.contract_id, i.credit_type_id, i.inclusive_start, i.exclusive_end, i.issued_at,
@@ -117,38 +170,13 @@ SELECT invoice_id(i.contract_id, i.credit_type_id, i.inclusive_start, i.exclusiv
        i.billable_status, i.custom_fields::JSON, $run_id, i.invoice_index
 FROM usage_invoices i
 LEFT JOIN (
-    SELECT invoice_index, sum(amount) AS total FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
+    SELECT invoice_index, sum(total) AS total FROM invoice_line_items WHERE run_id = $run_id GROUP BY ALL
 ) t USING (invoice_index)
-"""
-
-LINE_ITEMS = """
-WITH items AS (
-    SELECT invoice_index, line_index, rate_index, tier_key, sum(quantity) AS quantity, sum(amount) AS total
-    FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
-)
-SELECT i.invoice_id,
-       stable_id(i.invoice_id || '|' || a.line_index || '|' || a.rate_index || '|' || a.tier_key) AS line_item_id,
-       row_number() OVER (PARTITION BY a.invoice_index
-                          ORDER BY a.line_index, r.starting_at, a.tier_key) - 1 AS position,
-       l.product_id, p.name, 'usage', i.credit_type_id, a.quantity, t.price, a.total,
-       greatest(l.inclusive_start, r.starting_at),
-       least(l.exclusive_end, coalesce(r.ending_before, l.exclusive_end)),
-       nullif(a.tier_key, 0), CASE WHEN a.tier_key > 0 THEN t.tier_start END,
-       CASE WHEN a.tier_key > 0 THEN t.tier_end - t.tier_start END,
-       l.granularity, l.pricing_group_values, l.presentation_group_values,
-       $run_id, a.invoice_index, a.line_index, a.rate_index, a.tier_key
-FROM items a
-JOIN usage_lines l USING (invoice_index, line_index)
-JOIN invoices i ON i.run_id = $run_id AND i.invoice_index = a.invoice_index
-JOIN products p ON p.product_id = l.product_id
-JOIN contracts c ON c.contract_id = i.contract_id
-JOIN rates r ON r.rate_card_id = c.rate_card_id AND r.rate_index = a.rate_index
-JOIN _rate_tiers t ON t.rate_card_id = c.rate_card_id AND t.rate_index = a.rate_index AND t.tier_key = a.tier_key
 """
 
 
 def rate_rows(card: RateCard) -> list[dict[str, Any]]:
-    """The rows of `rates` for one rate card."""
+    """The rows of `rates` for one rate card (its list prices, as given)."""
     return [
         {
             "rate_card_id": card.id,
@@ -166,39 +194,166 @@ def rate_rows(card: RateCard) -> list[dict[str, Any]]:
     ]
 
 
-def tier_rows(card: RateCard) -> list[dict[str, Any]]:
-    """The rows of `_rate_tiers`: each tier as [tier_start, tier_end) of period quantity."""
-    rows: list[dict[str, Any]] = []
-    for n, rate in enumerate(card.rates):
-        if rate.rate_type == "FLAT":
-            rows.append(_tier(card.id, n, FLAT_TIER, Decimal(0), None, rate.price))
-            continue
-        start = Decimal(0)
-        tiers = rate.tiers or []
-        for level, tier in enumerate(tiers, start=1):
-            # The last tier is open whatever its size says: usage is never left unpriced.
-            last = level == len(tiers)
-            end = None if last or tier.size is None else start + tier.size
-            rows.append(_tier(card.id, n, level, start, end, tier.price))
-            if end is None:
-                break
-            start = end
-    return rows
+# --- a contract's effective rates: its rate card with its overrides applied ----------------
+
+Tiers = tuple[tuple[Decimal, Decimal | None, Decimal], ...]  # (start, end or open, price)
 
 
-def _tier(
-    card_id: str,
-    rate_index: int,
-    key: int,
-    start: Decimal,
-    end: Decimal | None,
-    price: Decimal | None,
-) -> dict[str, Any]:
-    return {
-        "rate_card_id": card_id,
-        "rate_index": rate_index,
-        "tier_key": key,
-        "tier_start": start,
-        "tier_end": end,
-        "price": price,
-    }
+@dataclass(frozen=True)
+class Effective:
+    rate_type: str
+    tiers: Tiers
+    credit_type_id: str
+    entitled: bool
+
+
+def _graduated(sizes_and_values: list[tuple[Decimal | None, Decimal]]) -> Tiers:
+    """Tiers as [start, end) ranges of period quantity; the last tier is open whatever its size
+    says, so usage is never left unpriced."""
+    tiers, start = [], Decimal(0)
+    for level, (size, value) in enumerate(sizes_and_values, start=1):
+        end = None if level == len(sizes_and_values) or size is None else start + size
+        tiers.append((start, end, value))
+        if end is None:
+            break
+        start = end
+    return tuple(tiers)
+
+
+def _list_tiers(rate_type: str, price: Decimal | None, tiers: list[Tier] | None) -> Tiers:
+    if rate_type == "FLAT":
+        return ((Decimal(0), None, price or Decimal(0)),)
+    return _graduated([(t.size, t.price) for t in tiers or []])
+
+
+def _value_at(tiers: Tiers, position: Decimal) -> Decimal:
+    return next(
+        v for start, end, v in tiers if start <= position and (end is None or position < end)
+    )
+
+
+def _multiplied(list_tiers: Tiers, multipliers: Tiers) -> Tiers:
+    """A TIERED override: each quantity range priced at list price x that range's multiplier."""
+    edges = sorted(
+        {Decimal(0)} | {e for t in (*list_tiers, *multipliers) for e in t[:2] if e is not None}
+    )
+    return tuple(
+        (a, b, _value_at(list_tiers, a) * _value_at(multipliers, a))
+        for a, b in zip(edges, [*edges[1:], None], strict=True)
+    )
+
+
+def _order(override: Override, position: int) -> tuple[Decimal, float, int]:
+    """Lowest priority first; then the latest start; then the later override."""
+    priority = override.priority if override.priority is not None else Decimal("Infinity")
+    return (priority, -override.starting_at.timestamp(), -position)
+
+
+def _effective(rate: Rate, active: list[tuple[int, Override]], prioritization: str) -> Effective:
+    """METRONOME.md rule 8: an OVERWRITE replaces the rate and no multiplier applies; else one
+    multiplier applies: the smallest (LOWEST_MULTIPLIER) or the first by priority (EXPLICIT)."""
+    entitled = rate.entitled
+    entitling = [(n, o) for n, o in active if o.entitled is not None]
+    if entitling:
+        entitled = bool(min(entitling, key=lambda x: _order(x[1], x[0]))[1].entitled)
+    tiers = _list_tiers(rate.rate_type, rate.price, rate.tiers)
+    rate_type, credit_type_id = rate.rate_type, rate.credit_type_id
+    overwrites = [
+        (n, o) for n, o in active if o.type == "OVERWRITE" and o.overwrite_rate is not None
+    ]
+    multipliers = [(n, o) for n, o in active if o.type in ("MULTIPLIER", "TIERED")]
+    if overwrites:
+        new = min(overwrites, key=lambda x: _order(x[1], x[0]))[1].overwrite_rate
+        assert new is not None
+        tiers = _list_tiers(new.rate_type, new.price, new.tiers)
+        rate_type, credit_type_id = new.rate_type, new.credit_type_id or rate.credit_type_id
+    elif multipliers:
+        if prioritization == "LOWEST_MULTIPLIER":
+            flat = [
+                (n, o)
+                for n, o in multipliers
+                if o.type == "MULTIPLIER" and o.multiplier is not None
+            ]
+            chosen = min(flat, key=lambda x: (x[1].multiplier, x[0]))[1] if flat else None
+        else:
+            chosen = min(multipliers, key=lambda x: _order(x[1], x[0]))[1]
+        if chosen is not None and chosen.type == "MULTIPLIER" and chosen.multiplier is not None:
+            factor = chosen.multiplier
+            tiers = tuple((a, b, v * factor) for a, b, v in tiers)
+        elif chosen is not None and chosen.tiers:
+            tiers = _multiplied(tiers, _graduated([(t.size, t.multiplier) for t in chosen.tiers]))
+            rate_type = "TIERED"
+    return Effective(rate_type, tiers, credit_type_id, entitled)
+
+
+def applies_to(override: Override, product: Product | None) -> bool:
+    if override.product_id is not None:
+        return product is not None and override.product_id == product.id
+    tags = set(override.applicable_product_tags or [])
+    return product is not None and bool(tags & set(product.tags))
+
+
+def contract_rate_rows(
+    contract: Contract, card: RateCard, products: dict[str, Product]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The contract's effective rate schedule (`contract_rates`) and its tiers.
+
+    Each list rate is cut where an override starts or ends inside it; consecutive pieces with
+    the same effective rate are kept whole, so a line splits only where its price changes.
+    """
+    rate_rows_: list[dict[str, Any]] = []
+    tier_rows_: list[dict[str, Any]] = []
+    for list_index, rate in enumerate(card.rates):
+        product = products.get(rate.product_id)
+        overrides = [(n, o) for n, o in enumerate(contract.overrides) if applies_to(o, product)]
+        end = rate.ending_before
+        cuts = sorted(
+            {rate.starting_at}
+            | {
+                t
+                for _, o in overrides
+                for t in (o.starting_at, o.ending_before)
+                if t is not None and rate.starting_at < t and (end is None or t < end)
+            }
+        )
+        pieces: list[tuple[Any, Any, Effective]] = []
+        for a, b in zip(cuts, [*cuts[1:], end], strict=True):
+            active = [
+                (n, o)
+                for n, o in overrides
+                if o.starting_at <= a and (o.ending_before is None or a < o.ending_before)
+            ]
+            effective = _effective(rate, active, contract.multiplier_override_prioritization)
+            if pieces and pieces[-1][2] == effective:
+                pieces[-1] = (pieces[-1][0], b, effective)
+            else:
+                pieces.append((a, b, effective))
+        for a, b, effective in pieces:
+            index = len(rate_rows_)
+            rate_rows_.append(
+                {
+                    "contract_id": contract.id,
+                    "rate_index": index,
+                    "list_rate_index": list_index,
+                    "product_id": rate.product_id,
+                    "starting_at": a,
+                    "ending_before": b,
+                    "entitled": effective.entitled,
+                    "rate_type": effective.rate_type,
+                    "credit_type_id": effective.credit_type_id,
+                    "pricing_group_values": canonical_json(rate.pricing_group_values),
+                }
+            )
+            for level, (start, stop, price) in enumerate(effective.tiers, start=1):
+                key = FLAT_TIER if effective.rate_type == "FLAT" else level
+                tier_rows_.append(
+                    {
+                        "contract_id": contract.id,
+                        "rate_index": index,
+                        "tier_key": key,
+                        "tier_start": start,
+                        "tier_end": stop,
+                        "price": price,
+                    }
+                )
+    return rate_rows_, tier_rows_

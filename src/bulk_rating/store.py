@@ -13,17 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
+from pydantic import BaseModel
 
 from bulk_rating import rate
 from bulk_rating.errors import BulkRatingError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 
+Model = TypeVar("Model", bound=BaseModel)
+
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -183,6 +186,13 @@ class Store:
                FROM contracts"""
         )
 
+    def models(self, table: str, id_column: str, model: type[Model]) -> dict[str, Model]:
+        """Stored catalog objects as models, from the bodies they were given as."""
+        rows = self.con.execute(
+            f"SELECT {id_column}, body FROM {table} WHERE body IS NOT NULL"
+        ).fetchall()
+        return {key: model.model_validate_json(body) for key, body in rows}
+
     def contract_models(self) -> list[Contract]:
         """The stored contracts as models (their schedules give the billing periods)."""
         return [
@@ -264,13 +274,15 @@ class Store:
             {"run_id": run_id},
         )
 
-    def price(self, run_id: int) -> None:
-        """Run the pricing kernel over `usage_windows`, `usage_lines` and `usage_invoices`."""
+    def price(self, run_id: int, *, table: bool) -> None:
+        """Run the pricing kernel over `usage_rows`, `usage_lines` and `usage_invoices`."""
         params = {"run_id": run_id}
         try:
-            self.con.execute("INSERT INTO _priced_windows " + rate.PRICED_WINDOWS, params)
-            self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
+            self.con.execute(
+                "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table), params
+            )
             self.con.execute("INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params)
+            self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
         except duckdb.OutOfRangeException as exc:
             # Validation bounds quantities and prices; reaching this means a bound is wrong.
             raise BulkRatingError(f"amount overflow while pricing: {exc}") from exc

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from bulk_rating import frames
+from bulk_rating import frames, rate
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import Catalog, Contract
 from bulk_rating.money import MAX_PRICE, MAX_QUANTITY, PRICE_SCALE, QUANTITY_SCALE, decimal_places
@@ -443,51 +443,51 @@ def _rate_card_issues(
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     spans: dict[tuple[str, str | None], list[tuple[Any, Any, int]]] = defaultdict(list)
-    for n, rate in enumerate(card.rates):
+    for n, card_rate in enumerate(card.rates):
         where = f"rate card `{card.id}`, rate {n}"
-        if rate.product_id not in known_products:
+        if card_rate.product_id not in known_products:
             found.append(
                 _catalog_issue(
                     source,
                     "UNKNOWN_PRODUCT",
                     "product_id",
-                    f"{where}: unknown product `{rate.product_id}`",
+                    f"{where}: unknown product `{card_rate.product_id}`",
                 )
             )
-        if rate.credit_type_id not in known_credit_types:
+        if card_rate.credit_type_id not in known_credit_types:
             found.append(
                 _catalog_issue(
                     source,
                     "UNKNOWN_CREDIT_TYPE",
                     "credit_type_id",
-                    f"{where}: unknown credit type `{rate.credit_type_id}`",
+                    f"{where}: unknown credit type `{card_rate.credit_type_id}`",
                 )
             )
-        if rate.ending_before is not None and rate.ending_before <= rate.starting_at:
+        if card_rate.ending_before is not None and card_rate.ending_before <= card_rate.starting_at:
             found.append(
                 _catalog_issue(
                     source, "INVALID_PERIOD", "ending_before", f"{where}: ends before it starts"
                 )
             )
-        if rate.rate_type == "FLAT":
-            if rate.price is None or rate.tiers:
+        if card_rate.rate_type == "FLAT":
+            if card_rate.price is None or card_rate.tiers:
                 found.append(
                     _catalog_issue(
                         source, "INVALID_RATE", "price", f"{where}: FLAT needs price and no tiers"
                     )
                 )
             else:
-                found += _price_issues(source, where, "price", rate.price)
-        elif not rate.tiers or rate.price is not None:
+                found += _price_issues(source, where, "price", card_rate.price)
+        elif not card_rate.tiers or card_rate.price is not None:
             found.append(
                 _catalog_issue(
                     source, "INVALID_RATE", "tiers", f"{where}: TIERED needs tiers and no price"
                 )
             )
         else:
-            for t, tier in enumerate(rate.tiers):
+            for t, tier in enumerate(card_rate.tiers):
                 found += _price_issues(source, f"{where}, tier {t + 1}", "tiers", tier.price)
-                last = t == len(rate.tiers) - 1
+                last = t == len(card_rate.tiers) - 1
                 if (tier.size is None and not last) or (tier.size is not None and tier.size <= 0):
                     found.append(
                         _catalog_issue(
@@ -506,8 +506,8 @@ def _rate_card_issues(
                             f"{where}, tier {t + 1}: size has more than {QUANTITY_SCALE} decimals",
                         )
                     )
-        spans[(rate.product_id, canonical_json(rate.pricing_group_values))].append(
-            (rate.starting_at, rate.ending_before, n)
+        spans[(card_rate.product_id, canonical_json(card_rate.pricing_group_values))].append(
+            (card_rate.starting_at, card_rate.ending_before, n)
         )
     for (product_id, _), periods in spans.items():
         periods.sort(key=lambda p: p[0])
@@ -526,30 +526,13 @@ def _rate_card_issues(
 
 
 # --- usage rows: every rule as a SQL column expression ---------------------------------------
-# The rows of a usage table (load.rows_sql) or of a JSON batch (json_rows) are checked in one
-# scan. A row's problems are a list of {code, field, message}; rows without problems cost one
-# filter. The relations it reads: usage_rows, _contract_refs, _periods, _known_* and rates.
+# The rows of a usage table (load.rows_sql) or of a JSON batch (load.json_rows), resolved against
+# contracts, periods and rates (rate.resolved_sql), are checked in the same scan that groups them
+# into lines (check_sql): a valid import reads its rows twice, here and to price them. Only when
+# a rule fails does row_issues_sql name every failing row.
 
 OFFSET_AT_END = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 SQL_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
-
-RATED_ROWS = """
-SELECT u.*,
-       c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
-       c.rate_card_id, c.starting_at AS contract_start, c.ending_before AS contract_end,
-       c.generation_starts_at,
-       p.inclusive_start AS period_start, p.exclusive_end AS period_end,
-       r.rate_index, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
-       r.ending_before AS rate_ending_before
-FROM usage_rows u
-LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
-LEFT JOIN _periods p
-  ON p.contract_id = u.contract_id AND p.inclusive_start <= u.inclusive_start AND u.inclusive_start < p.exclusive_end
-LEFT JOIN rates r
-  ON r.rate_card_id = c.rate_card_id AND r.product_id = u.product_id
- AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
- AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)
-"""
 
 
 def _sql_text(value: str) -> str:
@@ -710,8 +693,8 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             (
                 "WINDOW_OUTSIDE_LINE",
                 "exclusive_end_date",
-                "invoice_start IS NULL AND period_end IS NOT NULL AND exclusive_end > period_end",
-                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' crosses the end of its billing period ' || {_ts_sql('period_end')}",
+                "invoice_start IS NULL AND invoice_period_end IS NOT NULL AND exclusive_end > invoice_period_end",
+                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' crosses the end of its billing period ' || {_ts_sql('invoice_period_end')}",
             ),
             (
                 "WINDOW_OUTSIDE_LINE",
@@ -763,9 +746,9 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
         (
             "NO_RATE",
             "product_id",
-            "rate_card_id IS NOT NULL AND product_id IN (SELECT product_id FROM _known_products)"
+            "known_contract AND product_id IN (SELECT product_id FROM _known_products)"
             " AND inclusive_start IS NOT NULL AND rate_index IS NULL",
-            f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on rate card `' || rate_card_id || '` at ' || {_ts_sql('inclusive_start')}",
+            f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
         ),
         (
             "PRODUCT_NOT_ENTITLED",
@@ -789,47 +772,65 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
     return rules
 
 
+def check_sql(quantity_kind: str, *, table: bool) -> str:
+    """One scan: the rows grouped into lines, with each line's count of rows that break a rule
+    and of rows repeating a window. A usage table's invoices and lines are made from this."""
+    any_problem = " OR ".join(
+        f"coalesce({condition}, false)"
+        for _, _, condition, _ in row_rules(quantity_kind, table=table)
+    )
+    keys = rate.line_key_columns(table=table)
+    return f"""
+SELECT {keys}, line_key,
+       any_value(customer_id) AS customer_id, max(issue_date) AS issued_at,
+       count(DISTINCT issue_date) AS issue_dates, coalesce(min(billable_status), 'billable') AS billable_status,
+       count(DISTINCT billable_status) AS billable_statuses, min(source) AS source, count(*) AS rows,
+       count(*) - count(DISTINCT inclusive_start) AS repeated_windows,
+       count_if({any_problem}) AS problems
+FROM ({rate.resolved_sql(table=table)})
+GROUP BY {keys}, line_key
+"""
+
+
 def row_issues_sql(quantity_kind: str, *, table: bool) -> str:
+    """Every failing row with every rule it breaks (run only when check_sql counted problems)."""
     rules = row_rules(quantity_kind, table=table)
     checks = ",\n        ".join(
         f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
         f" 'message': {message}}} END"
         for code, field, condition, message in rules
     )
+    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
     return f"""
-WITH rated AS ({RATED_ROWS}),
+WITH rated AS ({rate.resolved_sql(table=table)}),
 found AS (
     SELECT source, row, invoice_index, line_index, window_index,
            unnest(list_filter([
         {checks}
            ], lambda x: x IS NOT NULL)) AS issue
     FROM rated
+    WHERE {any_problem}
 )
 SELECT source, row, invoice_index, line_index, window_index, issue.field AS field, issue.code AS code,
-       CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
-            || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END
-       || ': ' || issue.message AS message
+       {_ROW_NAME} || ': ' || issue.message AS message
 FROM found
-ORDER BY source, row, invoice_index, line_index, window_index, code
 """
 
 
-# Two rows of one line for the same window: a table's line is its contract, product, group
-# values and granularity; a JSON line is itself. (Exact duplicates are reported the same way.)
-OVERLAP_ISSUES = """
-WITH keyed AS (
-    SELECT source, row, invoice_index, line_index, window_index, inclusive_start,
-           count(*) OVER (PARTITION BY contract_id, product_id, coalesce(pricing_group_values, ''),
-                          coalesce(presentation_group_values, ''), coalesce(granularity_given, ''),
-                          invoice_index, line_index, inclusive_start) AS copies
-    FROM usage_rows
+_ROW_NAME = """CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
+            || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END"""
+
+
+def repeated_windows_sql(*, table: bool) -> str:
+    """Rows of one line for the same window (run only when check_sql counted some)."""
+    return f"""
+WITH counted AS (
+    SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies
+    FROM ({rate.resolved_sql(table=table)})
 )
 SELECT source, row, invoice_index, line_index, window_index, 'inclusive_start_date' AS field,
        'WINDOW_OVERLAP' AS code,
-       CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
-            || ', window ' || window_index END
-       || ': ' || copies || ' windows of the same line start at ' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ')
-       AS message
-FROM keyed WHERE copies > 1
-ORDER BY source, row, invoice_index, line_index, window_index
+       {_ROW_NAME} || ': ' || copies || ' windows of the same line start at '
+       || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
+FROM counted WHERE copies > 1
 """

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bulk_rating.models import RateCard
+from bulk_rating.models import Contract, RateCard
 from bulk_rating.money import decimal_places, format_decimal, round_to_units
-from bulk_rating.rate import tier_rows
+from bulk_rating.rate import contract_rate_rows
 
 
 def test_format_decimal_is_exact_text_without_exponent() -> None:
@@ -51,9 +51,18 @@ def test_tiers_are_graduated_ranges_and_the_last_is_open() -> None:
             ],
         }
     )
+    contract = Contract.model_validate(
+        {
+            "id": "c",
+            "customer_id": "cus",
+            "rate_card_id": "rc",
+            "starting_at": "2024-01-01T00:00:00Z",
+            "usage_statement_schedule": {"frequency": "MONTHLY"},
+        }
+    )
+    _, tiers = contract_rate_rows(contract, card, {})
     ranges = [
-        (r["rate_index"], r["tier_key"], r["tier_start"], r["tier_end"], r["price"])
-        for r in tier_rows(card)
+        (r["rate_index"], r["tier_key"], r["tier_start"], r["tier_end"], r["price"]) for r in tiers
     ]
     assert ranges == [
         (0, 1, 0, 10, 3),

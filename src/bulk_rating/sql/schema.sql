@@ -45,23 +45,31 @@ COMMENT ON TABLE rates IS 'Effective-dated rates [starting_at, ending_before) of
 COMMENT ON COLUMN rates.price IS 'FLAT price in the credit type''s smallest unit; null for TIERED (see _rate_tiers).';
 COMMENT ON COLUMN rates.pricing_group_values IS 'Canonical JSON object (sorted keys) the usage must match exactly, or null.';
 
-CREATE TABLE IF NOT EXISTS _rate_tiers (
-    rate_card_id VARCHAR, rate_index INTEGER, tier_key INTEGER, tier_start DECIMAL(38,9), tier_end DECIMAL(38,9),
-    price DECIMAL(38,10), run_id BIGINT
-);
-COMMENT ON TABLE _rate_tiers IS 'Each rate as graduated tiers [tier_start, tier_end) of quantity in the period; a FLAT rate is one open tier with tier_key 0.';
-
 CREATE TABLE IF NOT EXISTS contracts (
     contract_id VARCHAR, customer_id VARCHAR, rate_card_id VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ,
     frequency VARCHAR, day VARCHAR, billing_anchor_date TIMESTAMPTZ, invoice_generation_starting_at TIMESTAMPTZ,
     billing_provider VARCHAR, delivery_method VARCHAR, body VARCHAR, run_id BIGINT
 );
+CREATE TABLE IF NOT EXISTS contract_rates (
+    contract_id VARCHAR, rate_index INTEGER, list_rate_index INTEGER, product_id VARCHAR,
+    pricing_group_values VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, entitled BOOLEAN,
+    rate_type VARCHAR, credit_type_id VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE contract_rates IS 'Each contract''s effective rate schedule: its rate card''s rates with its overrides applied, cut where an override starts or ends. Prices per tier in _contract_rate_tiers.';
+COMMENT ON COLUMN contract_rates.list_rate_index IS 'The rate of the rate card (rates.rate_index) this piece comes from.';
+
+CREATE TABLE IF NOT EXISTS _contract_rate_tiers (
+    contract_id VARCHAR, rate_index INTEGER, tier_key INTEGER, tier_start DECIMAL(38,9), tier_end DECIMAL(38,9),
+    price DECIMAL(38,14), run_id BIGINT
+);
+COMMENT ON TABLE _contract_rate_tiers IS 'Effective prices as graduated tiers [tier_start, tier_end) of period quantity; a FLAT rate is one open tier with tier_key 0. Scale 14: a 10-decimal price times a 4-decimal multiplier.';
+
 COMMENT ON TABLE contracts IS 'Contracts (contracts/create bodies). Invoices before invoice_generation_starting_at are imported, later ones generated.';
 
 CREATE TABLE IF NOT EXISTS invoices (
     invoice_id VARCHAR, customer_id VARCHAR, contract_id VARCHAR, credit_type_id VARCHAR,
     start_timestamp TIMESTAMPTZ, end_timestamp TIMESTAMPTZ, issued_at TIMESTAMPTZ, status VARCHAR, type VARCHAR,
-    origin VARCHAR, total DECIMAL(38,19), subtotal DECIMAL(38,19), billable_status VARCHAR, custom_fields JSON,
+    origin VARCHAR, total DECIMAL(38,23), subtotal DECIMAL(38,23), billable_status VARCHAR, custom_fields JSON,
     run_id BIGINT, invoice_index INTEGER
 );
 COMMENT ON TABLE invoices IS 'Invoices: imported history (origin HISTORICAL_IMPORT, FINALIZED) and generated ones (origin CONTRACT_SCHEDULE).';
@@ -71,16 +79,16 @@ COMMENT ON COLUMN invoices.invoice_index IS 'Position of the invoice in its run'
 
 CREATE TABLE IF NOT EXISTS invoice_line_items (
     invoice_id VARCHAR, line_item_id VARCHAR, position INTEGER, product_id VARCHAR, name VARCHAR, type VARCHAR,
-    credit_type_id VARCHAR, quantity DECIMAL(38,9), unit_price DECIMAL(38,10), total DECIMAL(38,19),
+    credit_type_id VARCHAR, quantity DECIMAL(38,9), unit_price DECIMAL(38,14), total DECIMAL(38,23),
     starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, tier_level INTEGER, tier_starting_at DECIMAL(38,9),
     tier_size DECIMAL(38,9), granularity VARCHAR, pricing_group_values VARCHAR, presentation_group_values VARCHAR,
-    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER
+    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER, line_key UBIGINT
 );
 COMMENT ON TABLE invoice_line_items IS 'One row per invoice line: an input usage line split by rate period and by tier reached.';
 COMMENT ON COLUMN invoice_line_items.granularity IS 'HOUR or DAY when the line came with subtotals (see invoice_breakdowns), NONE for a plain quantity.';
 
 CREATE TABLE IF NOT EXISTS _priced_windows (
-    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER,
-    window_start TIMESTAMPTZ, quantity DECIMAL(38,9), amount DECIMAL(38,19)
+    run_id BIGINT, line_key UBIGINT, rate_index INTEGER, tier_key INTEGER,
+    window_start TIMESTAMPTZ, quantity DECIMAL(38,9), amount DECIMAL(38,23)
 );
-COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s exact share of one line item (a window crossing a tier edge has one row per tier). Read through invoice_breakdowns.';
+COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s exact share of one line item (a window crossing a tier edge has one row per tier). Read through invoice_breakdowns; line_key is the line''s key within its run.';
