@@ -20,7 +20,14 @@ import polars as pl
 from bulk_rating import frames, rate
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import Catalog, Contract
-from bulk_rating.money import MAX_PRICE, MAX_QUANTITY, PRICE_SCALE, QUANTITY_SCALE, decimal_places
+from bulk_rating.money import (
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MULTIPLIER_SCALE,
+    PRICE_SCALE,
+    QUANTITY_SCALE,
+    decimal_places,
+)
 
 GRANULARITY_WIDTH = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
 TRUNCATE_EVERY = {"HOUR": "1h", "DAY": "1d"}
@@ -344,30 +351,10 @@ def _duplicates(source: str, kind: str, ids: list[str]) -> list[dict[str, Any]]:
 
 
 def _price_issues(source: str, where: str, field: str, price: Decimal) -> list[dict[str, Any]]:
-    found = []
-    if price < 0:
-        found.append(
-            _catalog_issue(source, "INVALID_RATE", field, f"{where}: price {price} is negative")
-        )
-    if decimal_places(price) > PRICE_SCALE:
-        found.append(
-            _catalog_issue(
-                source,
-                "TOO_MANY_DECIMALS",
-                field,
-                f"{where}: price {price} has more than {PRICE_SCALE} decimals",
-            )
-        )
-    if abs(price) >= MAX_PRICE:
-        found.append(
-            _catalog_issue(
-                source,
-                "NUMBER_TOO_LARGE",
-                field,
-                f"{where}: price {price} is {MAX_PRICE:,} or more",
-            )
-        )
-    return found
+    return [
+        _catalog_issue(source, code, field, f"{where}: {message}")
+        for code, message in _price_problems(price)
+    ]
 
 
 def validate_catalog(
@@ -435,7 +422,100 @@ def validate_catalog(
                         f"{where}: day CUSTOM_DATE needs billing_anchor_date",
                     )
                 )
+            found += _override_issues(contracts_source, where, contract, known_products)
     return issue_frame(found)
+
+
+def _override_issues(
+    source: str, where: str, contract: Contract, known_products: set[str]
+) -> list[dict[str, Any]]:
+    """What each override's type needs (METRONOME.md 2.3)."""
+    found: list[dict[str, Any]] = []
+    explicit = contract.multiplier_override_prioritization == "EXPLICIT"
+    for n, override in enumerate(contract.overrides):
+        at = f"{where}, override {n}"
+        problems: list[tuple[str, str, str]] = []
+        if (override.product_id is None) == (override.applicable_product_tags is None):
+            problems.append(
+                ("INVALID_OVERRIDE", "product_id", "give product_id or applicable_product_tags")
+            )
+        elif override.product_id is not None and override.product_id not in known_products:
+            problems.append(
+                ("UNKNOWN_PRODUCT", "product_id", f"unknown product `{override.product_id}`")
+            )
+        if override.ending_before is not None and override.ending_before <= override.starting_at:
+            problems.append(("INVALID_PERIOD", "ending_before", "ends before it starts"))
+        if override.type is None and override.entitled is None:
+            problems.append(("INVALID_OVERRIDE", "type", "sets neither a type nor entitled"))
+        multipliers = [override.multiplier] if override.type == "MULTIPLIER" else []
+        if override.type == "MULTIPLIER" and override.multiplier is None:
+            problems.append(("INVALID_OVERRIDE", "multiplier", "MULTIPLIER needs multiplier"))
+        if override.type == "OVERWRITE":
+            new = override.overwrite_rate
+            if (
+                new is None
+                or (new.rate_type == "FLAT") != (new.price is not None)
+                or (new.rate_type == "TIERED" and not new.tiers)
+            ):
+                problems.append(
+                    (
+                        "INVALID_OVERRIDE",
+                        "overwrite_rate",
+                        "OVERWRITE needs overwrite_rate with a price (FLAT) or tiers (TIERED)",
+                    )
+                )
+            else:
+                for price in (
+                    [new.price] if new.price is not None else [t.price for t in new.tiers or []]
+                ):
+                    problems += [(c, "overwrite_rate", m) for c, m in _price_problems(price)]
+        if override.type == "TIERED":
+            if not override.tiers:
+                problems.append(("INVALID_OVERRIDE", "tiers", "TIERED needs tiers"))
+            multipliers += [t.multiplier for t in override.tiers or []]
+        if override.type in ("TIERED", "MULTIPLIER") and explicit and override.priority is None:
+            problems.append(
+                ("INVALID_OVERRIDE", "priority", "EXPLICIT prioritization needs a priority")
+            )
+        if override.type == "TIERED" and not explicit:
+            problems.append(
+                (
+                    "INVALID_OVERRIDE",
+                    "type",
+                    "TIERED overrides need multiplier_override_prioritization EXPLICIT",
+                )
+            )
+        for multiplier in multipliers:
+            if multiplier is not None and multiplier < 0:
+                problems.append(
+                    ("INVALID_OVERRIDE", "multiplier", f"multiplier {multiplier} is negative")
+                )
+            if multiplier is not None and decimal_places(multiplier) > MULTIPLIER_SCALE:
+                problems.append(
+                    (
+                        "TOO_MANY_DECIMALS",
+                        "multiplier",
+                        f"multiplier {multiplier} has more than {MULTIPLIER_SCALE} decimals",
+                    )
+                )
+        found += [
+            _catalog_issue(source, code, field, f"{at}: {message}")
+            for code, field, message in problems
+        ]
+    return found
+
+
+def _price_problems(price: Decimal) -> list[tuple[str, str]]:
+    problems = []
+    if price < 0:
+        problems.append(("INVALID_RATE", f"price {price} is negative"))
+    if decimal_places(price) > PRICE_SCALE:
+        problems.append(
+            ("TOO_MANY_DECIMALS", f"price {price} has more than {PRICE_SCALE} decimals")
+        )
+    if abs(price) >= MAX_PRICE:
+        problems.append(("NUMBER_TOO_LARGE", f"price {price} is {MAX_PRICE:,} or more"))
+    return problems
 
 
 def _rate_card_issues(

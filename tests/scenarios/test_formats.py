@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import SAMPLES, query, run_cli
 
 FORMATS = ["acme-daily", "acme-daily-ndjson", "acme-daily-csv", "acme-daily-parquet"]
