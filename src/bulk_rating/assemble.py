@@ -49,6 +49,22 @@ def period_days(contracts: Sequence[Contract]) -> pl.DataFrame:
     )
 
 
+def keys_are_unique(checked: pl.DataFrame, *, table: bool) -> bool:
+    """Line keys and tier-group keys are 64-bit hashes: prove they name distinct things here."""
+    invoice = (
+        ["invoice_index"]
+        if not table
+        else ["contract_id", "invoice_period_start", "invoice_credit_type_id"]
+    )
+    group = [*invoice, "product_id", "pricing_group_values"]
+    groups = checked.select([*group, "tier_group"]).unique()
+    return (
+        not checked["key_collision"].any()
+        and groups["tier_group"].n_unique() == groups.height
+        and groups.select(group).n_unique() == groups.height
+    )
+
+
 def table_invoices_and_lines(
     checked: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

@@ -195,8 +195,12 @@ def _usage_issues(
         found.append(store.frame(validate.repeated_windows_sql(table=is_table)))
     if found:
         return found
-    if checked["line_key"].n_unique() != checked.height:  # a 64-bit hash collision: never guess
-        raise BulkRatingError("two lines share a line key; split the input and import it in parts")
+    if not assemble.keys_are_unique(
+        checked, table=is_table
+    ):  # a 64-bit hash collision: never guess
+        raise BulkRatingError(
+            "two lines or tier groups share a key; split the input and import it in parts"
+        )
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))

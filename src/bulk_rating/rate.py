@@ -64,8 +64,10 @@ LEFT JOIN _period_days d
     )
     period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
     period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
+    keys = line_key_columns(table=table)
     return f"""
-SELECT *, hash({line_key_columns(table=table)}) AS line_key
+SELECT *, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
+       hash({invoice_key_columns(table=table)}, product_id, pricing_group_values) AS tier_group
 FROM (
     SELECT u.*,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
@@ -73,9 +75,14 @@ FROM (
            {period} AS invoice_period_start, {period_end} AS invoice_period_end,
            r.rate_index, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
            r.ending_before AS rate_ending_before,
-           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
+           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
+           kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
+           kt.credit_type_id IS NOT NULL AS known_credit_type
     FROM usage_rows u
-    LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id{period_join}
+    LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
+    LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
+    LEFT JOIN _known_products kp ON kp.product_id = u.product_id
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}
     LEFT JOIN contract_rates r
       ON r.contract_id = u.contract_id AND r.product_id = u.product_id
      AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
@@ -88,8 +95,9 @@ def priced_windows_sql(*, table: bool) -> str:
     """One row per window and tier it reaches, into `_priced_windows`.
 
     A FLAT window is its quantity times the price. A TIERED window needs `position_end`, the
-    cumulative quantity of its invoice, product and pricing group up to and including it (time
-    order, then line, then window), and is split at tier edges.
+    cumulative quantity of its invoice, product and pricing group (its `tier_group`, checked to be
+    one key per group) up to and including it, in time order (ties: line, window, line key), and
+    is split at tier edges.
     """
     return f"""
 WITH rated AS ({resolved_sql(table=table)}),
@@ -101,9 +109,10 @@ flat AS (
     WHERE w.rate_type = 'FLAT'
 ),
 positioned AS (
-    SELECT *, sum(quantity) OVER (
-        PARTITION BY {invoice_key_columns(table=table)}, product_id, pricing_group_values
-        ORDER BY inclusive_start, line_index, window_index, presentation_group_values, granularity
+    -- only the columns the tiers need travel through the sort
+    SELECT contract_id, rate_index, line_key, inclusive_start, quantity, sum(quantity) OVER (
+        PARTITION BY tier_group
+        ORDER BY inclusive_start, line_index, window_index, line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
     FROM rated WHERE rate_type = 'TIERED'

@@ -611,7 +611,9 @@ def _rate_card_issues(
 # into lines (check_sql): a valid import reads its rows twice, here and to price them. Only when
 # a rule fails does row_issues_sql name every failing row.
 
-OFFSET_AT_END = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
+# A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
+OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 SQL_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
@@ -667,7 +669,7 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
 
 def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, str]]:
     """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS."""
-    width = "exclusive_end - inclusive_start"
+    width = "(epoch_us(exclusive_end) - epoch_us(inclusive_start))"
     rules: list[tuple[str, str, str, str]] = []
     for column, field in (
         ("start_text", "inclusive_start_date"),
@@ -723,7 +725,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             (
                 "UNKNOWN_CUSTOMER",
                 "customer_id",
-                "customer_id NOT IN (SELECT customer_id FROM _known_customers)",
+                "customer_id IS NOT NULL AND NOT known_customer",
                 "'unknown customer `' || customer_id || '`'",
             ),
             (
@@ -735,19 +737,19 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             (
                 "CONTRACT_CUSTOMER_MISMATCH",
                 "contract_id",
-                "known_contract AND contract_customer_id <> customer_id",
+                "known_contract AND known_customer AND contract_customer_id <> customer_id",
                 "'contract `' || contract_id || '` belongs to customer `' || contract_customer_id || '`, not `' || customer_id || '`'",
             ),
             (
                 "UNKNOWN_PRODUCT",
                 "product_id",
-                "product_id NOT IN (SELECT product_id FROM _known_products)",
+                "product_id IS NOT NULL AND NOT known_product",
                 "'unknown product `' || product_id || '`'",
             ),
             (
                 "UNKNOWN_CREDIT_TYPE",
                 "credit_type_id",
-                "credit_type_id IS NOT NULL AND credit_type_id NOT IN (SELECT credit_type_id FROM _known_credit_types)",
+                "credit_type_id IS NOT NULL AND NOT known_credit_type",
                 "'unknown credit type `' || credit_type_id || '`'",
             ),
             (
@@ -806,19 +808,19 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             "WINDOW_WRONG_WIDTH",
             "exclusive_end_date",
             "granularity_given IS NULL AND inclusive_start < exclusive_end AND granularity IS NULL",
-            f"'a window of ' || ({width})::VARCHAR || ' is neither one hour nor one day; give breakdown_granularity NONE for a whole line'",
+            "'a window of ' || (exclusive_end - inclusive_start)::VARCHAR || ' is neither one hour nor one day; give breakdown_granularity NONE for a whole line'",
         ),
         (
             "WINDOW_WRONG_WIDTH",
             "exclusive_end_date",
-            f"(granularity = 'HOUR' AND {width} <> INTERVAL 1 HOUR) OR (granularity = 'DAY' AND {width} <> INTERVAL 1 DAY)",
+            f"(granularity = 'HOUR' AND {width} <> {HOUR_US}) OR (granularity = 'DAY' AND {width} <> {DAY_US})",
             f"'window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not one ' || lower(granularity)",
         ),
         (
             "WINDOW_NOT_ALIGNED",
             "inclusive_start_date",
-            "(granularity = 'HOUR' AND date_trunc('hour', inclusive_start) <> inclusive_start)"
-            " OR (granularity = 'DAY' AND date_trunc('day', inclusive_start) <> inclusive_start)",
+            f"(granularity = 'HOUR' AND epoch_us(inclusive_start) % {HOUR_US} <> 0)"
+            f" OR (granularity = 'DAY' AND epoch_us(inclusive_start) % {DAY_US} <> 0)",
             f"'window starts at ' || {_ts_sql('inclusive_start')} || ', not on a UTC ' || lower(granularity) || ' boundary'",
         ),
         *_quantity_rules_sql(quantity_kind),
@@ -826,7 +828,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
         (
             "NO_RATE",
             "product_id",
-            "known_contract AND product_id IN (SELECT product_id FROM _known_products)"
+            "known_contract AND known_product"
             " AND inclusive_start IS NOT NULL AND rate_index IS NULL",
             f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
         ),
@@ -839,7 +841,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
         (
             "CREDIT_TYPE_MISMATCH",
             "credit_type_id",
-            "credit_type_id IS NOT NULL AND rate_credit_type_id <> credit_type_id",
+            "known_credit_type AND rate_credit_type_id <> credit_type_id",
             "'product `' || product_id || '` is priced in credit type `' || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'",
         ),
         (
@@ -853,22 +855,25 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
 
 
 def check_sql(quantity_kind: str, *, table: bool) -> str:
-    """One scan: the rows grouped into lines, with each line's count of rows that break a rule
-    and of rows repeating a window. A usage table's invoices and lines are made from this."""
-    any_problem = " OR ".join(
-        f"coalesce({condition}, false)"
-        for _, _, condition, _ in row_rules(quantity_kind, table=table)
+    """One scan: the rows grouped into lines (by line key), with each line's count of rows that
+    break a rule and of rows repeating a window. Lines and invoices are made from this; a second
+    hash of the same key columns tells a (never seen) collision of line keys from a real line."""
+    rules = row_rules(quantity_kind, table=table)
+    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    columns = dict.fromkeys(
+        [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
     )
-    keys = rate.line_key_columns(table=table)
+    attributes = ", ".join(f"any_value({column}) AS {column}" for column in columns)
     return f"""
-SELECT {keys}, line_key,
+SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+       min(line_check) <> max(line_check) AS key_collision,
        any_value(customer_id) AS customer_id, max(issue_date) AS issued_at,
        count(DISTINCT issue_date) AS issue_dates, coalesce(min(billable_status), 'billable') AS billable_status,
        count(DISTINCT billable_status) AS billable_statuses, min(source) AS source, count(*) AS rows,
-       count(*) - count(DISTINCT inclusive_start) AS repeated_windows,
+       count(inclusive_start) - count(DISTINCT inclusive_start) AS repeated_windows,
        count_if({any_problem}) AS problems
 FROM ({rate.resolved_sql(table=table)})
-GROUP BY {keys}, line_key
+GROUP BY line_key
 """
 
 
@@ -912,5 +917,5 @@ SELECT source, row, invoice_index, line_index, window_index, 'inclusive_start_da
        'WINDOW_OVERLAP' AS code,
        {_ROW_NAME} || ': ' || copies || ' windows of the same line start at '
        || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
-FROM counted WHERE copies > 1
+FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
 """
