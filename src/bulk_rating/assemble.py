@@ -93,12 +93,12 @@ def table_invoices_and_lines(
         pl.col("invoice_period_start").first().alias("inclusive_start"),
         pl.col("invoice_period_end").first().alias("exclusive_end"),
         pl.col("issued_at").max(),
-        ((pl.col("issue_dates").max() > 1) | (pl.col("issued_at").n_unique() > 1)).alias(
+        ((pl.col("issue_dates_differ").any()) | (pl.col("issued_at").n_unique() > 1)).alias(
             "issue_dates_differ"
         ),
         pl.col("billable_status").first(),
         (
-            (pl.col("billable_statuses").max() > 1) | (pl.col("billable_status").n_unique() > 1)
+            (pl.col("billable_differs").any()) | (pl.col("billable_status").n_unique() > 1)
         ).alias("billable_differs"),
     )
     found = pl.concat(

@@ -109,6 +109,7 @@ def plan(
     *,
     stored_cards: dict[str, RateCard],
     stored_products: dict[str, Product],
+    next_rate_key: int = 0,
 ) -> CatalogPlan:
     """New objects of this run, given the stored bodies per table (`{table: {id: body}}`)."""
     given: dict[str, Sequence[BaseModel]] = {
@@ -157,7 +158,7 @@ def plan(
     for contract in result.new_contracts:
         if contract.rate_card_id in cards:
             contract_rates, tiers = rate.contract_rate_rows(
-                contract, cards[contract.rate_card_id], products
+                contract, cards[contract.rate_card_id], products, next_rate_key + len(rates_rows)
             )
             rates_rows += contract_rates
             tier_rows += tiers

@@ -169,6 +169,7 @@ CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
         "pricing_group_values": pl.String(),
     },
     "contract_rates": {
+        "rate_key": pl.Int64(),
         "contract_id": pl.String(),
         "rate_index": pl.Int32(),
         "list_rate_index": pl.Int32(),
@@ -181,8 +182,7 @@ CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
         "credit_type_id": pl.String(),
     },
     "_contract_rate_tiers": {
-        "contract_id": pl.String(),
-        "rate_index": pl.Int32(),
+        "rate_key": pl.Int64(),
         "tier_key": pl.Int32(),
         "tier_start": QUANTITY,
         "tier_end": QUANTITY,

@@ -111,6 +111,7 @@ def _references(
         _source_dir(dataset),
         stored_cards=store.models("rate_cards", "rate_card_id", RateCard),
         stored_products=store.models("products", "product_id", Product),
+        next_rate_key=store.next_rate_key(),
     )
 
     def ids(table: str) -> pl.DataFrame:

@@ -73,7 +73,7 @@ FROM (
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
            c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
            {period} AS invoice_period_start, {period_end} AS invoice_period_end,
-           r.rate_index, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
+           r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
            r.ending_before AS rate_ending_before,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
@@ -102,15 +102,15 @@ def priced_windows_sql(*, table: bool) -> str:
     return f"""
 WITH rated AS ({resolved_sql(table=table)}),
 flat AS (
-    SELECT w.line_key, w.rate_index, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
+    SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
            w.quantity, w.quantity * t.price AS amount
     FROM rated w
-    JOIN _contract_rate_tiers t ON t.contract_id = w.contract_id AND t.rate_index = w.rate_index
+    JOIN _contract_rate_tiers t ON t.rate_key = w.rate_key
     WHERE w.rate_type = 'FLAT'
 ),
 positioned AS (
     -- only the columns the tiers need travel through the sort
-    SELECT contract_id, rate_index, line_key, inclusive_start, quantity, sum(quantity) OVER (
+    SELECT rate_key, line_key, inclusive_start, quantity, sum(quantity) OVER (
         PARTITION BY tier_group
         ORDER BY inclusive_start, line_index, window_index, line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
@@ -118,15 +118,15 @@ positioned AS (
     FROM rated WHERE rate_type = 'TIERED'
 ),
 parts AS (
-    SELECT p.line_key, p.rate_index, t.tier_key, p.inclusive_start, p.quantity,
+    SELECT p.line_key, p.rate_key, t.tier_key, p.inclusive_start, p.quantity,
            p.position_end - p.quantity AS position_start, t.tier_start, t.tier_end, t.price,
            least(p.position_end, coalesce(t.tier_end, p.position_end))
              - greatest(p.position_end - p.quantity, t.tier_start) AS portion
     FROM positioned p
-    JOIN _contract_rate_tiers t ON t.contract_id = p.contract_id AND t.rate_index = p.rate_index
+    JOIN _contract_rate_tiers t ON t.rate_key = p.rate_key
 ),
 tiered AS (
-    SELECT line_key, rate_index, tier_key, inclusive_start AS window_start,
+    SELECT line_key, rate_key, tier_key, inclusive_start AS window_start,
            portion AS quantity, portion * price AS amount
     FROM parts
     WHERE portion > 0
@@ -145,7 +145,7 @@ SELECT $run_id AS run_id, * FROM tiered
 # from the invoice's contract, credit type and period (the same id a re-run or preview gives).
 LINE_ITEMS = """
 WITH items AS (
-    SELECT line_key, rate_index, tier_key, sum(quantity) AS quantity, sum(amount) AS total
+    SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity, sum(amount) AS total
     FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
 ),
 invoice_ids AS (
@@ -154,7 +154,7 @@ invoice_ids AS (
     FROM usage_invoices
 )
 SELECT i.invoice_id,
-       stable_id(i.invoice_id || '|' || l.line_index || '|' || a.rate_index || '|' || a.tier_key) AS line_item_id,
+       stable_id(i.invoice_id || '|' || l.line_index || '|' || r.rate_index || '|' || a.tier_key) AS line_item_id,
        row_number() OVER (PARTITION BY l.invoice_index ORDER BY l.line_index, r.starting_at, a.tier_key) - 1,
        l.product_id, p.name, 'usage', i.credit_type_id, a.quantity, t.price, a.total,
        greatest(l.inclusive_start, r.starting_at),
@@ -162,14 +162,13 @@ SELECT i.invoice_id,
        nullif(a.tier_key, 0), CASE WHEN a.tier_key > 0 THEN t.tier_start END,
        CASE WHEN a.tier_key > 0 THEN t.tier_end - t.tier_start END,
        l.granularity, l.pricing_group_values, l.presentation_group_values,
-       $run_id, l.invoice_index, l.line_index, a.rate_index, a.tier_key, a.line_key
+       $run_id, l.invoice_index, l.line_index, a.rate_key, a.tier_key, a.line_key
 FROM items a
 JOIN usage_lines l USING (line_key)
 JOIN invoice_ids i ON i.invoice_index = l.invoice_index
 JOIN products p ON p.product_id = l.product_id
-JOIN contract_rates r ON r.contract_id = i.contract_id AND r.rate_index = a.rate_index
-JOIN _contract_rate_tiers t
-  ON t.contract_id = i.contract_id AND t.rate_index = a.rate_index AND t.tier_key = a.tier_key
+JOIN contract_rates r ON r.rate_key = a.rate_key
+JOIN _contract_rate_tiers t ON t.rate_key = a.rate_key AND t.tier_key = a.tier_key
 """
 
 INVOICES = """
@@ -303,7 +302,7 @@ def applies_to(override: Override, product: Product | None) -> bool:
 
 
 def contract_rate_rows(
-    contract: Contract, card: RateCard, products: dict[str, Product]
+    contract: Contract, card: RateCard, products: dict[str, Product], first_key: int = 0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The contract's effective rate schedule (`contract_rates`) and its tiers.
 
@@ -342,6 +341,7 @@ def contract_rate_rows(
             rate_rows_.append(
                 {
                     "contract_id": contract.id,
+                    "rate_key": first_key + index,
                     "rate_index": index,
                     "list_rate_index": list_index,
                     "product_id": rate.product_id,
@@ -357,8 +357,7 @@ def contract_rate_rows(
                 key = FLAT_TIER if effective.rate_type == "FLAT" else level
                 tier_rows_.append(
                     {
-                        "contract_id": contract.id,
-                        "rate_index": index,
+                        "rate_key": first_key + index,
                         "tier_key": key,
                         "tier_start": start,
                         "tier_end": stop,

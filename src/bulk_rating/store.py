@@ -26,7 +26,7 @@ from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 Model = TypeVar("Model", bound=BaseModel)
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -221,6 +221,9 @@ class Store:
             [input_hash],
         )
         return None if found is None else int(found)
+
+    def next_rate_key(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(rate_key), -1) + 1 FROM contract_rates"))
 
     def next_run_id(self) -> int:
         return int(self.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM _runs"))

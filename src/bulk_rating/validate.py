@@ -829,7 +829,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             "NO_RATE",
             "product_id",
             "known_contract AND known_product"
-            " AND inclusive_start IS NOT NULL AND rate_index IS NULL",
+            " AND inclusive_start IS NOT NULL AND rate_key IS NULL",
             f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
         ),
         (
@@ -868,8 +868,12 @@ def check_sql(quantity_kind: str, *, table: bool) -> str:
 SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
        min(line_check) <> max(line_check) AS key_collision,
        any_value(customer_id) AS customer_id, max(issue_date) AS issued_at,
-       count(DISTINCT issue_date) AS issue_dates, coalesce(min(billable_status), 'billable') AS billable_status,
-       count(DISTINCT billable_status) AS billable_statuses, min(source) AS source, count(*) AS rows,
+       coalesce(min(issue_date) <> max(issue_date), false) OR count(issue_date) NOT IN (0, count(*))
+         AS issue_dates_differ,
+       coalesce(min(billable_status), 'billable') AS billable_status,
+       coalesce(min(billable_status) <> max(billable_status), false)
+         OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
+       min(source) AS source, count(*) AS rows,
        count(inclusive_start) - count(DISTINCT inclusive_start) AS repeated_windows,
        count_if({any_problem}) AS problems
 FROM ({rate.resolved_sql(table=table)})

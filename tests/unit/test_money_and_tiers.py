@@ -62,7 +62,7 @@ def test_tiers_are_graduated_ranges_and_the_last_is_open() -> None:
     )
     _, tiers = contract_rate_rows(contract, card, {})
     ranges = [
-        (r["rate_index"], r["tier_key"], r["tier_start"], r["tier_end"], r["price"]) for r in tiers
+        (r["rate_key"], r["tier_key"], r["tier_start"], r["tier_end"], r["price"]) for r in tiers
     ]
     assert ranges == [
         (0, 1, 0, 10, 3),

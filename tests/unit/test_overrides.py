@@ -61,7 +61,7 @@ def _schedule(
     rates, tiers = contract_rate_rows(contract, CARD, PRODUCTS)
     result: dict[str, list[tuple[Any, ...]]] = {}
     for r in rates:
-        prices = tuple(t["price"] for t in tiers if t["rate_index"] == r["rate_index"])
+        prices = tuple(t["price"] for t in tiers if t["rate_key"] == r["rate_key"])
         start = r["starting_at"].date().isoformat()
         end = r["ending_before"].date().isoformat() if r["ending_before"] else None
         result.setdefault(r["product_id"], []).append((start, end, r["entitled"], prices))

@@ -51,15 +51,16 @@ CREATE TABLE IF NOT EXISTS contracts (
     billing_provider VARCHAR, delivery_method VARCHAR, body VARCHAR, run_id BIGINT
 );
 CREATE TABLE IF NOT EXISTS contract_rates (
-    contract_id VARCHAR, rate_index INTEGER, list_rate_index INTEGER, product_id VARCHAR,
+    rate_key BIGINT, contract_id VARCHAR, rate_index INTEGER, list_rate_index INTEGER, product_id VARCHAR,
     pricing_group_values VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, entitled BOOLEAN,
     rate_type VARCHAR, credit_type_id VARCHAR, run_id BIGINT
 );
 COMMENT ON TABLE contract_rates IS 'Each contract''s effective rate schedule: its rate card''s rates with its overrides applied, cut where an override starts or ends. Prices per tier in _contract_rate_tiers.';
+COMMENT ON COLUMN contract_rates.rate_key IS 'Unique in the store: how priced windows and line items name the rate piece they used.';
 COMMENT ON COLUMN contract_rates.list_rate_index IS 'The rate of the rate card (rates.rate_index) this piece comes from.';
 
 CREATE TABLE IF NOT EXISTS _contract_rate_tiers (
-    contract_id VARCHAR, rate_index INTEGER, tier_key INTEGER, tier_start DECIMAL(38,9), tier_end DECIMAL(38,9),
+    rate_key BIGINT, tier_key INTEGER, tier_start DECIMAL(38,9), tier_end DECIMAL(38,9),
     price DECIMAL(38,14), run_id BIGINT
 );
 COMMENT ON TABLE _contract_rate_tiers IS 'Effective prices as graduated tiers [tier_start, tier_end) of period quantity; a FLAT rate is one open tier with tier_key 0. Scale 14: a 10-decimal price times a 4-decimal multiplier.';
@@ -82,13 +83,13 @@ CREATE TABLE IF NOT EXISTS invoice_line_items (
     credit_type_id VARCHAR, quantity DECIMAL(38,9), unit_price DECIMAL(38,14), total DECIMAL(38,23),
     starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, tier_level INTEGER, tier_starting_at DECIMAL(38,9),
     tier_size DECIMAL(38,9), granularity VARCHAR, pricing_group_values VARCHAR, presentation_group_values VARCHAR,
-    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_index INTEGER, tier_key INTEGER, line_key UBIGINT
+    run_id BIGINT, invoice_index INTEGER, line_index INTEGER, rate_key BIGINT, tier_key INTEGER, line_key UBIGINT
 );
 COMMENT ON TABLE invoice_line_items IS 'One row per invoice line: an input usage line split by rate period and by tier reached.';
 COMMENT ON COLUMN invoice_line_items.granularity IS 'HOUR or DAY when the line came with subtotals (see invoice_breakdowns), NONE for a plain quantity.';
 
 CREATE TABLE IF NOT EXISTS _priced_windows (
-    run_id BIGINT, line_key UBIGINT, rate_index INTEGER, tier_key INTEGER,
+    run_id BIGINT, line_key UBIGINT, rate_key BIGINT, tier_key INTEGER,
     window_start TIMESTAMPTZ, quantity DECIMAL(38,9), amount DECIMAL(38,23)
 );
 COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s exact share of one line item (a window crossing a tier edge has one row per tier). Read through invoice_breakdowns; line_key is the line''s key within its run.';
