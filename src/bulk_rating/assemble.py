@@ -97,9 +97,9 @@ def table_invoices_and_lines(
             "issue_dates_differ"
         ),
         pl.col("billable_status").first(),
-        (
-            (pl.col("billable_differs").any()) | (pl.col("billable_status").n_unique() > 1)
-        ).alias("billable_differs"),
+        ((pl.col("billable_differs").any()) | (pl.col("billable_status").n_unique() > 1)).alias(
+            "billable_differs"
+        ),
     )
     found = pl.concat(
         [

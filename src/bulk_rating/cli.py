@@ -31,6 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 ISSUES_SHOWN_PER_CODE = 5
+INVOICES_SHOWN = 20
 
 
 @app.callback()
@@ -113,6 +114,11 @@ def _render_report(report: RunReport, console: Console) -> None:
         ]
         table.add_row(*cells[: len(columns)])
     console.print(table)
+    hidden = summary["invoices"] - len(report.invoices)
+    if hidden > 0:
+        console.print(
+            f"... and {hidden:,} more invoices (all of them with --json, or in the database)"
+        )
     console.print(
         f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
         f" {summary['contracts_created']} contracts created, {summary['drafts']} drafts"
@@ -156,7 +162,9 @@ def import_command(
 
     def action() -> int:
         settings = _settings(db=db, as_of=as_of, preview=preview or None)
-        report = pipeline.run_import(paths, settings)
+        report = pipeline.run_import(
+            paths, settings, invoice_limit=None if as_json else INVOICES_SHOWN
+        )
         if as_json:
             _emit_json(report.to_dict())
         else:

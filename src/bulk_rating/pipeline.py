@@ -14,7 +14,7 @@ from bulk_rating.errors import BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.report import RunReport, invoice_document
 from bulk_rating.settings import Settings, utc_now
-from bulk_rating.store import Store
+from bulk_rating.store import Limits, Store
 
 
 class Rejected(Exception):
@@ -40,7 +40,11 @@ class Stages:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
+def run_import(
+    paths: Sequence[Path], settings: Settings, invoice_limit: int | None = None
+) -> RunReport:
+    """Import (or preview) `paths`. The report holds at most `invoice_limit` invoice documents
+    (all by default); its counts and totals always cover the whole run."""
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
         dataset = load.load_dataset(paths)
@@ -53,7 +57,10 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
         as_of=as_of,
         stage_seconds=stages.seconds,
     )
-    store = Store.throwaway_copy(settings.db) if preview else Store.open(settings.db)
+    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    store = (
+        Store.throwaway_copy(settings.db, limits) if preview else Store.open(settings.db, limits)
+    )
     with closing(dataset), store:
         report.previous_run_id = store.run_with_hash(report.input_hash or "")
         if report.previous_run_id is not None:
@@ -71,7 +78,8 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    issues = pl.concat([issues, *_usage_issues(store, dataset, refs, table)])
+                    found, report.rows_read = _usage_issues(store, dataset, refs, table)
+                    issues = pl.concat([issues, *found])
                 if issues.height:
                     raise Rejected(issues)
                 store.insert_drafts(
@@ -95,7 +103,7 @@ def run_import(paths: Sequence[Path], settings: Settings) -> RunReport:
         except Rejected as rejected:
             return report.reject(_sorted(rejected.issues))
         with stages("report"):
-            _fill(report, store, run_id, len(plan.new_contracts))
+            _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
     report.status = "previewed" if preview else "imported"
     return report
 
@@ -184,18 +192,19 @@ def _prepare(
 
 def _usage_issues(
     store: Store, dataset: load.Dataset, refs: validate.References, table: load.UsageTable | None
-) -> list[pl.DataFrame]:
+) -> tuple[list[pl.DataFrame], int]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
     checked = store.frame(validate.check_sql(kind, table=is_table))
+    rows = int(checked["rows"].sum())
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
     if checked["repeated_windows"].sum():
         found.append(store.frame(validate.repeated_windows_sql(table=is_table)))
     if found:
-        return found
+        return found, rows
     if not assemble.keys_are_unique(
         checked, table=is_table
     ):  # a 64-bit hash collision: never guess
@@ -205,11 +214,11 @@ def _usage_issues(
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return []
+        return [], rows
     invoices, lines, disagreements = assemble.table_invoices_and_lines(checked)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
-    return [disagreements, validate.validate_invoices(invoices, refs)]
+    return [disagreements, validate.validate_invoices(invoices, refs)], rows
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
@@ -222,15 +231,18 @@ def _source_dir(dataset: load.Dataset) -> str:
     return str(Path(dataset.sources[0]).parent) if dataset.sources else "."
 
 
-def _fill(report: RunReport, store: Store, run_id: int, contracts_created: int) -> None:
+def _fill(
+    report: RunReport, store: Store, run_id: int, contracts_created: int, limit: int | None
+) -> None:
+    invoices = store.run_invoices(run_id, limit)
     lines_by_invoice: dict[str, list[dict[str, object]]] = {}
-    for line in store.run_line_items(run_id):
+    for line in store.run_line_items(run_id, [str(i["invoice_id"]) for i in invoices]):
         lines_by_invoice.setdefault(str(line["invoice_id"]), []).append(line)
-    for invoice in store.run_invoices(run_id):
+    for invoice in invoices:
         document = invoice_document(invoice, lines_by_invoice.get(invoice["invoice_id"], []))
         (report.drafts if invoice["origin"] == "CONTRACT_SCHEDULE" else report.invoices).append(
             document
         )
     report.run_id = run_id
-    report.windows = store.run_window_count(run_id)
+    report.counts, report.totals = store.run_summary(run_id)
     report.contracts_created = contracts_created

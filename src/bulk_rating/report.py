@@ -92,10 +92,13 @@ class RunReport:
     invoices: list[dict[str, Any]] = field(default_factory=list)
     drafts: list[dict[str, Any]] = field(default_factory=list)
     contracts_created: int = 0
-    windows: int = 0
     issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
     stage_seconds: dict[str, float] = field(default_factory=dict)
     previous_run_id: int | None = None
+    rows_read: int = 0
+    # From the store, whatever `invoices` holds: invoices, line_items, windows, drafts.
+    counts: dict[str, int] = field(default_factory=dict)
+    totals: list[dict[str, Any]] = field(default_factory=list)
 
     def reject(self, issues: pl.DataFrame) -> RunReport:
         unknown = set(issues["code"]) - set(ISSUE_CODES)
@@ -108,18 +111,8 @@ class RunReport:
     def exit_code(self) -> ExitCode:
         return ExitCode.DATA_PROBLEMS if self.status == "rejected" else ExitCode.OK
 
-    def totals(self) -> list[dict[str, Any]]:
-        """The sum of imported invoice totals per credit type."""
-        sums: dict[tuple[str, str], Decimal] = {}
-        for invoice in self.invoices:
-            key = (invoice["credit_type"]["id"], invoice["credit_type"]["name"])
-            sums[key] = sums.get(key, Decimal(0)) + invoice["total"]
-        return [
-            {"credit_type_id": k[0], "credit_type_name": k[1], "total": number(v)}
-            for k, v in sorted(sums.items())
-        ]
-
     def summary(self) -> dict[str, Any]:
+        seconds = {k: round(v, 6) for k, v in self.stage_seconds.items()}
         return {
             "status": self.status,
             "preview": self.preview,
@@ -128,14 +121,17 @@ class RunReport:
             "inputs": self.inputs,
             "input_hash": self.input_hash,
             "as_of": timestamp(self.as_of),
-            "invoices": len(self.invoices),
-            "line_items": sum(len(i["line_items"]) for i in self.invoices),
-            "windows": self.windows,
+            "rows_read": self.rows_read,
+            **self.counts,
             "contracts_created": self.contracts_created,
-            "drafts": len(self.drafts),
-            "totals": self.totals(),
+            "totals": [{**t, "total": number(t["total"])} for t in self.totals],
             "issues": self.issues.height,
-            "stage_seconds": {k: round(v, 6) for k, v in self.stage_seconds.items()},
+            "stage_seconds": seconds,
+            "rows_per_second": {
+                stage: round(self.rows_read / s)
+                for stage, s in self.stage_seconds.items()
+                if stage in ("validate", "rate") and s > 0 and self.rows_read
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     db: Path = DEFAULT_DB
     as_of: Annotated[datetime, BeforeValidator(parse_as_of)] | None = None
     preview: bool = False
+    # DuckDB's memory limit; past it, work spills to disk (<db>.tmp) instead of growing.
+    memory_limit: str = "2GB"
+    threads: int | None = None
 
     def as_of_or_now(self) -> datetime:
         if self.as_of is None:

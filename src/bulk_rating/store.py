@@ -9,8 +9,10 @@ preview and import cannot drift apart and the file is never touched.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,9 +49,30 @@ def _sql(name: str) -> str:
     return resources.files("bulk_rating").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def _connect(path: str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+@dataclass(frozen=True)
+class Limits:
+    """How much of the machine a run may use. DuckDB spills what does not fit to `temp_directory`."""
+
+    memory: str = "2GB"
+    threads: int | None = None
+    temp_directory: str | None = None
+
+
+def _connect(
+    path: str, *, read_only: bool = False, limits: Limits = Limits()
+) -> duckdb.DuckDBPyConnection:
+    config: dict[str, Any] = {
+        "memory_limit": limits.memory,
+        # Row order of stored facts carries no meaning (every read orders), and keeping it would
+        # hold rows in memory during large inserts.
+        "preserve_insertion_order": False,
+    }
+    if limits.threads:
+        config["threads"] = limits.threads
+    if limits.temp_directory:
+        config["temp_directory"] = limits.temp_directory
     try:
-        con = duckdb.connect(path, read_only=read_only)
+        con = duckdb.connect(path, read_only=read_only, config=config)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise DatabaseLockedError(
@@ -72,9 +95,9 @@ class Store:
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, limits: Limits = Limits()) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(_connect(str(path)), str(path), throwaway=False)
+        store = cls(_connect(str(path), limits=limits), str(path), throwaway=False)
         store._create_schema()
         return store
 
@@ -85,9 +108,14 @@ class Store:
         return cls(_connect(str(path), read_only=True), str(path), throwaway=True)
 
     @classmethod
-    def throwaway_copy(cls, path: Path) -> Store:
+    def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:
         """An in-memory store holding the file's reference tables; the file is only read."""
-        store = cls(_connect(":memory:"), str(path), throwaway=True)
+        spill = limits.temp_directory or tempfile.mkdtemp(prefix="bulk-rating-preview-")
+        store = cls(
+            _connect(":memory:", limits=replace(limits, temp_directory=spill)),
+            str(path),
+            throwaway=True,
+        )
         store._create_schema()
         if path.exists():
             try:
@@ -171,7 +199,9 @@ class Store:
         """The single value of a one-row query (fetched to the end, as DuckDB requires)."""
         return self.con.execute(sql, params or []).fetchall()[0][0]
 
-    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self, sql: str, params: list[Any] | dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         cursor = self.con.execute(sql, params or [])
         names = [d[0] for d in cursor.description or []]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -306,24 +336,45 @@ class Store:
 
     # --- results ---------------------------------------------------------------------------
 
-    def run_invoices(self, run_id: int) -> list[dict[str, Any]]:
+    def run_invoices(self, run_id: int, limit: int | None) -> list[dict[str, Any]]:
+        """A run's invoices in input order (then its drafts), at most `limit` of each origin."""
         return self.rows(
-            """SELECT i.*, c.name AS credit_type_name FROM invoices i
-               JOIN credit_types c USING (credit_type_id)
-               WHERE i.run_id = ? ORDER BY i.origin DESC, i.invoice_index, i.contract_id""",
+            f"""SELECT * FROM (
+                    SELECT i.*, c.name AS credit_type_name,
+                           row_number() OVER (PARTITION BY i.origin ORDER BY i.invoice_index, i.contract_id) AS n
+                    FROM invoices i JOIN credit_types c USING (credit_type_id) WHERE i.run_id = ?)
+                {"" if limit is None else f"WHERE n <= {int(limit)}"}
+                ORDER BY origin DESC, n""",
             [run_id],
         )
 
-    def run_line_items(self, run_id: int) -> list[dict[str, Any]]:
+    def run_line_items(self, run_id: int, invoice_ids: list[str]) -> list[dict[str, Any]]:
+        self.temp_table(
+            "_shown", pl.DataFrame({"invoice_id": invoice_ids}, schema={"invoice_id": pl.String()})
+        )
         return self.rows(
             """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l
-               JOIN credit_types c USING (credit_type_id)
+               JOIN credit_types c USING (credit_type_id) SEMI JOIN _shown USING (invoice_id)
                WHERE l.run_id = ? ORDER BY l.invoice_index, l.position""",
             [run_id],
         )
 
-    def run_window_count(self, run_id: int) -> int:
-        return int(self.scalar("SELECT count(*) FROM _priced_windows WHERE run_id = ?", [run_id]))
+    def run_summary(self, run_id: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """A run's counts and its imported totals per credit type."""
+        counts = self.rows(
+            """SELECT (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT') AS invoices,
+                      (SELECT count(*) FROM invoice_line_items WHERE run_id = $run) AS line_items,
+                      (SELECT count(*) FROM _priced_windows WHERE run_id = $run) AS windows,
+                      (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE') AS drafts""",
+            {"run": run_id},
+        )[0]
+        totals = self.rows(
+            """SELECT i.credit_type_id, c.name AS credit_type_name, sum(i.total) AS total
+               FROM invoices i JOIN credit_types c USING (credit_type_id)
+               WHERE i.run_id = $run AND i.origin = 'HISTORICAL_IMPORT' GROUP BY ALL ORDER BY 1""",
+            {"run": run_id},
+        )
+        return counts, totals
 
 
 RUNS_SCHEMA: dict[str, pl.DataType] = {

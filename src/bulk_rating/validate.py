@@ -828,8 +828,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
         (
             "NO_RATE",
             "product_id",
-            "known_contract AND known_product"
-            " AND inclusive_start IS NOT NULL AND rate_key IS NULL",
+            "known_contract AND known_product AND inclusive_start IS NOT NULL AND rate_key IS NULL",
             f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
         ),
         (
