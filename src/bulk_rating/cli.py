@@ -19,6 +19,14 @@ import typer
 from pydantic import ValidationError
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from bulk_rating import pipeline
@@ -32,6 +40,41 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 ISSUES_SHOWN_PER_CODE = 5
 INVOICES_SHOWN = 20
+
+
+class TerminalProgress:
+    """A progress bar per long stage on stderr (the pipeline's Progress sink)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.active = enabled
+        self._bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> TerminalProgress:
+        if self.active:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.active:
+            self._bars.stop()
+
+    def begin(self, stage: str) -> None:
+        self._task = self._bars.add_task(stage, total=100)
+
+    def update(self, percent: float) -> None:
+        if self._task is not None:
+            self._bars.update(self._task, completed=percent)
+
+    def end(self) -> None:
+        self._task = None
 
 
 @app.callback()

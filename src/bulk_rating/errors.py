@@ -36,6 +36,13 @@ class UsageError(BulkRatingError):
     code = "USAGE_ERROR"
 
 
+class AmountOverflowError(BulkRatingError):
+    """Pricing produced an amount beyond DECIMAL(38, 23): a data problem, reported as one."""
+
+    exit_code = ExitCode.DATA_PROBLEMS
+    code = "NUMBER_TOO_LARGE"
+
+
 class DatabaseLockedError(UsageError):
     """Another process holds the database file."""
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 
 from bulk_rating import assemble, catalog, frames, load, validate
-from bulk_rating.errors import BulkRatingError, UsageError
+from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
+from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport, invoice_document
 from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Limits, Store
@@ -41,7 +42,10 @@ class Stages:
 
 
 def run_import(
-    paths: Sequence[Path], settings: Settings, invoice_limit: int | None = None
+    paths: Sequence[Path],
+    settings: Settings,
+    invoice_limit: int | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> RunReport:
     """Import (or preview) `paths`. The report holds at most `invoice_limit` invoice documents
     (all by default); its counts and totals always cover the whole run."""
@@ -78,7 +82,7 @@ def run_import(
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    found, report.rows_read = _usage_issues(store, dataset, refs, table)
+                    found, report.rows_read = _usage_issues(store, dataset, refs, table, progress)
                     issues = pl.concat([issues, *found])
                 if issues.height:
                     raise Rejected(issues)
@@ -86,7 +90,7 @@ def run_import(
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    store.price(run_id, table=table is not None)
+                    store.price(run_id, table=table is not None, progress=progress)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -102,6 +106,12 @@ def run_import(
                 )
         except Rejected as rejected:
             return report.reject(_sorted(rejected.issues))
+        except AmountOverflowError as overflow:
+            return report.reject(
+                validate.issue_frame(
+                    [{"code": overflow.code, "field": "quantity", "message": overflow.message}]
+                )
+            )
         with stages("report"):
             _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
     report.status = "previewed" if preview else "imported"
@@ -191,12 +201,20 @@ def _prepare(
 
 
 def _usage_issues(
-    store: Store, dataset: load.Dataset, refs: validate.References, table: load.UsageTable | None
+    store: Store,
+    dataset: load.Dataset,
+    refs: validate.References,
+    table: load.UsageTable | None,
+    progress: Progress,
 ) -> tuple[list[pl.DataFrame], int]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
-    checked = store.frame(validate.check_sql(kind, table=is_table))
+    checked = store.tracked(
+        "reading and checking rows",
+        progress,
+        lambda: store.frame(validate.check_sql(kind, table=is_table)),
+    )
     rows = int(checked["rows"].sum())
     found = []
     if checked["problems"].sum():

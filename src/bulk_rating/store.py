@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -22,10 +23,12 @@ import polars as pl
 from pydantic import BaseModel
 
 from bulk_rating import rate
-from bulk_rating.errors import BulkRatingError, DatabaseLockedError, UsageError
+from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
+from bulk_rating.progress import NULL_PROGRESS, Progress
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
 SCHEMA_VERSION = 3
@@ -189,6 +192,29 @@ class Store:
 
     # --- reads -----------------------------------------------------------------------------
 
+    def tracked(self, stage: str, progress: Progress, run: Callable[[], T]) -> T:
+        """Run one long statement while a thread reports DuckDB's progress through it."""
+        if not progress.active:
+            return run()
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.2):
+                percent = self.con.query_progress()
+                if percent >= 0:
+                    progress.update(percent)
+
+        progress.begin(stage)
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            return run()
+        finally:
+            done.set()
+            watcher.join()
+            progress.update(100.0)
+            progress.end()
+
     def frame(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         relation = self.con.sql(sql, params=params)
         assert relation is not None
@@ -307,18 +333,27 @@ class Store:
             {"run_id": run_id},
         )
 
-    def price(self, run_id: int, *, table: bool) -> None:
+    def price(self, run_id: int, *, table: bool, progress: Progress = NULL_PROGRESS) -> None:
         """Run the pricing kernel over `usage_rows`, `usage_lines` and `usage_invoices`."""
         params = {"run_id": run_id}
+        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table)
         try:
-            self.con.execute(
-                "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table), params
+            self.tracked(
+                "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
             )
-            self.con.execute("INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params)
+            self.tracked(
+                "rating invoices",
+                progress,
+                lambda: self.con.execute(
+                    "INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params
+                ),
+            )
             self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
         except duckdb.OutOfRangeException as exc:
-            # Validation bounds quantities and prices; reaching this means a bound is wrong.
-            raise BulkRatingError(f"amount overflow while pricing: {exc}") from exc
+            # Quantities and prices are bounded; only an amount of 10^15 units or more gets here.
+            raise AmountOverflowError(
+                f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
+            ) from exc
 
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
         """The run's row in `_runs`, its counts taken from what it stored."""
