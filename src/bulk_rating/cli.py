@@ -205,9 +205,10 @@ def import_command(
 
     def action() -> int:
         settings = _settings(db=db, as_of=as_of, preview=preview or None)
-        report = pipeline.run_import(
-            paths, settings, invoice_limit=None if as_json else INVOICES_SHOWN
-        )
+        with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
+            report = pipeline.run_import(
+                paths, settings, invoice_limit=None if as_json else INVOICES_SHOWN, progress=progress
+            )
         if as_json:
             _emit_json(report.to_dict())
         else:
