@@ -100,7 +100,7 @@ def priced_windows_sql(*, table: bool) -> str:
     is split at tier edges.
     """
     return f"""
-WITH rated AS ({resolved_sql(table=table)}),
+WITH rated AS NOT MATERIALIZED ({resolved_sql(table=table)}),
 flat AS (
     SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
            w.quantity, w.quantity * t.price AS amount
