@@ -207,7 +207,10 @@ def import_command(
         settings = _settings(db=db, as_of=as_of, preview=preview or None)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = pipeline.run_import(
-                paths, settings, invoice_limit=None if as_json else INVOICES_SHOWN, progress=progress
+                paths,
+                settings,
+                invoice_limit=None if as_json else INVOICES_SHOWN,
+                progress=progress,
             )
         if as_json:
             _emit_json(report.to_dict())
@@ -216,6 +219,37 @@ def import_command(
         return int(report.exit_code)
 
     _guarded(action, as_json=as_json, debug=debug)
+
+
+@app.command("samples")
+def samples_command(
+    directory: Annotated[Path, typer.Option("--out", help="directory to write the data set into")],
+    customers: Annotated[int, typer.Option(min=1)] = 20,
+    products: Annotated[int, typer.Option(min=3)] = 6,
+    months: Annotated[int, typer.Option(min=1)] = 3,
+    seed: Annotated[int, typer.Option()] = 7,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON document on stdout")
+    ] = False,
+) -> None:
+    """Write a seeded, realistic data set: catalog, contracts and hourly Parquet usage."""
+
+    def action() -> int:
+        from bulk_rating import samples
+
+        written = samples.generate(
+            directory, customers=customers, products=products, months=months, seed=seed
+        )
+        if as_json:
+            _emit_json(written)
+        else:
+            out.print(
+                f"wrote {written['rows']:,} usage rows for {customers} customers to {directory}"
+                f" (history {written['history_start']} to {written['history_end']})"
+            )
+        return 0
+
+    _guarded(action, as_json=as_json, debug=False)
 
 
 def main() -> None:
