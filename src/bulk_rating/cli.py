@@ -95,6 +95,20 @@ def _emit_json(document: dict[str, Any]) -> None:
     )
 
 
+def _stream_json(report: RunReport) -> None:
+    """The run's document, written invoice by invoice: the same JSON as `report.to_dict()`."""
+
+    def dump(value: object) -> str:
+        return simplejson.dumps(value, use_decimal=False, default=_json_default)
+
+    write = sys.stdout.write
+    write('{"data": [')
+    for n, document in enumerate(report.documents()):
+        write(("," if n else "") + "\n  " + dump(document))
+    write('\n], "drafts": ' + dump(report.drafts) + ',\n"summary": ' + dump(report.summary()))
+    write(',\n"issues": ' + dump(report.issues.to_dicts()) + "}\n")
+
+
 def _settings(**values: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in values.items() if v is not None})
@@ -213,7 +227,7 @@ def import_command(
                 progress=progress,
             )
         if as_json:
-            _emit_json(report.to_dict())
+            _stream_json(report)
         else:
             _render_report(report, out if report.status != "rejected" else err)
         return int(report.exit_code)

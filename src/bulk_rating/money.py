@@ -20,12 +20,10 @@ MULTIPLIER_SCALE = 4
 QUANTITY_SQL = f"DECIMAL(38,{QUANTITY_SCALE})"
 # An effective price is a list price times a multiplier: every digit kept.
 EFFECTIVE_PRICE_SCALE = PRICE_SCALE + MULTIPLIER_SCALE
-AMOUNT_SQL = f"DECIMAL(38,{QUANTITY_SCALE + EFFECTIVE_PRICE_SCALE})"
 # The largest quantity and price accepted. Amounts have 15 integer digits (DECIMAL(38, 23)): an
 # amount or total of 10^15 units ($10 trillion in cents) or more is reported, never wrapped.
 MAX_QUANTITY = Decimal(10) ** 12
 MAX_PRICE = Decimal(10) ** 6
-MAX_AMOUNT = Decimal(10) ** 15
 
 
 def decimal_places(value: Decimal) -> int:

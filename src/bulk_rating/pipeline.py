@@ -13,7 +13,7 @@ from bulk_rating import assemble, catalog, frames, load, validate
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.progress import NULL_PROGRESS, Progress
-from bulk_rating.report import RunReport, invoice_document
+from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Limits, Store
 
@@ -252,15 +252,8 @@ def _source_dir(dataset: load.Dataset) -> str:
 def _fill(
     report: RunReport, store: Store, run_id: int, contracts_created: int, limit: int | None
 ) -> None:
-    invoices = store.run_invoices(run_id, limit)
-    lines_by_invoice: dict[str, list[dict[str, object]]] = {}
-    for line in store.run_line_items(run_id, [str(i["invoice_id"]) for i in invoices]):
-        lines_by_invoice.setdefault(str(line["invoice_id"]), []).append(line)
-    for invoice in invoices:
-        document = invoice_document(invoice, lines_by_invoice.get(invoice["invoice_id"], []))
-        (report.drafts if invoice["origin"] == "CONTRACT_SCHEDULE" else report.invoices).append(
-            document
-        )
+    report.invoice_rows = store.run_invoices(run_id, limit)
+    report.line_rows = store.run_line_items(run_id, report.invoice_rows)
     report.run_id = run_id
     report.counts, report.totals = store.run_summary(run_id)
     report.contracts_created = contracts_created

@@ -7,6 +7,7 @@ writes them as exact JSON number text (never through a float).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -89,8 +90,10 @@ class RunReport:
     input_hash: str | None = None
     as_of: datetime | None = None
     run_id: int | None = None
-    invoices: list[dict[str, Any]] = field(default_factory=list)
-    drafts: list[dict[str, Any]] = field(default_factory=list)
+    # The run's invoices and their lines as the store gave them (compact columns); documents are
+    # built from them one at a time, so a large run's JSON never sits in memory as dicts.
+    invoice_rows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    line_rows: pl.DataFrame = field(default_factory=pl.DataFrame)
     contracts_created: int = 0
     issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -133,6 +136,32 @@ class RunReport:
                 if stage in ("validate", "rate") and s > 0 and self.rows_read
             },
         }
+
+    def documents(self, origin: str = "HISTORICAL_IMPORT") -> Iterator[dict[str, Any]]:
+        """The run's invoices of one origin in Metronome's Invoice shape, in input order."""
+        if not self.invoice_rows.height:
+            return
+        lines = (
+            {
+                key[0]: part
+                for key, part in self.line_rows.partition_by("invoice_id", as_dict=True).items()
+            }
+            if self.line_rows.height
+            else {}
+        )
+        for invoice in self.invoice_rows.filter(pl.col("origin") == origin).iter_rows(named=True):
+            part = lines.get(invoice["invoice_id"])
+            yield invoice_document(
+                invoice, [] if part is None else list(part.iter_rows(named=True))
+            )
+
+    @property
+    def invoices(self) -> list[dict[str, Any]]:
+        return list(self.documents())
+
+    @property
+    def drafts(self) -> list[dict[str, Any]]:
+        return list(self.documents("CONTRACT_SCHEDULE"))
 
     def to_dict(self) -> dict[str, Any]:
         return {

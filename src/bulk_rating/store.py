@@ -56,7 +56,7 @@ def _sql(name: str) -> str:
 class Limits:
     """How much of the machine a run may use. DuckDB spills what does not fit to `temp_directory`."""
 
-    memory: str = "2GB"
+    memory: str = "1536MB"
     threads: int | None = None
     temp_directory: str | None = None
 
@@ -103,12 +103,6 @@ class Store:
         store = cls(_connect(str(path), limits=limits), str(path), throwaway=False)
         store._create_schema()
         return store
-
-    @classmethod
-    def open_read_only(cls, path: Path) -> Store:
-        if not path.exists():
-            raise UsageError(f"no database at {path}", path=str(path))
-        return cls(_connect(str(path), read_only=True), str(path), throwaway=True)
 
     @classmethod
     def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:
@@ -371,27 +365,25 @@ class Store:
 
     # --- results ---------------------------------------------------------------------------
 
-    def run_invoices(self, run_id: int, limit: int | None) -> list[dict[str, Any]]:
+    def run_invoices(self, run_id: int, limit: int | None) -> pl.DataFrame:
         """A run's invoices in input order (then its drafts), at most `limit` of each origin."""
-        return self.rows(
+        return self.frame(
             f"""SELECT * FROM (
                     SELECT i.*, c.name AS credit_type_name,
                            row_number() OVER (PARTITION BY i.origin ORDER BY i.invoice_index, i.contract_id) AS n
-                    FROM invoices i JOIN credit_types c USING (credit_type_id) WHERE i.run_id = ?)
+                    FROM invoices i JOIN credit_types c USING (credit_type_id) WHERE i.run_id = $run)
                 {"" if limit is None else f"WHERE n <= {int(limit)}"}
                 ORDER BY origin DESC, n""",
-            [run_id],
+            {"run": run_id},
         )
 
-    def run_line_items(self, run_id: int, invoice_ids: list[str]) -> list[dict[str, Any]]:
-        self.temp_table(
-            "_shown", pl.DataFrame({"invoice_id": invoice_ids}, schema={"invoice_id": pl.String()})
-        )
-        return self.rows(
+    def run_line_items(self, run_id: int, invoices: pl.DataFrame) -> pl.DataFrame:
+        self.temp_table("_shown", invoices.select("invoice_id"))
+        return self.frame(
             """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l
                JOIN credit_types c USING (credit_type_id) SEMI JOIN _shown USING (invoice_id)
-               WHERE l.run_id = ? ORDER BY l.invoice_index, l.position""",
-            [run_id],
+               WHERE l.run_id = $run ORDER BY l.invoice_index, l.position""",
+            {"run": run_id},
         )
 
     def run_summary(self, run_id: int) -> tuple[dict[str, int], list[dict[str, Any]]]:

@@ -11,7 +11,6 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,11 +27,6 @@ from bulk_rating.money import (
     QUANTITY_SCALE,
     decimal_places,
 )
-
-GRANULARITY_WIDTH = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
-TRUNCATE_EVERY = {"HOUR": "1h", "DAY": "1d"}
-# Exact decimal text as load writes it: optional minus, digits, optional fraction.
-DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
 @dataclass(frozen=True)
@@ -614,7 +608,7 @@ def _rate_card_issues(
 HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
 # A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
 OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
-SQL_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
 def _sql_text(value: str) -> str:
@@ -633,7 +627,7 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
     """
     q, raw = "quantity", "quantity_raw"
     well_formed = {
-        "text": f"regexp_matches({raw}, {_sql_text(SQL_DECIMAL_TEXT)})",
+        "text": f"regexp_matches({raw}, {_sql_text(DECIMAL_TEXT)})",
         "float": f"isfinite({raw})",
     }.get(kind.split(":")[0], f"{raw} IS NOT NULL")
     too_many = {
