@@ -139,6 +139,39 @@ def add_product(files: dict[str, Any], product_id: str, name: str, **extra: Any)
     files["catalog"]["products"].append({"id": product_id, "name": name, "type": "USAGE", **extra})
 
 
+def add_events_with_a_price_change(files: dict[str, Any]) -> None:
+    """Product `prod_events`: FLAT 3 until 2024-06-15, FLAT 4 from then on."""
+    add_product(files, "prod_events", "Events")
+    add_rates(
+        files,
+        {
+            "product_id": "prod_events",
+            "starting_at": "2024-01-01T00:00:00Z",
+            "ending_before": "2024-06-15T00:00:00Z",
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 3,
+        },
+        {
+            "product_id": "prod_events",
+            "starting_at": "2024-06-15T00:00:00Z",
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 4,
+        },
+    )
+
+
+def import_json(
+    db: Path, make: Callable[[dict[str, Any]], Path], files: dict[str, Any]
+) -> dict[str, Any]:
+    """Write `files` as a data set, import it as of 2024-08-15, and return the --json document."""
+    result = run_cli("import", make(files), "--db", db, "--as-of", "2024-08-15", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document: dict[str, Any] = result.json()
+    return document
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "store.duckdb"

@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import acme, add_product, add_rates, file_digest, invoice, line, query, run_cli
+from tests.conftest import (
+    acme,
+    add_events_with_a_price_change,
+    add_product,
+    add_rates,
+    file_digest,
+    invoice,
+    line,
+    query,
+    run_cli,
+)
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
 DAY1 = ("2024-06-01T00:00:00Z", "2024-06-02T00:00:00Z")
@@ -147,25 +157,7 @@ def unknown_field_in_catalog(files: Files) -> None:
 
 
 def quantity_spanning_rate_change(files: Files) -> None:
-    add_product(files, "prod_events", "Events")
-    add_rates(
-        files,
-        {
-            "product_id": "prod_events",
-            "starting_at": "2024-01-01T00:00:00Z",
-            "ending_before": "2024-06-15T00:00:00Z",
-            "entitled": True,
-            "rate_type": "FLAT",
-            "price": 3,
-        },
-        {
-            "product_id": "prod_events",
-            "starting_at": "2024-06-15T00:00:00Z",
-            "entitled": True,
-            "rate_type": "FLAT",
-            "price": 4,
-        },
-    )
+    add_events_with_a_price_change(files)
     _first_line(files)["product_id"] = "prod_events"
 
 

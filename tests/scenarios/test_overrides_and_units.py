@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import acme, add_product, add_rates, invoice, line, run_cli
+from tests.conftest import acme, add_product, add_rates, import_json, invoice, line, run_cli
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
 JULY = ("2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z")
 CREDITS = "cpu-credits"
-
-
-def _import(
-    db: Path, make: Callable[[dict[str, Any]], Path], files: dict[str, Any]
-) -> dict[str, Any]:
-    result = run_cli("import", make(files), "--db", db, "--as-of", "2024-08-15", "--json")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    document: dict[str, Any] = result.json()
-    return document
 
 
 def test_a_multiplier_from_july_discounts_only_july(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +25,7 @@ def test_a_multiplier_from_july_discounts_only_july(db: Path, dataset) -> None: 
             "starting_at": JULY[0],
         }
     ]
-    june, july = _import(db, dataset, files)["data"]
+    june, july = import_json(db, dataset, files)["data"]
 
     assert (june["total"], july["total"]) == (12500, 22500)
     assert july["line_items"][0]["unit_price"] == 1125
@@ -54,7 +44,7 @@ def test_an_overwrite_by_tag_replaces_a_tiered_list_price(db: Path, dataset) -> 
         }
     ]
     files["invoices"]["invoices"] = [invoice(*JUNE, [line("prod_storage", *JUNE, quantity=1200)])]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert june["total"] == 2400
     assert june["line_items"][0]["tier"] is None
@@ -75,7 +65,7 @@ def test_a_tiered_override_discounts_the_first_units_of_the_period(db: Path, dat
         }
     ]
     files["invoices"]["invoices"] = files["invoices"]["invoices"][:1]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert june["total"] == 9375
     assert [(i["tier"]["level"], i["quantity"], i["unit_price"]) for i in june["line_items"]] == [

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-from tests.conftest import acme, add_product, add_rates, invoice, line, query, run_cli
+from tests.conftest import (
+    acme,
+    add_events_with_a_price_change,
+    import_json,
+    invoice,
+    line,
+    query,
+    run_cli,
+)
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
 
@@ -22,15 +28,6 @@ def _hour(h: int) -> tuple[str, str]:
     )
 
 
-def _import(
-    db: Path, make: Callable[[dict[str, Any]], Path], files: dict[str, Any]
-) -> dict[str, Any]:
-    result = run_cli("import", make(files), "--db", db, "--as-of", "2024-08-15", "--json")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    document: dict[str, Any] = result.json()
-    return document
-
-
 def test_tiered_window_crossing_a_tier_edge_takes_both_tiers(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     # Storage: first 1000 GB-days at 2.5, then 1.75. June 1: 600 (all tier 1 = 1500);
     # June 2: 600 = 400 x 2.5 (1000) + 200 x 1.75 (350). Invoice: 2500 + 350 = 2850.
@@ -42,7 +39,7 @@ def test_tiered_window_crossing_a_tier_edge_takes_both_tiers(db: Path, dataset) 
             granularity="DAY",
         )
     ]
-    document = _import(db, dataset, files)
+    document = import_json(db, dataset, files)
 
     (june,) = document["data"]
     assert june["total"] == 2850
@@ -95,7 +92,7 @@ def test_tier_position_accumulates_over_lines_in_time_order(db: Path, dataset) -
             granularity="DAY",
         )
     ]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
     assert june["total"] == 2850
     assert [
         (i["presentation_group_values"]["team"], i["quantity"], i["total"])
@@ -106,25 +103,7 @@ def test_tier_position_accumulates_over_lines_in_time_order(db: Path, dataset) -
 def test_rate_change_between_windows_prices_each_window_at_its_own_rate(db: Path, dataset) -> None:  # type: ignore[no-untyped-def]
     # Events: 3 until June 15, 4 from June 15. June 14: 10 x 3 = 30; June 15: 10 x 4 = 40.
     files = acme()
-    add_product(files, "prod_events", "Events")
-    add_rates(
-        files,
-        {
-            "product_id": "prod_events",
-            "starting_at": "2024-01-01T00:00:00Z",
-            "ending_before": "2024-06-15T00:00:00Z",
-            "entitled": True,
-            "rate_type": "FLAT",
-            "price": 3,
-        },
-        {
-            "product_id": "prod_events",
-            "starting_at": "2024-06-15T00:00:00Z",
-            "entitled": True,
-            "rate_type": "FLAT",
-            "price": 4,
-        },
-    )
+    add_events_with_a_price_change(files)
     files["invoices"]["invoices"] = [
         invoice(
             *JUNE,
@@ -132,7 +111,7 @@ def test_rate_change_between_windows_prices_each_window_at_its_own_rate(db: Path
             granularity="day",
         )
     ]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert june["total"] == 70
     assert [
@@ -161,7 +140,7 @@ def test_hourly_windows_sum_to_their_line_and_roll_up_to_days(db: Path, dataset)
             granularity="HOUR",
         )
     ]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert june["total"] == Decimal("172.8")
     assert june["line_items"][0]["quantity"] == 36
@@ -196,7 +175,7 @@ def test_pricing_group_values_choose_the_rate_and_amounts_keep_every_digit(
             ],
         )
     ]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert [(i["unit_price"], i["total"]) for i in june["line_items"]] == [
         (Decimal("5.6"), Decimal("0.6913580184")),
@@ -244,7 +223,7 @@ def test_non_utc_offsets_are_converted_before_any_check(db: Path, dataset) -> No
             ],
         )
     ]
-    (june,) = _import(db, dataset, files)["data"]
+    (june,) = import_json(db, dataset, files)["data"]
 
     assert (june["start_timestamp"], june["end_timestamp"]) == (
         "2024-06-01T00:00:00Z",
