@@ -106,7 +106,8 @@ def _stream_json(report: RunReport) -> None:
     for n, document in enumerate(report.documents()):
         write(("," if n else "") + "\n  " + dump(document))
     write('\n], "drafts": ' + dump(report.drafts) + ',\n"summary": ' + dump(report.summary()))
-    write(',\n"issues": ' + dump(report.issues.to_dicts()) + "}\n")
+    write(',\n"issues": ' + dump(report.issues.to_dicts()))
+    write(',\n"notices": ' + dump(report.notices.to_dicts()) + "}\n")
 
 
 def _settings(**values: Any) -> Settings:
@@ -180,6 +181,10 @@ def _render_report(report: RunReport, console: Console) -> None:
         f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
         f" {summary['contracts_created']} contracts created, {summary['drafts']} drafts"
     )
+    if summary["duplicates_collapsed"]:
+        console.print(
+            f"{summary['duplicates_collapsed']:,} exact duplicate rows collapsed (priced once)"
+        )
     for total in summary["totals"]:
         console.print(f"total {total['total']:,} {total['credit_type_name']}")
 

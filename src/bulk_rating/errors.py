@@ -155,6 +155,14 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
         "align the window",
     ),
     "WINDOW_OVERLAP": ("two windows of one line overlap", "remove the overlap"),
+    "CONFLICTING_DUPLICATE": (
+        "rows of one line for the same window that disagree (e.g. in quantity)",
+        "keep the right one",
+    ),
+    "DUPLICATE_ROW": (
+        "not a problem: an exact copy of another row, collapsed and priced once",
+        "nothing (counted in the run report)",
+    ),
     "NEGATIVE_QUANTITY": ("a quantity below zero", "historical usage is never negative"),
     "TOO_MANY_DECIMALS": (
         "more decimals than allowed (quantity 9, price 10)",

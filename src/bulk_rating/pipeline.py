@@ -82,15 +82,18 @@ def run_import(
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    found, report.rows_read = _usage_issues(store, dataset, refs, table, progress)
-                    issues = pl.concat([issues, *found])
+                    found = _usage_issues(store, dataset, refs, table, progress, report)
+                    issues = pl.concat([issues, *(frames.conform(f, frames.ISSUES) for f in found)])
                 if issues.height:
                     raise Rejected(issues)
                 store.insert_drafts(
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    store.price(run_id, table=table is not None, progress=progress)
+                    priced_from = "usage_rows_unique" if report.notices.height else "usage_rows"
+                    store.price(
+                        run_id, table=table is not None, rows=priced_from, progress=progress
+                    )
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -101,6 +104,8 @@ def run_import(
                         "preview": preview,
                         "as_of": as_of,
                         "status": "imported",
+                        "rows_read": report.rows_read,
+                        "duplicates_collapsed": report.notices.height,
                     },
                     contracts_created=len(plan.new_contracts),
                 )
@@ -197,6 +202,7 @@ def _prepare(
         contracts = [*store.contract_models(), *plan.new_contracts]
         store.temp_table("_period_days", assemble.period_days(contracts))
         store.temp_view("usage_rows", load.rows_sql(table))
+        store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     return table
 
 
@@ -206,7 +212,8 @@ def _usage_issues(
     refs: validate.References,
     table: load.UsageTable | None,
     progress: Progress,
-) -> tuple[list[pl.DataFrame], int]:
+    report: RunReport,
+) -> list[pl.DataFrame]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
@@ -215,14 +222,17 @@ def _usage_issues(
         progress,
         lambda: store.frame(validate.check_sql(kind, table=is_table)),
     )
-    rows = int(checked["rows"].sum())
+    report.rows_read = int(checked["rows"].sum())
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
     if checked["repeated_windows"].sum():
-        found.append(store.frame(validate.repeated_windows_sql(table=is_table)))
-    if found:
-        return found, rows
+        repeats = store.frame(validate.repeated_windows_sql(table=is_table))
+        duplicate = pl.col("code") == "DUPLICATE_ROW"
+        found.append(repeats.filter(~duplicate))
+        report.notices = _sorted(repeats.filter(duplicate & (pl.col("copy_number") > 1)))
+    if any(f.height for f in found):
+        return found
     if not assemble.keys_are_unique(
         checked, table=is_table
     ):  # a 64-bit hash collision: never guess
@@ -232,11 +242,11 @@ def _usage_issues(
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return [], rows
+        return []
     invoices, lines, disagreements = assemble.table_invoices_and_lines(checked)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
-    return [disagreements, validate.validate_invoices(invoices, refs)], rows
+    return [disagreements, validate.validate_invoices(invoices, refs)]
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:

@@ -51,7 +51,7 @@ def line_key_columns(*, table: bool) -> str:
     )
 
 
-def resolved_sql(*, table: bool) -> str:
+def resolved_sql(*, table: bool, rows: str = "usage_rows") -> str:
     """Every usage row with what it needs: its contract, billing period, effective rate, and the
     key of the line it belongs to. Joins only small tables, on equality plus a range."""
     period_join = (
@@ -78,7 +78,7 @@ FROM (
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
            kt.credit_type_id IS NOT NULL AS known_credit_type
-    FROM usage_rows u
+    FROM {rows} u
     LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
     LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = u.product_id
@@ -91,7 +91,7 @@ FROM (
 """
 
 
-def priced_windows_sql(*, table: bool) -> str:
+def priced_windows_sql(*, table: bool, rows: str = "usage_rows") -> str:
     """One row per window and tier it reaches, into `_priced_windows`.
 
     A FLAT window is its quantity times the price. A TIERED window needs `position_end`, the
@@ -100,7 +100,7 @@ def priced_windows_sql(*, table: bool) -> str:
     is split at tier edges.
     """
     return f"""
-WITH rated AS NOT MATERIALIZED ({resolved_sql(table=table)}),
+WITH rated AS NOT MATERIALIZED ({resolved_sql(table=table, rows=rows)}),
 flat AS (
     SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
            w.quantity, w.quantity * t.price AS amount

@@ -31,7 +31,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -327,10 +327,17 @@ class Store:
             {"run_id": run_id},
         )
 
-    def price(self, run_id: int, *, table: bool, progress: Progress = NULL_PROGRESS) -> None:
+    def price(
+        self,
+        run_id: int,
+        *,
+        table: bool,
+        rows: str = "usage_rows",
+        progress: Progress = NULL_PROGRESS,
+    ) -> None:
         """Run the pricing kernel over `usage_rows`, `usage_lines` and `usage_invoices`."""
         params = {"run_id": run_id}
-        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table)
+        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table, rows=rows)
         try:
             self.tracked(
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
@@ -413,6 +420,8 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "preview": pl.Boolean(),
     "as_of": pl.Datetime("us", "UTC"),
     "status": pl.String(),
+    "rows_read": pl.Int64(),
+    "duplicates_collapsed": pl.Int64(),
 }
 
 

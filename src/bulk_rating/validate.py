@@ -903,16 +903,43 @@ _ROW_NAME = """CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || i
             || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END"""
 
 
+# What makes two rows of one line and window the same row (their file and row number aside).
+ROW_CONTENT = "quantity, exclusive_end, invoice_start, invoice_end, issue_date, billable_status, credit_type_id"
+
+# A usage table's rows with exact duplicates collapsed to their first copy: what is priced when
+# the check found duplicates (the check itself reads every row).
+UNIQUE_ROWS = f"""
+SELECT * FROM usage_rows
+QUALIFY row_number() OVER (
+    PARTITION BY customer_id, contract_id, product_id, inclusive_start, pricing_group_values,
+                 presentation_group_values, granularity, {ROW_CONTENT}
+    ORDER BY source, row) = 1
+"""
+
+
 def repeated_windows_sql(*, table: bool) -> str:
-    """Rows of one line for the same window (run only when check_sql counted some)."""
+    """Rows of one line for the same window (run only when check_sql counted some).
+
+    In a usage table, copies that agree in every column are exact duplicates: collapsed, priced
+    once and reported (code DUPLICATE_ROW, not a problem); copies that disagree are a
+    CONFLICTING_DUPLICATE. In a JSON batch two windows of one line never share a start.
+    """
+    if table:
+        code = "CASE WHEN variants = 1 THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END"
+        what = "CASE WHEN variants = 1 THEN ' identical rows' ELSE ' rows that disagree' END"
+    else:
+        code, what = "'WINDOW_OVERLAP'", "' windows'"
     return f"""
 WITH counted AS (
-    SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies
+    SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies,
+           count(DISTINCT hash({ROW_CONTENT})) OVER (PARTITION BY line_key, inclusive_start) AS variants,
+           row_number() OVER (PARTITION BY line_key, inclusive_start ORDER BY source, row, window_index)
+             AS copy_number
     FROM ({rate.resolved_sql(table=table)})
 )
-SELECT source, row, invoice_index, line_index, window_index, 'inclusive_start_date' AS field,
-       'WINDOW_OVERLAP' AS code,
-       {_ROW_NAME} || ': ' || copies || ' windows of the same line start at '
+SELECT source, row, invoice_index, line_index, window_index, copy_number, 'inclusive_start_date' AS field,
+       {code} AS code,
+       {_ROW_NAME} || ': ' || copies || {what} || ' of the same line for the window starting '
        || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
 FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
 """

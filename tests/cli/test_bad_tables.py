@@ -324,8 +324,12 @@ CSV_CASES: dict[str, Case] = {
         "exclusive_end_date",
         2,
     ),
-    "the same window twice": Case(
-        "usage.csv", _csv(GOOD, GOOD), "WINDOW_OVERLAP", "inclusive_start_date", 2
+    "the same window twice with different quantities": Case(
+        "usage.csv",
+        _csv(GOOD, GOOD.replace(",1,DAY", ",2,DAY")),
+        "CONFLICTING_DUPLICATE",
+        "inclusive_start_date",
+        2,
     ),
     "granularity WEEK": Case(
         "usage.csv",

@@ -28,7 +28,7 @@ def test_json_is_one_document_with_summary_and_issues(db: Path) -> None:
     result = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15", "--json")
 
     document = json.loads(result.stdout)
-    assert set(document) == {"data", "drafts", "summary", "issues"}
+    assert set(document) == {"data", "drafts", "summary", "issues", "notices"}
     assert document["issues"] == []
     summary = document["summary"]
     assert (summary["invoices"], summary["line_items"], summary["drafts"], summary["status"]) == (

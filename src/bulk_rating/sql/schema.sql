@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS _runs (
     input_hash VARCHAR, preview BOOLEAN, as_of TIMESTAMPTZ, status VARCHAR,
     invoices BIGINT, line_items BIGINT, windows BIGINT, contracts BIGINT, drafts BIGINT
 );
+ALTER TABLE _runs ADD COLUMN IF NOT EXISTS rows_read BIGINT;
+ALTER TABLE _runs ADD COLUMN IF NOT EXISTS duplicates_collapsed BIGINT;
 COMMENT ON TABLE _runs IS 'One row per import run that wrote something: when, what input (and its content hash), and counts.';
 
 CREATE TABLE IF NOT EXISTS credit_types (credit_type_id VARCHAR, name VARCHAR, body VARCHAR, run_id BIGINT);
