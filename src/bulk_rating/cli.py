@@ -110,6 +110,15 @@ def _stream_json(report: RunReport) -> None:
     write(',\n"notices": ' + dump(report.notices.to_dicts()) + "}\n")
 
 
+def _write_errors(report: RunReport, path: Path) -> None:
+    """The issues (and notices) of a run as a table file; written even when there are none."""
+    rows = pl.concat([report.issues, report.notices])
+    if path.suffix == ".parquet":
+        rows.write_parquet(path)
+    else:
+        rows.write_csv(path)
+
+
 def _settings(**values: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in values.items() if v is not None})
@@ -218,11 +227,17 @@ def import_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="print one JSON document on stdout")
     ] = False,
+    errors: Annotated[
+        Path | None,
+        typer.Option(help="write every problem to this file too (.csv or .parquet), for SQL"),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks of internal errors")] = False,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
     def action() -> int:
+        if errors is not None and errors.suffix not in (".csv", ".parquet"):
+            raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
         settings = _settings(db=db, as_of=as_of, preview=preview or None)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = pipeline.run_import(
@@ -231,6 +246,8 @@ def import_command(
                 invoice_limit=None if as_json else INVOICES_SHOWN,
                 progress=progress,
             )
+        if errors is not None:
+            _write_errors(report, errors)
         if as_json:
             _stream_json(report)
         else:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from tests.conftest import (
     acme,
@@ -317,3 +318,33 @@ def test_a_bad_as_of_date_is_a_usage_error(db: Path) -> None:
     result = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "15/08/2024")
     assert result.exit_code == 2
     assert "as_of" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_errors_file_holds_every_problem_for_sql(
+    db: Path, dataset: Callable[[Files], Path], tmp_path: Path, suffix: str
+) -> None:
+    files = acme()
+    unknown_product(files)
+    negative_quantity(files)
+    errors = tmp_path / f"errors{suffix}"
+
+    result = run_cli(
+        "import", dataset(files), "--db", db, "--as-of", "2024-08-15", "--errors", errors
+    )
+
+    assert result.exit_code == 1
+    con = duckdb.connect()
+    reader = "read_parquet" if suffix == ".parquet" else "read_csv_auto"
+    codes = con.execute(
+        f"SELECT code, field, invoice_index FROM {reader}('{errors}') ORDER BY code"
+    ).fetchall()
+    assert codes == [("NEGATIVE_QUANTITY", "quantity", 0), ("UNKNOWN_PRODUCT", "product_id", 0)]
+
+
+def test_errors_file_must_be_csv_or_parquet(db: Path) -> None:
+    from tests.conftest import SAMPLES
+
+    result = run_cli("import", SAMPLES / "acme", "--db", db, "--errors", "problems.txt")
+    assert result.exit_code == 2
+    assert not db.exists()
