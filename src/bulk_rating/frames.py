@@ -180,6 +180,7 @@ CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
         "entitled": pl.Boolean(),
         "rate_type": pl.String(),
         "credit_type_id": pl.String(),
+        "continues": pl.Boolean(),
     },
     "_contract_rate_tiers": {
         "rate_key": pl.Int64(),

@@ -74,7 +74,7 @@ FROM (
            c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
            {period} AS invoice_period_start, {period_end} AS invoice_period_end,
            r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
-           r.ending_before AS rate_ending_before,
+           r.ending_before AS rate_ending_before, r.continues AS rate_continues,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
            kt.credit_type_id IS NOT NULL AS known_credit_type
@@ -351,6 +351,7 @@ def contract_rate_rows(
                     "rate_type": effective.rate_type,
                     "credit_type_id": effective.credit_type_id,
                     "pricing_group_values": canonical_json(rate.pricing_group_values),
+                    "continues": False,
                 }
             )
             for level, (start, stop, price) in enumerate(effective.tiers, start=1):
@@ -364,4 +365,14 @@ def contract_rate_rows(
                         "price": price,
                     }
                 )
+    # A piece `continues` when another piece of its product and pricing group starts where it
+    # ends: a window crossing its end is still priced (at its start's rate, D5); else part of the
+    # window would have no rate.
+    starts = {(r["product_id"], r["pricing_group_values"], r["starting_at"]) for r in rate_rows_}
+    for row in rate_rows_:
+        row["continues"] = (
+            row["product_id"],
+            row["pricing_group_values"],
+            row["ending_before"],
+        ) in starts
     return rate_rows_, tier_rows_

@@ -838,6 +838,12 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             "'product `' || product_id || '` is priced in credit type `' || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'",
         ),
         (
+            "NO_RATE",
+            "exclusive_end_date",
+            "granularity IN ('HOUR', 'DAY') AND rate_ending_before < exclusive_end AND NOT rate_continues",
+            f"'no rate for product `' || product_id || '` from ' || {_ts_sql('rate_ending_before')} || ', inside the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')}",
+        ),
+        (
             "QUANTITY_SPANS_RATE_CHANGE",
             "quantity",
             "granularity = 'NONE' AND rate_ending_before < exclusive_end",

@@ -182,6 +182,30 @@ def not_entitled(files: Files) -> None:
     _first_line(files)["product_id"] = "prod_off"
 
 
+def no_rate_for_part_of_a_window(files: Files) -> None:
+    add_product(files, "prod_retired", "Retired")
+    add_rates(
+        files,
+        {
+            "product_id": "prod_retired",
+            "starting_at": "2024-01-01T00:00:00Z",
+            "ending_before": "2024-06-10T12:00:00Z",
+            "entitled": True,
+            "rate_type": "FLAT",
+            "price": 1,
+        },
+    )
+    files["invoices"]["invoices"][0] = invoice(
+        *JUNE,
+        [
+            line(
+                "prod_retired", *JUNE, windows=[("2024-06-10T00:00:00Z", "2024-06-11T00:00:00Z", 1)]
+            )
+        ],
+        granularity="DAY",
+    )
+
+
 def rates_overlapping(files: Files) -> None:
     add_rates(
         files,
@@ -220,6 +244,7 @@ CASES: list[tuple[Callable[[Files], None], str, str]] = [
     (no_rate, "NO_RATE", "product_id"),
     (not_entitled, "PRODUCT_NOT_ENTITLED", "product_id"),
     (rates_overlapping, "RATE_OVERLAP", "starting_at"),
+    (no_rate_for_part_of_a_window, "NO_RATE", "exclusive_end_date"),
 ]
 
 

@@ -59,7 +59,9 @@ def test_invoices_are_byte_identical(
         order = list(range(rows.height))
         random.Random(seed).shuffle(order)
         shuffled = rows[order]
-        parts = shuffled.with_row_index("i").with_columns(part=pl.col("i") % files).partition_by("part")
+        parts = (
+            shuffled.with_row_index("i").with_columns(part=pl.col("i") % files).partition_by("part")
+        )
         for n, part in enumerate(parts):
             part.drop("i", "part").write_parquet(reshuffled / "usage" / f"part-{n}.parquet")
 

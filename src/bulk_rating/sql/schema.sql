@@ -55,10 +55,11 @@ CREATE TABLE IF NOT EXISTS contracts (
 CREATE TABLE IF NOT EXISTS contract_rates (
     rate_key BIGINT, contract_id VARCHAR, rate_index INTEGER, list_rate_index INTEGER, product_id VARCHAR,
     pricing_group_values VARCHAR, starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, entitled BOOLEAN,
-    rate_type VARCHAR, credit_type_id VARCHAR, run_id BIGINT
+    rate_type VARCHAR, credit_type_id VARCHAR, continues BOOLEAN, run_id BIGINT
 );
 COMMENT ON TABLE contract_rates IS 'Each contract''s effective rate schedule: its rate card''s rates with its overrides applied, cut where an override starts or ends. Prices per tier in _contract_rate_tiers.';
 COMMENT ON COLUMN contract_rates.rate_key IS 'Unique in the store: how priced windows and line items name the rate piece they used.';
+COMMENT ON COLUMN contract_rates.continues IS 'Another piece of the same product and pricing group starts where this one ends.';
 COMMENT ON COLUMN contract_rates.list_rate_index IS 'The rate of the rate card (rates.rate_index) this piece comes from.';
 
 CREATE TABLE IF NOT EXISTS _contract_rate_tiers (
