@@ -93,9 +93,8 @@ class Dataset:
             digest.update(_canonical(part).encode())
         for contract in self.contracts or []:
             digest.update(_canonical(contract).encode())
-        # Usage tables: their bytes, in an order that does not depend on file names.
-        for content_digest in sorted(t.content_digest for t in self.tables):
-            digest.update(content_digest.encode())
+        # Usage tables add the sum of their rows' hashes once the rows are read (pipeline): the
+        # content, whatever the files' names, order or split.
         return digest.hexdigest()
 
 
@@ -387,7 +386,6 @@ class UsageTable:
 
     files: tuple[str, ...]
     kinds: dict[str, str]  # column -> text | timestamp | decimal:<scale> | integer | float | nested
-    content_digest: str
     staged: bool
 
     def kind(self, column: str) -> str | None:
@@ -408,14 +406,6 @@ def _arrow_kind(dtype: pa.DataType) -> str | None:
     if pa.types.is_map(dtype) or pa.types.is_struct(dtype):
         return "nested"
     return None
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
@@ -456,9 +446,6 @@ def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
             UsageTable(
                 files=tuple(staged) if fmt == "csv" else tuple(str(p) for p in files),
                 kinds=first,
-                content_digest=hashlib.sha256(
-                    "".join(sorted(_file_digest(p) for p in files)).encode()
-                ).hexdigest(),
                 staged=fmt == "csv",
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -24,6 +25,14 @@ class Rejected(Exception):
     def __init__(self, issues: pl.DataFrame) -> None:
         super().__init__(f"{issues.height} problems")
         self.issues = issues
+
+
+class AlreadyImported(Exception):
+    """The rows read are a run already stored: roll back what this run began."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"already imported by run {run_id}")
+        self.run_id = run_id
 
 
 class Stages:
@@ -82,8 +91,15 @@ def run_import(
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    found = _usage_issues(store, dataset, refs, table, progress, report)
+                    found, content_sum = _usage_issues(
+                        store, dataset, refs, table, progress, report
+                    )
                     issues = pl.concat([issues, *(frames.conform(f, frames.ISSUES) for f in found)])
+                if table is not None:  # stored rows overlap these when they are the same rows
+                    report.input_hash = _table_hash(report.input_hash, content_sum)
+                    previous = store.run_with_hash(report.input_hash)
+                    if previous is not None:
+                        raise AlreadyImported(previous)
                 if issues.height:
                     raise Rejected(issues)
                 store.insert_drafts(
@@ -111,6 +127,9 @@ def run_import(
                 )
         except Rejected as rejected:
             return report.reject(_sorted(rejected.issues))
+        except AlreadyImported as already:
+            report.status, report.previous_run_id = "already_imported", already.run_id
+            return report
         except AmountOverflowError as overflow:
             return report.reject(
                 validate.issue_frame(
@@ -213,7 +232,7 @@ def _usage_issues(
     table: load.UsageTable | None,
     progress: Progress,
     report: RunReport,
-) -> list[pl.DataFrame]:
+) -> tuple[list[pl.DataFrame], int]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
@@ -223,6 +242,7 @@ def _usage_issues(
         lambda: store.frame(validate.check_sql(kind, table=is_table)),
     )
     report.rows_read = int(checked["rows"].sum())
+    content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
@@ -232,7 +252,7 @@ def _usage_issues(
         found.append(repeats.filter(~duplicate))
         report.notices = _sorted(repeats.filter(duplicate & (pl.col("copy_number") > 1)))
     if any(f.height for f in found):
-        return found
+        return found, content_sum
     if not assemble.keys_are_unique(
         checked, table=is_table
     ):  # a 64-bit hash collision: never guess
@@ -242,11 +262,16 @@ def _usage_issues(
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return []
+        return [], content_sum
     invoices, lines, disagreements = assemble.table_invoices_and_lines(checked)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
-    return [disagreements, validate.validate_invoices(invoices, refs)]
+    return [disagreements, validate.validate_invoices(invoices, refs)], content_sum
+
+
+def _table_hash(base: str | None, content_sum: int) -> str:
+    """A usage table's content hash: the rows' own hashes summed (order- and split-free)."""
+    return hashlib.sha256(f"{base}|{content_sum}".encode()).hexdigest()
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:

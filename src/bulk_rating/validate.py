@@ -873,6 +873,7 @@ SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
        coalesce(min(billable_status) <> max(billable_status), false)
          OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
        min(source) AS source, count(*) AS rows,
+       sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
        count(inclusive_start) - count(DISTINCT inclusive_start) AS repeated_windows,
        count_if({any_problem}) AS problems
 FROM ({rate.resolved_sql(table=table)})
@@ -909,6 +910,11 @@ _ROW_NAME = """CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || i
             || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END"""
 
 
+# What a row says: who, what, when (with ROW_CONTENT, all of it; file and row number aside).
+ROW_IDENTITY = (
+    "customer_id, contract_id, product_id, inclusive_start, pricing_group_values,"
+    " presentation_group_values, granularity"
+)
 # What makes two rows of one line and window the same row (their file and row number aside).
 ROW_CONTENT = "quantity, exclusive_end, invoice_start, invoice_end, issue_date, billable_status, credit_type_id"
 
@@ -917,8 +923,7 @@ ROW_CONTENT = "quantity, exclusive_end, invoice_start, invoice_end, issue_date, 
 UNIQUE_ROWS = f"""
 SELECT * FROM usage_rows
 QUALIFY row_number() OVER (
-    PARTITION BY customer_id, contract_id, product_id, inclusive_start, pricing_group_values,
-                 presentation_group_values, granularity, {ROW_CONTENT}
+    PARTITION BY {ROW_IDENTITY}, {ROW_CONTENT}
     ORDER BY source, row) = 1
 """
 

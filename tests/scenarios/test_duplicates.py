@@ -51,3 +51,22 @@ def test_a_rejected_run_counts_every_row_as_rejected(tmp_path: Path, db: Path) -
     summary = result.json()["summary"]
     assert result.exit_code == 1
     assert (summary["rows_read"], summary["rows_priced"], summary["rows_rejected"]) == (11, 0, 11)
+
+
+def test_the_same_rows_in_other_files_are_already_imported(tmp_path: Path, db: Path) -> None:
+    first = tmp_path / "first"
+    shutil.copytree(SAMPLES / "acme-daily-csv", first)
+    assert run_cli("import", first, "--db", db, "--as-of", "2024-08-15").exit_code == 0
+    second = tmp_path / "second"
+    shutil.copytree(SAMPLES / "acme-daily-csv", second)
+    header, *rows = (second / "usage.csv").read_text().splitlines()
+    (second / "usage.csv").unlink()
+    (second / "usage").mkdir()
+    (second / "usage" / "b.csv").write_text("\n".join([header, *reversed(rows[:5])]) + "\n")
+    (second / "usage" / "a.csv").write_text("\n".join([header, *rows[5:]]) + "\n")
+
+    again = run_cli("import", second, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert again.exit_code == 0, again.stdout
+    assert again.json()["summary"]["status"] == "already_imported"
+    assert query(db, "SELECT count(*) FROM _runs") == [(1,)]
