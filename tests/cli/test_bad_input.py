@@ -373,3 +373,40 @@ def test_errors_file_must_be_csv_or_parquet(db: Path) -> None:
     result = run_cli("import", SAMPLES / "acme", "--db", db, "--errors", "problems.txt")
     assert result.exit_code == 2
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('[{"invoices": []}]', "INVALID_SHAPE"),
+        ("", "INVALID_JSON"),
+        ('{"invoices": "none", "preview": false}', "INVALID_SHAPE"),
+    ],
+    ids=["a list, not an object", "empty file", "invoices not a list"],
+)
+def test_json_of_the_wrong_shape_is_named(db: Path, tmp_path: Path, text: str, code: str) -> None:
+    bad = tmp_path / "invoices.json"
+    bad.write_text(text)
+    result = run_cli("import", bad, "--db", db, "--json")
+
+    assert result.exit_code == 1
+    assert code in {i["code"] for i in result.json()["issues"]}
+
+
+@pytest.mark.parametrize("quantity", ["Infinity", '"Infinity"', '""', '"abc"', "-Infinity"])
+def test_json_quantities_that_are_not_finite_numbers(
+    db: Path, dataset: Callable[[Files], Path], quantity: str
+) -> None:
+    files = acme()
+    directory = dataset(files)
+    text = (directory / "invoices.json").read_text()
+    (directory / "invoices.json").write_text(
+        text.replace('"quantity": 10', f'"quantity": {quantity}', 1)
+    )
+
+    result = run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert result.exit_code == 1, result.stdout
+    assert {(i["code"], i["invoice_index"], i["line_index"]) for i in result.json()["issues"]} == {
+        ("INVALID_NUMBER", 0, 0)
+    }
