@@ -1,13 +1,12 @@
 """The column names and dtypes of every frame passed between stages.
 
-Input usage arrives as three long frames, whatever the file format:
+A JSON batch (invoices.json, invoices.ndjson) is read into three long frames:
 - invoices: one row per historical invoice;
 - lines:    one row per usage line item;
-- windows:  one row per quantity to price. A `subtotals_with_quantity` window is one row with its
-            granularity (HOUR or DAY); a plain `quantity` line is one row spanning the whole line
-            with granularity NONE (priced, but never stored as a breakdown row).
-Quantities travel as exact decimal text until validation has checked their precision and range;
-after validation they are Decimal(38, 9).
+- windows:  one row per `subtotals_with_quantity` window.
+Every input, JSON or table, then becomes the same USAGE_ROWS (one row per quantity to price; a
+plain `quantity` line is one row with granularity NONE), which validation and pricing read in
+DuckDB. Quantities travel as exact decimal text until checked; then they are DECIMAL(38, 9).
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ LINES: dict[str, pl.DataType] = {
     "presentation_group_values": pl.String(),  # canonical JSON object or null
 }
 
-WINDOWS_RAW: dict[str, pl.DataType] = {
+WINDOWS: dict[str, pl.DataType] = {
     "invoice_index": pl.Int64(),
     "line_index": pl.Int64(),
     "window_index": pl.Int64(),

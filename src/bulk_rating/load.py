@@ -64,7 +64,7 @@ class Dataset:
     request: HistoricalInvoicesRequest | None = None
     invoices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.INVOICES))
     lines: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.LINES))
-    windows: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.WINDOWS_RAW))
+    windows: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.WINDOWS))
     tables: list[UsageTable] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -306,7 +306,7 @@ def request_frames(
     return (
         pl.DataFrame(invoice_rows, schema=frames.INVOICES),
         pl.DataFrame(line_rows, schema=frames.LINES),
-        pl.DataFrame(window_rows, schema=frames.WINDOWS_RAW),
+        pl.DataFrame(window_rows, schema=frames.WINDOWS),
     )
 
 

@@ -1,0 +1,288 @@
+"""The catalog and contracts: a handful of objects, so their rules are plain Python over the models."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+
+from bulk_rating.frames import canonical_json
+from bulk_rating.models import Catalog, Contract
+from bulk_rating.money import (
+    MAX_PRICE,
+    MULTIPLIER_SCALE,
+    PRICE_SCALE,
+    QUANTITY_SCALE,
+    decimal_places,
+)
+from bulk_rating.validate.batch import issue_frame
+
+
+def _catalog_issue(source: str, code: str, field: str, message: str) -> dict[str, Any]:
+    return {"source": source, "code": code, "field": field, "message": message}
+
+
+def _duplicates(source: str, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+    return [
+        _catalog_issue(source, "DUPLICATE_ID", "id", f"{kind} id `{i}` appears {n} times")
+        for i, n in Counter(ids).items()
+        if n > 1
+    ]
+
+
+def _price_issues(source: str, where: str, field: str, price: Decimal) -> list[dict[str, Any]]:
+    return [
+        _catalog_issue(source, code, field, f"{where}: {message}")
+        for code, message in _price_problems(price)
+    ]
+
+
+def validate_catalog(
+    catalog: Catalog | None,
+    contracts: list[Contract] | None,
+    *,
+    known_products: set[str],
+    known_customers: set[str],
+    known_credit_types: set[str],
+    known_rate_cards: set[str],
+    source_dir: str,
+) -> pl.DataFrame:
+    """Problems of the catalog and contracts of this run, against what is stored and given."""
+    found: list[dict[str, Any]] = []
+    catalog_source = f"{source_dir}/catalog.json"
+    if catalog is not None:
+        found += _duplicates(catalog_source, "credit type", [c.id for c in catalog.credit_types])
+        found += _duplicates(catalog_source, "customer", [c.id for c in catalog.customers])
+        found += _duplicates(catalog_source, "product", [p.id for p in catalog.products])
+        found += _duplicates(catalog_source, "rate card", [r.id for r in catalog.rate_cards])
+        for card in catalog.rate_cards:
+            found += _rate_card_issues(catalog_source, card, known_products, known_credit_types)
+    if contracts is not None:
+        contracts_source = f"{source_dir}/contracts.json"
+        found += _duplicates(contracts_source, "contract", [c.id for c in contracts])
+        for n, contract in enumerate(contracts):
+            where = f"contract {n} (`{contract.id}`)"
+            if contract.customer_id not in known_customers:
+                found.append(
+                    _catalog_issue(
+                        contracts_source,
+                        "UNKNOWN_CUSTOMER",
+                        "customer_id",
+                        f"{where}: unknown customer `{contract.customer_id}`",
+                    )
+                )
+            if contract.rate_card_id not in known_rate_cards:
+                found.append(
+                    _catalog_issue(
+                        contracts_source,
+                        "UNKNOWN_RATE_CARD",
+                        "rate_card_id",
+                        f"{where}: unknown rate card `{contract.rate_card_id}`",
+                    )
+                )
+            if (
+                contract.ending_before is not None
+                and contract.ending_before <= contract.starting_at
+            ):
+                found.append(
+                    _catalog_issue(
+                        contracts_source,
+                        "INVALID_PERIOD",
+                        "ending_before",
+                        f"{where}: ends before it starts",
+                    )
+                )
+            schedule = contract.usage_statement_schedule
+            if schedule.day == "CUSTOM_DATE" and schedule.billing_anchor_date is None:
+                found.append(
+                    _catalog_issue(
+                        contracts_source,
+                        "MISSING_FIELD",
+                        "billing_anchor_date",
+                        f"{where}: day CUSTOM_DATE needs billing_anchor_date",
+                    )
+                )
+            found += _override_issues(contracts_source, where, contract, known_products)
+    return issue_frame(found)
+
+
+def _override_issues(
+    source: str, where: str, contract: Contract, known_products: set[str]
+) -> list[dict[str, Any]]:
+    """What each override's type needs (METRONOME.md 2.3)."""
+    found: list[dict[str, Any]] = []
+    explicit = contract.multiplier_override_prioritization == "EXPLICIT"
+    for n, override in enumerate(contract.overrides):
+        at = f"{where}, override {n}"
+        problems: list[tuple[str, str, str]] = []
+        if (override.product_id is None) == (override.applicable_product_tags is None):
+            problems.append(
+                ("INVALID_OVERRIDE", "product_id", "give product_id or applicable_product_tags")
+            )
+        elif override.product_id is not None and override.product_id not in known_products:
+            problems.append(
+                ("UNKNOWN_PRODUCT", "product_id", f"unknown product `{override.product_id}`")
+            )
+        if override.ending_before is not None and override.ending_before <= override.starting_at:
+            problems.append(("INVALID_PERIOD", "ending_before", "ends before it starts"))
+        if override.type is None and override.entitled is None:
+            problems.append(("INVALID_OVERRIDE", "type", "sets neither a type nor entitled"))
+        multipliers = [override.multiplier] if override.type == "MULTIPLIER" else []
+        if override.type == "MULTIPLIER" and override.multiplier is None:
+            problems.append(("INVALID_OVERRIDE", "multiplier", "MULTIPLIER needs multiplier"))
+        if override.type == "OVERWRITE":
+            new = override.overwrite_rate
+            if (
+                new is None
+                or (new.rate_type == "FLAT") != (new.price is not None)
+                or (new.rate_type == "TIERED" and not new.tiers)
+            ):
+                problems.append(
+                    (
+                        "INVALID_OVERRIDE",
+                        "overwrite_rate",
+                        "OVERWRITE needs overwrite_rate with a price (FLAT) or tiers (TIERED)",
+                    )
+                )
+            else:
+                for price in (
+                    [new.price] if new.price is not None else [t.price for t in new.tiers or []]
+                ):
+                    problems += [(c, "overwrite_rate", m) for c, m in _price_problems(price)]
+        if override.type == "TIERED":
+            if not override.tiers:
+                problems.append(("INVALID_OVERRIDE", "tiers", "TIERED needs tiers"))
+            multipliers += [t.multiplier for t in override.tiers or []]
+        if override.type in ("TIERED", "MULTIPLIER") and explicit and override.priority is None:
+            problems.append(
+                ("INVALID_OVERRIDE", "priority", "EXPLICIT prioritization needs a priority")
+            )
+        if override.type == "TIERED" and not explicit:
+            problems.append(
+                (
+                    "INVALID_OVERRIDE",
+                    "type",
+                    "TIERED overrides need multiplier_override_prioritization EXPLICIT",
+                )
+            )
+        for multiplier in multipliers:
+            if multiplier is not None and multiplier < 0:
+                problems.append(
+                    ("INVALID_OVERRIDE", "multiplier", f"multiplier {multiplier} is negative")
+                )
+            if multiplier is not None and decimal_places(multiplier) > MULTIPLIER_SCALE:
+                problems.append(
+                    (
+                        "TOO_MANY_DECIMALS",
+                        "multiplier",
+                        f"multiplier {multiplier} has more than {MULTIPLIER_SCALE} decimals",
+                    )
+                )
+        found += [
+            _catalog_issue(source, code, field, f"{at}: {message}")
+            for code, field, message in problems
+        ]
+    return found
+
+
+def _price_problems(price: Decimal) -> list[tuple[str, str]]:
+    problems = []
+    if price < 0:
+        problems.append(("INVALID_RATE", f"price {price} is negative"))
+    if decimal_places(price) > PRICE_SCALE:
+        problems.append(
+            ("TOO_MANY_DECIMALS", f"price {price} has more than {PRICE_SCALE} decimals")
+        )
+    if abs(price) >= MAX_PRICE:
+        problems.append(("NUMBER_TOO_LARGE", f"price {price} is {MAX_PRICE:,} or more"))
+    return problems
+
+
+def _rate_card_issues(
+    source: str, card: Any, known_products: set[str], known_credit_types: set[str]
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    spans: dict[tuple[str, str | None], list[tuple[Any, Any, int]]] = defaultdict(list)
+    for n, card_rate in enumerate(card.rates):
+        where = f"rate card `{card.id}`, rate {n}"
+        if card_rate.product_id not in known_products:
+            found.append(
+                _catalog_issue(
+                    source,
+                    "UNKNOWN_PRODUCT",
+                    "product_id",
+                    f"{where}: unknown product `{card_rate.product_id}`",
+                )
+            )
+        if card_rate.credit_type_id not in known_credit_types:
+            found.append(
+                _catalog_issue(
+                    source,
+                    "UNKNOWN_CREDIT_TYPE",
+                    "credit_type_id",
+                    f"{where}: unknown credit type `{card_rate.credit_type_id}`",
+                )
+            )
+        if card_rate.ending_before is not None and card_rate.ending_before <= card_rate.starting_at:
+            found.append(
+                _catalog_issue(
+                    source, "INVALID_PERIOD", "ending_before", f"{where}: ends before it starts"
+                )
+            )
+        if card_rate.rate_type == "FLAT":
+            if card_rate.price is None or card_rate.tiers:
+                found.append(
+                    _catalog_issue(
+                        source, "INVALID_RATE", "price", f"{where}: FLAT needs price and no tiers"
+                    )
+                )
+            else:
+                found += _price_issues(source, where, "price", card_rate.price)
+        elif not card_rate.tiers or card_rate.price is not None:
+            found.append(
+                _catalog_issue(
+                    source, "INVALID_RATE", "tiers", f"{where}: TIERED needs tiers and no price"
+                )
+            )
+        else:
+            for t, tier in enumerate(card_rate.tiers):
+                found += _price_issues(source, f"{where}, tier {t + 1}", "tiers", tier.price)
+                last = t == len(card_rate.tiers) - 1
+                if (tier.size is None and not last) or (tier.size is not None and tier.size <= 0):
+                    found.append(
+                        _catalog_issue(
+                            source,
+                            "INVALID_RATE",
+                            "tiers",
+                            f"{where}, tier {t + 1}: size must be positive (only the last may be open)",
+                        )
+                    )
+                elif tier.size is not None and decimal_places(tier.size) > QUANTITY_SCALE:
+                    found.append(
+                        _catalog_issue(
+                            source,
+                            "TOO_MANY_DECIMALS",
+                            "tiers",
+                            f"{where}, tier {t + 1}: size has more than {QUANTITY_SCALE} decimals",
+                        )
+                    )
+        spans[(card_rate.product_id, canonical_json(card_rate.pricing_group_values))].append(
+            (card_rate.starting_at, card_rate.ending_before, n)
+        )
+    for (product_id, _), periods in spans.items():
+        periods.sort(key=lambda p: p[0])
+        for (_, end, first), (start, _, second) in itertools.pairwise(periods):
+            if end is None or start < end:
+                found.append(
+                    _catalog_issue(
+                        source,
+                        "RATE_OVERLAP",
+                        "starting_at",
+                        f"rate card `{card.id}`: rates {first} and {second} of product "
+                        f"`{product_id}` overlap in time",
+                    )
+                )
+    return found

@@ -1,0 +1,365 @@
+"""Usage rows: every rule as a SQL column expression.
+
+The rows of a usage table (load.rows_sql) or of a JSON batch (load.json_rows), resolved against
+contracts, periods and rates (rate.resolved_sql), are checked in the same scan that groups them
+into lines (check_sql): a valid import reads its rows twice, here and to price them. Only when a
+rule fails does row_issues_sql name every failing row.
+"""
+
+from __future__ import annotations
+
+from bulk_rating import rate
+from bulk_rating.money import (
+    MAX_QUANTITY,
+    QUANTITY_SCALE,
+)
+
+HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
+# A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
+OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts_sql(column: str) -> str:
+    return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
+
+
+def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
+    """(code, field, condition, message) for the quantity, by the type it was read as.
+
+    Text is checked as text (exact digits). A float is accepted when its value, taken as the
+    nearest decimal with 9 places, converts back to the same float: the one boundary rule.
+    """
+    q, raw = "quantity", "quantity_raw"
+    well_formed = {
+        "text": f"regexp_matches({raw}, {_sql_text(DECIMAL_TEXT)})",
+        "float": f"isfinite({raw})",
+    }.get(kind.split(":")[0], f"{raw} IS NOT NULL")
+    too_many = {
+        "text": f"length(regexp_extract({raw}, '\\.([0-9]*?)0*$', 1)) > {QUANTITY_SCALE}",
+        "float": f"{q} IS NOT NULL AND CAST({q} AS DOUBLE) <> {raw}",
+    }.get(
+        kind, f"{raw} <> round({raw}, {QUANTITY_SCALE})" if kind.startswith("decimal:") else "false"
+    )
+    shown = f"CAST({raw} AS VARCHAR)"
+    return [
+        ("INVALID_NUMBER", "quantity", f"{raw} IS NULL", "'quantity is empty'"),
+        (
+            "INVALID_NUMBER",
+            "quantity",
+            f"NOT {well_formed}",
+            f"'quantity `' || {shown} || '` is not a finite decimal number'",
+        ),
+        (
+            "TOO_MANY_DECIMALS",
+            "quantity",
+            f"{well_formed} AND {too_many}",
+            f"'quantity ' || {shown} || ' has more than {QUANTITY_SCALE} decimals'",
+        ),
+        ("NEGATIVE_QUANTITY", "quantity", f"{q} < 0", f"'quantity ' || {shown} || ' is negative'"),
+        (
+            "NUMBER_TOO_LARGE",
+            "quantity",
+            f"{well_formed} AND ({q} IS NULL OR abs({q}) >= {MAX_QUANTITY:f})",
+            f"'quantity ' || {shown} || ' is {MAX_QUANTITY:,} or more'",
+        ),
+    ]
+
+
+def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, str]]:
+    """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS."""
+    width = "(epoch_us(exclusive_end) - epoch_us(inclusive_start))"
+    rules: list[tuple[str, str, str, str]] = []
+    for column, field in (
+        ("start_text", "inclusive_start_date"),
+        ("end_text", "exclusive_end_date"),
+        ("invoice_start_text", "invoice_inclusive_start_date"),
+        ("invoice_end_text", "invoice_exclusive_end_date"),
+        ("issue_text", "issue_date"),
+    ):
+        parsed = {
+            "start_text": "inclusive_start",
+            "end_text": "exclusive_end",
+            "invoice_start_text": "invoice_start",
+            "invoice_end_text": "invoice_end",
+            "issue_text": "issue_date",
+        }[column]
+        rules += [
+            (
+                "INVALID_TIMESTAMP",
+                field,
+                f"{column} IS NOT NULL AND {parsed} IS NULL",
+                f"'`' || {column} || '` is not a timestamp (write e.g. 2024-06-01T00:00:00Z)'",
+            ),
+            (
+                "TIMESTAMP_WITHOUT_OFFSET",
+                field,
+                f"{column} IS NOT NULL AND {parsed} IS NOT NULL AND NOT regexp_matches(trim({column}), {_sql_text(OFFSET_AT_END)})",
+                f"'`' || {column} || '` has no UTC offset'",
+            ),
+        ]
+    if table:
+        for column in ("customer_id", "contract_id", "product_id"):
+            rules.append(
+                (
+                    "MISSING_FIELD",
+                    column,
+                    f"{column} IS NULL OR trim({column}) = ''",
+                    f"'{column} is empty'",
+                )
+            )
+        rules += [
+            (
+                "MISSING_FIELD",
+                "inclusive_start_date",
+                "start_text IS NULL AND inclusive_start IS NULL",
+                "'inclusive_start_date is empty'",
+            ),
+            (
+                "MISSING_FIELD",
+                "exclusive_end_date",
+                "end_text IS NULL AND exclusive_end IS NULL",
+                "'exclusive_end_date is empty'",
+            ),
+            (
+                "UNKNOWN_CUSTOMER",
+                "customer_id",
+                "customer_id IS NOT NULL AND NOT known_customer",
+                "'unknown customer `' || customer_id || '`'",
+            ),
+            (
+                "UNKNOWN_CONTRACT",
+                "contract_id",
+                "contract_id IS NOT NULL AND NOT known_contract",
+                "'unknown contract `' || contract_id || '`'",
+            ),
+            (
+                "CONTRACT_CUSTOMER_MISMATCH",
+                "contract_id",
+                "known_contract AND known_customer AND contract_customer_id <> customer_id",
+                "'contract `' || contract_id || '` belongs to customer `' || contract_customer_id || '`, not `' || customer_id || '`'",
+            ),
+            (
+                "UNKNOWN_PRODUCT",
+                "product_id",
+                "product_id IS NOT NULL AND NOT known_product",
+                "'unknown product `' || product_id || '`'",
+            ),
+            (
+                "UNKNOWN_CREDIT_TYPE",
+                "credit_type_id",
+                "credit_type_id IS NOT NULL AND NOT known_credit_type",
+                "'unknown credit type `' || credit_type_id || '`'",
+            ),
+            (
+                "INVALID_VALUE",
+                "billable_status",
+                "billable_status NOT IN ('billable', 'unbillable')",
+                "'billable_status `' || billable_status || '` is not billable or unbillable'",
+            ),
+            # Without invoice columns a row belongs to the billing period containing its start.
+            (
+                "INVOICE_OUTSIDE_CONTRACT",
+                "inclusive_start_date",
+                "invoice_start IS NULL AND known_contract AND (inclusive_start < contract_start OR inclusive_start >= contract_end)",
+                f"'the window starting ' || {_ts_sql('inclusive_start')} || ' is outside contract `' || contract_id || '`'",
+            ),
+            (
+                "INVOICE_AFTER_GENERATION_START",
+                "inclusive_start_date",
+                "invoice_start IS NULL AND known_contract AND inclusive_start >= generation_starts_at"
+                " AND (contract_end IS NULL OR inclusive_start < contract_end)",
+                f"'the window starting ' || {_ts_sql('inclusive_start')} || ' falls in a period the contract generates itself (from ' || {_ts_sql('generation_starts_at')} || ')'",
+            ),
+            (
+                "WINDOW_OUTSIDE_LINE",
+                "exclusive_end_date",
+                "invoice_start IS NULL AND invoice_period_end IS NOT NULL AND exclusive_end > invoice_period_end",
+                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' crosses the end of its billing period ' || {_ts_sql('invoice_period_end')}",
+            ),
+            (
+                "WINDOW_OUTSIDE_LINE",
+                "inclusive_start_date",
+                "invoice_start IS NOT NULL AND (inclusive_start < invoice_start OR exclusive_end > invoice_end)",
+                f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not within its invoice ' || {_ts_sql('invoice_start')} || ' to ' || {_ts_sql('invoice_end')}",
+            ),
+            (
+                "MISSING_FIELD",
+                "invoice_exclusive_end_date",
+                "(invoice_start IS NULL) <> (invoice_end IS NULL)",
+                "'invoice_inclusive_start_date and invoice_exclusive_end_date go together'",
+            ),
+        ]
+    rules += [
+        (
+            "INVALID_PERIOD",
+            "exclusive_end_date",
+            "inclusive_start >= exclusive_end",
+            f"'starts at ' || {_ts_sql('inclusive_start')} || ' but ends at ' || {_ts_sql('exclusive_end')}",
+        ),
+        (
+            "INVALID_VALUE",
+            "breakdown_granularity",
+            "granularity_given NOT IN ('HOUR', 'DAY', 'NONE')",
+            "'breakdown_granularity `' || granularity_given || '` is not HOUR, DAY or NONE'",
+        ),
+        (
+            "WINDOW_WRONG_WIDTH",
+            "exclusive_end_date",
+            "granularity_given IS NULL AND inclusive_start < exclusive_end AND granularity IS NULL",
+            "'a window of ' || (exclusive_end - inclusive_start)::VARCHAR || ' is neither one hour nor one day; give breakdown_granularity NONE for a whole line'",
+        ),
+        (
+            "WINDOW_WRONG_WIDTH",
+            "exclusive_end_date",
+            f"(granularity = 'HOUR' AND {width} <> {HOUR_US}) OR (granularity = 'DAY' AND {width} <> {DAY_US})",
+            f"'window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not one ' || lower(granularity)",
+        ),
+        (
+            "WINDOW_NOT_ALIGNED",
+            "inclusive_start_date",
+            f"(granularity = 'HOUR' AND epoch_us(inclusive_start) % {HOUR_US} <> 0)"
+            f" OR (granularity = 'DAY' AND epoch_us(inclusive_start) % {DAY_US} <> 0)",
+            f"'window starts at ' || {_ts_sql('inclusive_start')} || ', not on a UTC ' || lower(granularity) || ' boundary'",
+        ),
+        *_quantity_rules_sql(quantity_kind),
+        # Rates (they need a known contract and product; those problems are named above).
+        (
+            "NO_RATE",
+            "product_id",
+            "known_contract AND known_product AND inclusive_start IS NOT NULL AND rate_key IS NULL",
+            f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
+        ),
+        (
+            "PRODUCT_NOT_ENTITLED",
+            "product_id",
+            "NOT entitled",
+            f"'product `' || product_id || '` is not entitled at ' || {_ts_sql('inclusive_start')}",
+        ),
+        (
+            "CREDIT_TYPE_MISMATCH",
+            "credit_type_id",
+            "known_credit_type AND rate_credit_type_id <> credit_type_id",
+            "'product `' || product_id || '` is priced in credit type `' || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'",
+        ),
+        (
+            "NO_RATE",
+            "exclusive_end_date",
+            "granularity IN ('HOUR', 'DAY') AND rate_ending_before < exclusive_end AND NOT rate_continues",
+            f"'no rate for product `' || product_id || '` from ' || {_ts_sql('rate_ending_before')} || ', inside the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')}",
+        ),
+        (
+            "QUANTITY_SPANS_RATE_CHANGE",
+            "quantity",
+            "granularity = 'NONE' AND rate_ending_before < exclusive_end",
+            f"'the line spans a rate change at ' || {_ts_sql('rate_ending_before')} || '; send hourly or daily windows'",
+        ),
+    ]
+    return rules
+
+
+def check_sql(quantity_kind: str, *, table: bool) -> str:
+    """One scan: the rows grouped into lines (by line key), with each line's count of rows that
+    break a rule and of rows repeating a window. Lines and invoices are made from this; a second
+    hash of the same key columns tells a (never seen) collision of line keys from a real line."""
+    rules = row_rules(quantity_kind, table=table)
+    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    columns = dict.fromkeys(
+        [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
+    )
+    attributes = ", ".join(f"any_value({column}) AS {column}" for column in columns)
+    return f"""
+SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+       min(line_check) <> max(line_check) AS key_collision,
+       any_value(customer_id) AS customer_id, max(issue_date) AS issued_at,
+       coalesce(min(issue_date) <> max(issue_date), false) OR count(issue_date) NOT IN (0, count(*))
+         AS issue_dates_differ,
+       coalesce(min(billable_status), 'billable') AS billable_status,
+       coalesce(min(billable_status) <> max(billable_status), false)
+         OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
+       min(source) AS source, count(*) AS rows,
+       sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
+       count(inclusive_start) - count(DISTINCT inclusive_start) AS repeated_windows,
+       count_if({any_problem}) AS problems
+FROM ({rate.resolved_sql(table=table)})
+GROUP BY line_key
+"""
+
+
+def row_issues_sql(quantity_kind: str, *, table: bool) -> str:
+    """Every failing row with every rule it breaks (run only when check_sql counted problems)."""
+    rules = row_rules(quantity_kind, table=table)
+    checks = ",\n        ".join(
+        f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
+        f" 'message': {message}}} END"
+        for code, field, condition, message in rules
+    )
+    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    return f"""
+WITH rated AS ({rate.resolved_sql(table=table)}),
+found AS (
+    SELECT source, row, invoice_index, line_index, window_index,
+           unnest(list_filter([
+        {checks}
+           ], lambda x: x IS NOT NULL)) AS issue
+    FROM rated
+    WHERE {any_problem}
+)
+SELECT source, row, invoice_index, line_index, window_index, issue.field AS field, issue.code AS code,
+       {_ROW_NAME} || ': ' || issue.message AS message
+FROM found
+"""
+
+
+_ROW_NAME = """CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
+            || CASE WHEN window_index >= 0 THEN ', window ' || window_index ELSE '' END END"""
+
+
+# What a row says: who, what, when (with ROW_CONTENT, all of it; file and row number aside).
+ROW_IDENTITY = (
+    "customer_id, contract_id, product_id, inclusive_start, pricing_group_values,"
+    " presentation_group_values, granularity"
+)
+# What makes two rows of one line and window the same row (their file and row number aside).
+ROW_CONTENT = "quantity, exclusive_end, invoice_start, invoice_end, issue_date, billable_status, credit_type_id"
+
+# A usage table's rows with exact duplicates collapsed to their first copy: what is priced when
+# the check found duplicates (the check itself reads every row).
+UNIQUE_ROWS = f"""
+SELECT * FROM usage_rows
+QUALIFY row_number() OVER (
+    PARTITION BY {ROW_IDENTITY}, {ROW_CONTENT}
+    ORDER BY source, row) = 1
+"""
+
+
+def repeated_windows_sql(*, table: bool) -> str:
+    """Rows of one line for the same window (run only when check_sql counted some).
+
+    In a usage table, copies that agree in every column are exact duplicates: collapsed, priced
+    once and reported (code DUPLICATE_ROW, not a problem); copies that disagree are a
+    CONFLICTING_DUPLICATE. In a JSON batch two windows of one line never share a start.
+    """
+    if table:
+        code = "CASE WHEN variants = 1 THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END"
+        what = "CASE WHEN variants = 1 THEN ' identical rows' ELSE ' rows that disagree' END"
+    else:
+        code, what = "'WINDOW_OVERLAP'", "' windows'"
+    return f"""
+WITH counted AS (
+    SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies,
+           count(DISTINCT hash({ROW_CONTENT})) OVER (PARTITION BY line_key, inclusive_start) AS variants,
+           row_number() OVER (PARTITION BY line_key, inclusive_start ORDER BY source, row, window_index)
+             AS copy_number
+    FROM ({rate.resolved_sql(table=table)})
+)
+SELECT source, row, invoice_index, line_index, window_index, copy_number, 'inclusive_start_date' AS field,
+       {code} AS code,
+       {_ROW_NAME} || ': ' || copies || {what} || ' of the same line for the window starting '
+       || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
+FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
+"""
