@@ -7,9 +7,11 @@ stdout; everything else goes to stderr.
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +36,7 @@ from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import format_decimal
 from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings
+from bulk_rating.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console(highlight=False)
@@ -286,6 +289,65 @@ def samples_command(
         return 0
 
     _guarded(action, as_json=as_json, debug=False)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return format_decimal(value) if isinstance(value, Decimal) else str(value)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+@app.command("sql")
+def sql_command(
+    query: Annotated[str, typer.Argument(help="one read-only SQL statement (see docs/sql.md)")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="how to print the rows")
+    ] = OutputFormat.table,
+    to: Annotated[Path | None, typer.Option("--out", help="write the rows to this file")] = None,
+) -> None:
+    """Run a read-only query on the store (writes are refused: the file is opened read-only)."""
+
+    def action() -> int:
+        if output is OutputFormat.parquet and to is None:
+            raise UsageError("--format parquet needs --out FILE")
+        with Store.open_read_only(_settings(db=db).db) as store:
+            rows = store.query(query)
+        if output is OutputFormat.parquet and to is not None:
+            rows.write_parquet(to)
+            return 0
+        if output is OutputFormat.csv:
+            text = rows.write_csv()
+        elif output is OutputFormat.json:
+            text = (
+                simplejson.dumps(
+                    rows.to_dicts(), use_decimal=False, default=_json_default, indent=2
+                )
+                + "\n"
+            )
+        else:
+            table = Table(box=box.SIMPLE_HEAD, caption=f"{rows.height:,} rows")
+            for name in rows.columns:
+                table.add_column(name)
+            for row in rows.iter_rows():
+                table.add_row(*(_cell(v) for v in row))
+            buffer = io.StringIO()
+            Console(file=buffer, width=max(80, out.width), highlight=False).print(table)
+            text = buffer.getvalue()
+        if to is None:
+            sys.stdout.write(text)
+        else:
+            to.write_text(text)
+        return 0
+
+    _guarded(action, as_json=False, debug=False)
 
 
 def main() -> None:

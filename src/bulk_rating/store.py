@@ -31,7 +31,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -103,6 +103,27 @@ class Store:
         store = cls(_connect(str(path), limits=limits), str(path), throwaway=False)
         store._create_schema()
         return store
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Store:
+        """For analysts' queries: DuckDB itself refuses every write on this connection."""
+        if not path.exists():
+            raise UsageError(f"no database at {path}", path=str(path))
+        return cls(_connect(str(path), read_only=True), str(path), throwaway=True)
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """An analyst's query; a write is refused with a clear error, not a traceback."""
+        try:
+            relation = self.con.sql(sql)
+            rows: pl.DataFrame = pl.DataFrame() if relation is None else relation.pl()
+            return rows
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            if "read-only" in first.lower() or "read only" in first.lower():
+                raise UsageError(
+                    f"the database is opened read-only; write statements are refused ({first})"
+                ) from exc
+            raise UsageError(f"the query failed: {first}") from exc
 
     @classmethod
     def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:

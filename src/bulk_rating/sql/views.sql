@@ -1,12 +1,13 @@
 -- Analyst views. Day boundaries are UTC whatever the client's TimeZone setting.
 
 CREATE OR REPLACE VIEW invoice_breakdowns AS
-SELECT l.invoice_id, l.line_item_id, l.product_id, l.granularity,
+SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id, l.granularity,
        w.window_start,
        w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 1 DAY END AS window_end,
        w.quantity, l.unit_price, w.amount
 FROM _priced_windows w
 JOIN invoice_line_items l USING (run_id, line_key, rate_key, tier_key)
+JOIN invoices i ON i.invoice_id = l.invoice_id
 WHERE l.granularity IN ('HOUR', 'DAY');
 COMMENT ON VIEW invoice_breakdowns IS 'One row per hour or day window and line item: quantity and its exact amount. A line''s rows sum to its total.';
 
@@ -15,7 +16,7 @@ SELECT * FROM invoice_breakdowns WHERE granularity = 'HOUR';
 COMMENT ON VIEW breakdowns_hourly IS 'Hourly windows of lines imported with HOUR subtotals.';
 
 CREATE OR REPLACE VIEW breakdowns_daily AS
-SELECT invoice_id, line_item_id, product_id,
+SELECT customer_id, contract_id, invoice_id, line_item_id, product_id,
        (date_trunc('day', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS window_start,
        (date_trunc('day', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + INTERVAL 1 DAY AS window_end,
        sum(quantity) AS quantity, any_value(unit_price) AS unit_price, sum(amount) AS amount,
