@@ -8,7 +8,7 @@ AS_OF  ?=
 AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
 
 .DEFAULT_GOAL := help
-.PHONY: help import preview sql test test-slow test-all lint bench clean
+.PHONY: help import preview reconcile sql test test-slow test-all lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ import: $(STAMP) ## import DATA into DB (e.g. make import DATA=data/samples/acme
 preview: $(STAMP) ## compute the import of DATA and write nothing
 	@test -n "$(DATA)" || { echo "usage: make preview DATA=data/samples/<set> [DB=file.duckdb] [AS_OF=YYYY-MM-DD]"; exit 2; }
 	$(BIN)/bulk-rating import $(DATA) --db $(DB) --preview $(AS_OF_FLAG)
+
+reconcile: $(STAMP) ## compare LEGACY invoices with a preview of DATA (nothing saved)
+	@test -n "$(DATA)" -a -n "$(LEGACY)" || { echo "usage: make reconcile DATA=data/samples/<set> LEGACY=legacy.csv [OUT=dir]"; exit 2; }
+	$(BIN)/bulk-rating reconcile $(DATA) --legacy $(LEGACY) $(AS_OF_FLAG) $(if $(OUT),--out $(OUT),)
 
 sql: $(STAMP) ## run a read-only query on DB: make sql Q="SELECT ..."
 	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT ..." [DB=file.duckdb]'; exit 2; }

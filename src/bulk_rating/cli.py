@@ -31,7 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bulk_rating import pipeline
+from bulk_rating import pipeline, reconcile
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import format_decimal
 from bulk_rating.report import RunReport
@@ -295,6 +295,92 @@ def _cell(value: object) -> str:
     if value is None:
         return ""
     return format_decimal(value) if isinstance(value, Decimal) else str(value)
+
+
+@app.command("reconcile")
+def reconcile_command(
+    legacy: Annotated[
+        list[Path], typer.Option(help="legacy invoices (and lines): CSV or Parquet; repeatable")
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Argument(help="compare a preview of this data instead of the store"),
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    tolerance: Annotated[int, typer.Option(min=0, help="whole units a total may differ by")] = 0,
+    to: Annotated[
+        Path | None,
+        typer.Option("--out", help="write the diff (CSV, Parquet) and report.html here"),
+    ] = None,
+    as_of: Annotated[str | None, typer.Option(help="today for a preview: YYYY-MM-DD")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON document on stdout")
+    ] = False,
+) -> None:
+    """Compare legacy invoices with the imported ones (exit 1 when any differs beyond tolerance)."""
+
+    def action() -> int:
+        settings = _settings(db=db, as_of=as_of)
+        result, daily = pipeline.run_reconcile(legacy, data or [], settings, tolerance)
+        if to is not None and not result.issues.height:
+            _write_reconciliation(result, daily, to)
+        if as_json:
+            sys.stdout.write(
+                simplejson.dumps(
+                    {
+                        "summary": result.summary(),
+                        "invoices": result.invoices.to_dicts(),
+                        "lines": result.lines.to_dicts(),
+                        "issues": result.issues.to_dicts(),
+                    },
+                    use_decimal=False,
+                    default=_json_default,
+                    indent=2,
+                )
+                + "\n"
+            )
+        elif result.issues.height:
+            _render_issues(result.issues, err)
+        else:
+            _render_reconciliation(result, out)
+        return int(
+            ExitCode.DATA_PROBLEMS if result.issues.height or result.differences else ExitCode.OK
+        )
+
+    _guarded(action, as_json=as_json, debug=False)
+
+
+def _write_reconciliation(
+    result: reconcile.Reconciliation, daily: pl.DataFrame, directory: Path
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("invoices", result.invoices), ("lines", result.lines)):
+        frame.write_csv(directory / f"{name}.csv")
+        frame.write_parquet(directory / f"{name}.parquet")
+    title = "Reconciliation: legacy against " + (
+        "a preview" if result.preview else "the imported invoices"
+    )
+    (directory / "report.html").write_text(
+        reconcile.html_report(result, daily, title), encoding="utf-8"
+    )
+
+
+def _render_reconciliation(result: reconcile.Reconciliation, console: Console) -> None:
+    counts = result.counts()
+    table = Table(
+        title="reconciliation" + (" (preview, nothing saved)" if result.preview else ""),
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("status", "invoices", "lines"):
+        table.add_column(column, justify="left" if column == "status" else "right")
+    for status in reconcile.STATUSES:
+        table.add_row(status, str(counts["invoices"][status]), str(counts["lines"][status]))
+    console.print(table)
+    for difference in result.money_difference():
+        console.print(
+            f"difference {difference['difference']:,} (whole units) in {difference['credit_type_id']}"
+        )
+    console.print(f"{result.differences} differences beyond a tolerance of {result.tolerance}")
 
 
 class OutputFormat(StrEnum):

@@ -27,7 +27,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from bulk_rating import frames
 from bulk_rating.errors import UsageError
 from bulk_rating.frames import canonical_json
-from bulk_rating.models import Catalog, Contract, HistoricalInvoice, HistoricalInvoicesRequest
+from bulk_rating.models import (
+    USD_CENTS_ID,
+    Catalog,
+    Contract,
+    HistoricalInvoice,
+    HistoricalInvoicesRequest,
+)
 from bulk_rating.money import QUANTITY_SQL
 
 CATALOG_FILE = "catalog.json"
@@ -710,4 +716,150 @@ def json_rows(invoices: pl.DataFrame, lines: pl.DataFrame, windows: pl.DataFrame
             pl.col(c).cast(t) if c in rows.columns else pl.lit(None, t).alias(c)
             for c, t in frames.USAGE_ROWS.items()
         ]
+    )
+
+
+# --- legacy invoices (for reconciliation) ---------------------------------------------------
+
+LEGACY_REQUIRED = ("legacy_invoice_id", "total")
+LEGACY_OPTIONAL = (
+    "customer_id",
+    "contract_id",
+    "inclusive_start_date",
+    "exclusive_end_date",
+    "credit_type_id",
+    "product_id",
+    "quantity",
+)
+
+
+def read_legacy(paths: Sequence[Path]) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
+    """Legacy invoices (rows without a product) and their lines (rows with one), from CSV or
+    Parquet files; every problem becomes an issue row, as for any input."""
+    dataset = Dataset()
+    frames_read: list[pl.DataFrame] = []
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}", path=str(path))
+        try:
+            if path.suffix == ".parquet":
+                raw = pl.read_parquet(path)
+                raw = raw.with_columns(
+                    [
+                        pl.col(c).cast(pl.String)
+                        for c, t in raw.schema.items()
+                        if not t.is_temporal()
+                    ]
+                )
+            else:
+                header = next(
+                    csv.reader([path.read_bytes().split(b"\n", 1)[0].decode("utf-8-sig")])
+                )
+                raw = pl.read_csv(
+                    path, schema=dict.fromkeys([h.strip() for h in header], pl.String())
+                )
+        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, StopIteration) as exc:
+            _issue(
+                dataset,
+                path,
+                "CORRUPT_FILE",
+                f"{path.name} cannot be read: {str(exc).splitlines()[0]}",
+            )
+            continue
+        missing = [c for c in LEGACY_REQUIRED if c not in raw.columns]
+        unknown = [c for c in raw.columns if c not in (*LEGACY_REQUIRED, *LEGACY_OPTIONAL)]
+        for name in missing:
+            _issue(
+                dataset,
+                path,
+                "MISSING_COLUMN",
+                f"{path.name}: required column `{name}` is missing",
+                field=name,
+            )
+        for name in unknown:
+            _issue(
+                dataset, path, "UNKNOWN_COLUMN", f"{path.name}: unknown column `{name}`", field=name
+            )
+        if missing or unknown:
+            continue
+        frames_read.append(_legacy_rows(dataset, path, raw))
+    if not frames_read:
+        return pl.DataFrame(), pl.DataFrame(), dataset.issues
+    rows = pl.concat(frames_read, how="diagonal_relaxed")
+    is_line = pl.col("product_id").is_not_null()
+    invoices = rows.filter(~is_line).select(
+        "legacy_invoice_id",
+        "customer_id",
+        "contract_id",
+        pl.col("credit_type_id").fill_null(USD_CENTS_ID),
+        "inclusive_start",
+        "exclusive_end",
+        "total",
+    )
+    lines = rows.filter(is_line).select("legacy_invoice_id", "product_id", "quantity", "total")
+    return invoices, lines, dataset.issues
+
+
+def _legacy_rows(dataset: Dataset, path: Path, raw: pl.DataFrame) -> pl.DataFrame:
+    """Typed columns, and an issue for each value that does not parse (file, row, field)."""
+    frame = raw.with_row_index("row", offset=1)
+    for column in LEGACY_OPTIONAL:
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(column))
+    typed = {}
+    for column in ("inclusive_start_date", "exclusive_end_date"):
+        value = frame[column]
+        if value.dtype.is_temporal():
+            typed[column] = value.cast(pl.Datetime("us", "UTC"))
+            continue
+        text = value.str.strip_chars()
+        parsed = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        offset = text.str.contains(
+            r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+        )
+        bad = frame.filter(text.is_not_null() & (parsed.is_null() | ~offset))
+        for row, shown in bad.select("row", column).iter_rows():
+            _issue(
+                dataset,
+                path,
+                "INVALID_TIMESTAMP",
+                f"{path.name}, row {row}: `{shown}` is not a UTC timestamp",
+                row=row,
+                field=column,
+            )
+        typed[column] = parsed
+    for column in ("total", "quantity"):
+        text = frame[column].cast(pl.String).str.strip_chars()
+        bad = frame.filter(text.is_not_null() & ~text.str.contains(r"^-?[0-9]+(\.[0-9]+)?$"))
+        for row, shown in bad.select("row", column).iter_rows():
+            _issue(
+                dataset,
+                path,
+                "INVALID_NUMBER",
+                f"{path.name}, row {row}: {column} `{shown}` is not a number",
+                row=row,
+                field=column,
+            )
+        typed[column] = text.cast(pl.Decimal(38, 9), strict=False)
+    invoice_row = frame["product_id"].is_null()
+    for column in ("customer_id", "inclusive_start_date", "exclusive_end_date"):
+        for (row,) in frame.filter(invoice_row & frame[column].is_null()).select("row").iter_rows():
+            _issue(
+                dataset,
+                path,
+                "MISSING_FIELD",
+                f"{path.name}, row {row}: an invoice row needs {column}",
+                row=row,
+                field=column,
+            )
+    return frame.select(
+        "legacy_invoice_id",
+        "customer_id",
+        "contract_id",
+        "credit_type_id",
+        "product_id",
+        typed["inclusive_start_date"].alias("inclusive_start"),
+        typed["exclusive_end_date"].alias("exclusive_end"),
+        typed["total"].alias("total"),
+        typed["quantity"].alias("quantity"),
     )

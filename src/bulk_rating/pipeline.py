@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import assemble, catalog, frames, load, validate
+from bulk_rating import assemble, catalog, frames, load, reconcile, validate
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -292,3 +294,56 @@ def _fill(
     report.run_id = run_id
     report.counts, report.totals = store.run_summary(run_id)
     report.contracts_created = contracts_created
+
+
+def run_reconcile(
+    legacy_paths: Sequence[Path], data_paths: Sequence[Path], settings: Settings, tolerance: int
+) -> tuple[reconcile.Reconciliation, pl.DataFrame]:
+    """Legacy invoices against the stored import, or against a preview of `data_paths` (then
+    nothing is saved). Returns the result and the daily totals for the chart."""
+    legacy_invoices, legacy_lines, problems = load.read_legacy(legacy_paths)
+    preview = bool(data_paths)
+    empty = reconcile.Reconciliation(pl.DataFrame(), pl.DataFrame(), Decimal(tolerance), preview)
+    if problems:
+        empty.issues = _sorted(validate.issue_frame(problems))
+        return empty, pl.DataFrame()
+    legacy = (
+        frames.conform(legacy_invoices, reconcile.LEGACY_COLUMNS),
+        frames.conform(legacy_lines, reconcile.LEGACY_LINE_COLUMNS),
+    )
+    if preview:
+        report = run_import(data_paths, settings.model_copy(update={"preview": True}))
+        if report.status == "rejected":
+            empty.issues = report.issues
+            return empty, pl.DataFrame()
+        imported = report.invoice_rows.filter(pl.col("origin") == "HISTORICAL_IMPORT").select(
+            "invoice_id",
+            "customer_id",
+            "contract_id",
+            "credit_type_id",
+            "start_timestamp",
+            "end_timestamp",
+            "total",
+        )
+        lines = report.line_rows.filter(pl.col("type") == "usage").select(
+            "invoice_id", "product_id", "quantity", "total"
+        )
+        with Store.scratch() as scratch:
+            invoices, line_diffs, daily = scratch.reconcile(legacy, (imported, lines), tolerance)
+        return reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview), daily
+    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    with Store.open(settings.db, limits) as store:
+        invoices, line_diffs, daily = store.reconcile(legacy, store.imported_invoices(), tolerance)
+        result = reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview)
+        store.record_reconciliation(
+            {
+                "run_at": utc_now(),
+                "legacy_files": [str(p) for p in legacy_paths],
+                "tolerance": tolerance,
+                "invoices_compared": invoices.height,
+                "differences": result.differences,
+                "summary": json.dumps(result.counts()),
+            },
+            reconcile.results_table(result),
+        )
+    return result, daily

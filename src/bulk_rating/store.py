@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import rate
+from bulk_rating import rate, reconcile
 from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -31,7 +31,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -124,6 +124,11 @@ class Store:
                     f"the database is opened read-only; write statements are refused ({first})"
                 ) from exc
             raise UsageError(f"the query failed: {first}") from exc
+
+    @classmethod
+    def scratch(cls) -> Store:
+        """An empty in-memory database for computations over frames (a preview's reconciliation)."""
+        return cls(_connect(":memory:"), ":memory:", throwaway=True)
 
     @classmethod
     def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:
@@ -413,6 +418,64 @@ class Store:
                WHERE l.run_id = $run ORDER BY l.invoice_index, l.position""",
             {"run": run_id},
         )
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    def imported_invoices(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The stored historical invoices (not voided) and their usage lines, for reconciliation."""
+        invoices = self.frame(
+            """SELECT invoice_id, customer_id, contract_id, credit_type_id, start_timestamp, end_timestamp, total
+               FROM invoices WHERE origin = 'HISTORICAL_IMPORT' AND status <> 'VOID'"""
+        )
+        lines = self.frame(
+            """SELECT l.invoice_id, l.product_id, l.quantity, l.total FROM invoice_line_items l
+               SEMI JOIN invoices i ON i.invoice_id = l.invoice_id AND i.origin = 'HISTORICAL_IMPORT'
+               WHERE l.type = 'usage'"""
+        )
+        return invoices, lines
+
+    def reconcile(
+        self,
+        legacy: tuple[pl.DataFrame, pl.DataFrame],
+        imported: tuple[pl.DataFrame, pl.DataFrame],
+        tolerance: int,
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """Run the reconciliation diffs; returns invoice diffs, line diffs and daily totals."""
+        for name, frame in zip(
+            ("legacy_invoices", "legacy_lines", "imported_invoices", "imported_lines"),
+            (*legacy, *imported),
+            strict=True,
+        ):
+            self.temp_table(name, frame)
+        params = {"tolerance": tolerance}
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE invoice_diff AS " + reconcile.INVOICE_DIFF, params
+        )
+        invoices = self.frame("SELECT * FROM invoice_diff")
+        lines = self.frame(reconcile.LINE_DIFF, params)
+        daily = self.frame(
+            """SELECT strftime(inclusive_start, '%Y-%m-%d') AS day, sum(imported_units) AS imported,
+                      sum(legacy_units) AS legacy
+               FROM invoice_diff GROUP BY ALL ORDER BY day"""
+        )
+        return invoices, lines, daily
+
+    def record_reconciliation(self, run: dict[str, Any], results: pl.DataFrame) -> int:
+        with self.transaction():
+            reconciliation_id = int(
+                self.scalar(
+                    "SELECT coalesce(max(reconciliation_id), 0) + 1 FROM reconciliation_runs"
+                )
+            )
+            self.insert(
+                "reconciliation_runs",
+                pl.DataFrame([{**run, "reconciliation_id": reconciliation_id}]),
+            )
+            self.insert(
+                "reconciliation_results",
+                results.with_columns(reconciliation_id=pl.lit(reconciliation_id)),
+            )
+        return reconciliation_id
 
     def run_summary(self, run_id: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
         """A run's counts and its imported totals per credit type."""

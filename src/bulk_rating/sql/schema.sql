@@ -96,3 +96,17 @@ CREATE TABLE IF NOT EXISTS _priced_windows (
     window_start TIMESTAMPTZ, quantity DECIMAL(38,9), amount DECIMAL(38,23)
 );
 COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s exact share of one line item (a window crossing a tier edge has one row per tier). Read through invoice_breakdowns; line_key is the line''s key within its run.';
+
+CREATE TABLE IF NOT EXISTS reconciliation_runs (
+    reconciliation_id BIGINT, run_at TIMESTAMPTZ, legacy_files VARCHAR[], tolerance DECIMAL(38,9),
+    invoices_compared BIGINT, differences BIGINT, summary JSON
+);
+COMMENT ON TABLE reconciliation_runs IS 'One row per reconciliation of legacy invoices against the imported ones (not kept for previews).';
+
+CREATE TABLE IF NOT EXISTS reconciliation_results (
+    reconciliation_id BIGINT, level VARCHAR, status VARCHAR, customer_id VARCHAR, contract_id VARCHAR,
+    credit_type_id VARCHAR, inclusive_start TIMESTAMPTZ, exclusive_end TIMESTAMPTZ, legacy_invoice_id VARCHAR,
+    invoice_id VARCHAR, product_id VARCHAR, legacy_quantity DECIMAL(38,9), imported_quantity DECIMAL(38,9),
+    legacy_total DECIMAL(38,23), imported_total DECIMAL(38,23), difference DECIMAL(38,0)
+);
+COMMENT ON TABLE reconciliation_results IS 'Per invoice and per line: MATCH, AMOUNT_MISMATCH, QUANTITY_MISMATCH, PERIOD_MISMATCH, MISSING_IN_IMPORT or MISSING_IN_LEGACY; difference in whole units (imported minus legacy, half-even).';

@@ -1,0 +1,220 @@
+"""Reconciliation: a legacy export that differs from the rate card in known ways.
+
+Imported (acme rate card, API calls at 1250 cents): acme June 10 = 12,500, July 20 = 25,000;
+globex June 4 = 5,000, July 2 = 2,500. The legacy export says:
+- acme June 12,501 (one cent off: AMOUNT_MISMATCH -1), its line also 12,501;
+- acme July 25,000 (MATCH) but its line says quantity 21 (QUANTITY_MISMATCH);
+- globex July 2,500 (MATCH, line MATCH); globex June is not in it (MISSING_IN_LEGACY, +5,000);
+- globex May 100, which was never imported (MISSING_IN_IMPORT, -100).
+Total difference in USD cents, imported minus legacy: -1 + 5,000 - 100 = 4,899.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import USD, acme, invoice, line, query, run_cli, write_dataset
+
+JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
+JULY = ("2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z")
+MAY = ("2024-05-01T00:00:00Z", "2024-06-01T00:00:00Z")
+LEGACY = [
+    # legacy_invoice_id, customer_id, contract_id, start, end, product_id, quantity, total
+    ("L1", "cus_acme", "con_acme_2024", *JUNE, "", "", "12501"),
+    ("L1", "", "", "", "", "prod_api_calls", "10", "12501"),
+    ("L2", "cus_acme", "con_acme_2024", *JULY, "", "", "25000"),
+    ("L2", "", "", "", "", "prod_api_calls", "21", "25000"),
+    ("L4", "cus_globex", "con_globex", *JULY, "", "", "2500"),
+    ("L4", "", "", "", "", "prod_api_calls", "2", "2500"),
+    ("L5", "cus_globex", "con_globex", *MAY, "", "", "100"),
+]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    files = acme()
+    globex = copy.deepcopy(files["contracts"][0])
+    globex.update(id="con_globex", customer_id="cus_globex", starting_at="2024-05-01T00:00:00Z")
+    files["catalog"]["customers"].append({"id": "cus_globex", "name": "Globex"})
+    files["contracts"].append(globex)
+    files["invoices"]["invoices"] += [
+        invoice(
+            *JUNE,
+            [line("prod_api_calls", *JUNE, quantity=4)],
+            contract="con_globex",
+            customer="cus_globex",
+        ),
+        invoice(
+            *JULY,
+            [line("prod_api_calls", *JULY, quantity=2)],
+            contract="con_globex",
+            customer="cus_globex",
+        ),
+    ]
+    return write_dataset(tmp_path / "set", files)
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Path:
+    path = tmp_path / "legacy.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "legacy_invoice_id",
+                "customer_id",
+                "contract_id",
+                "inclusive_start_date",
+                "exclusive_end_date",
+                "product_id",
+                "quantity",
+                "total",
+            ]
+        )
+        writer.writerows(LEGACY)
+    return path
+
+
+def _statuses(rows: list[dict[str, Any]], key: str) -> dict[Any, str]:
+    return {r[key]: r["status"] for r in rows}
+
+
+def test_a_preview_reconciliation_names_every_difference(
+    data: Path, legacy: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "store.duckdb"
+    result = run_cli(
+        "reconcile", data, "--legacy", legacy, "--db", db, "--as-of", "2024-08-15", "--json"
+    )
+
+    assert result.exit_code == 1, result.stdout + result.stderr
+    document = result.json()
+    by_legacy = {
+        (r["legacy_invoice_id"], r["customer_id"], r["inclusive_start"][:10]): (
+            r["status"],
+            r["difference"],
+        )
+        for r in document["invoices"]
+    }
+    assert by_legacy == {
+        ("L1", "cus_acme", "2024-06-01"): ("AMOUNT_MISMATCH", -1),
+        ("L2", "cus_acme", "2024-07-01"): ("MATCH", 0),
+        ("L4", "cus_globex", "2024-07-01"): ("MATCH", 0),
+        ("L5", "cus_globex", "2024-05-01"): ("MISSING_IN_IMPORT", -100),
+        (None, "cus_globex", "2024-06-01"): ("MISSING_IN_LEGACY", 5000),
+    }
+    assert _statuses(document["lines"], "legacy_invoice_id") == {
+        "L1": "AMOUNT_MISMATCH",
+        "L2": "QUANTITY_MISMATCH",
+        "L4": "MATCH",
+    }
+    summary = document["summary"]
+    assert summary["difference"] == [{"credit_type_id": USD, "difference": 4899}]
+    assert summary["counts"]["invoices"] == {
+        "MATCH": 2,
+        "AMOUNT_MISMATCH": 1,
+        "QUANTITY_MISMATCH": 0,
+        "PERIOD_MISMATCH": 0,
+        "MISSING_IN_IMPORT": 1,
+        "MISSING_IN_LEGACY": 1,
+    }
+    assert summary["preview"] is True
+    assert not db.exists(), "a preview reconciliation saves nothing"
+
+
+def test_a_tolerance_of_one_unit_forgives_the_cent(
+    data: Path, legacy: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "reconcile",
+        data,
+        "--legacy",
+        legacy,
+        "--db",
+        tmp_path / "s.duckdb",
+        "--as-of",
+        "2024-08-15",
+        "--tolerance",
+        "1",
+        "--json",
+    )
+    assert _statuses(result.json()["invoices"], "legacy_invoice_id")["L1"] == "MATCH"
+    assert result.exit_code == 1  # the missing invoices still differ
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.table: str | None = None
+        self.rects: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.table = dict(attrs).get("id") or ""
+            self.tables[self.table] = []
+        elif tag == "tr" and self.table is not None:
+            self.tables[self.table].append([])
+        elif tag == "rect":
+            self.rects.append(dict(attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.table = None
+
+    def handle_data(self, data: str) -> None:
+        if self.table is not None and self.tables[self.table] and data.strip():
+            self.tables[self.table][-1].append(data.strip())
+
+
+def test_the_stored_import_is_reconciled_and_the_report_is_written(
+    data: Path, legacy: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "store.duckdb"
+    assert run_cli("import", data, "--db", db, "--as-of", "2024-08-15").exit_code == 0
+    out = tmp_path / "report"
+
+    result = run_cli("reconcile", "--legacy", legacy, "--db", db, "--out", out)
+
+    assert result.exit_code == 1
+    assert "4,899" in result.stdout
+    assert query(db, "SELECT differences, invoices_compared FROM reconciliation_runs") == [(5, 5)]
+    stored = query(
+        db, "SELECT level, status, count(*) FROM reconciliation_results GROUP BY ALL ORDER BY ALL"
+    )
+    assert ("invoice", "MISSING_IN_LEGACY", 1) in stored
+    assert ("line", "QUANTITY_MISMATCH", 1) in stored
+    assert {p.name for p in out.iterdir()} == {
+        "invoices.csv",
+        "invoices.parquet",
+        "lines.csv",
+        "lines.parquet",
+        "report.html",
+    }
+    page = _Cells()
+    page.feed((out / "report.html").read_text())
+    summary = {row[0]: (row[1], row[2]) for row in page.tables["summary"][1:]}
+    assert summary["AMOUNT_MISMATCH"] == ("1", "1")
+    assert summary["MISSING_IN_IMPORT"] == ("1", "0")
+    assert page.tables["difference"][1] == [USD, "4899"]
+    assert page.tables["largest"][1][0] == "MISSING_IN_LEGACY"  # 5,000 is the largest difference
+    totals = {(r["class"], r["data-day"]): r["data-total"] for r in page.rects}
+    assert totals[("imported", "2024-06-01")] == "17500"  # acme 12,500 + globex 5,000
+    assert totals[("legacy", "2024-06-01")] == "12501"
+
+
+def test_a_bad_legacy_file_is_named(data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "legacy.csv"
+    bad.write_text(
+        "legacy_invoice_id,customer_id,inclusive_start_date,exclusive_end_date,totl\nL1,c,x,y,1\n"
+    )
+    result = run_cli("reconcile", data, "--legacy", bad, "--db", tmp_path / "s.duckdb", "--json")
+
+    assert result.exit_code == 1
+    assert {i["code"] for i in result.json()["issues"]} == {"MISSING_COLUMN", "UNKNOWN_COLUMN"}
