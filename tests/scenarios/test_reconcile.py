@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import USD, acme, invoice, line, query, run_cli, write_dataset
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
