@@ -8,7 +8,7 @@ AS_OF  ?=
 AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
 
 .DEFAULT_GOAL := help
-.PHONY: help import preview reconcile sql test test-slow test-all lint bench clean
+.PHONY: help import preview reconcile nightly sql test test-slow test-all lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ preview: $(STAMP) ## compute the import of DATA and write nothing
 reconcile: $(STAMP) ## compare LEGACY invoices with a preview of DATA (nothing saved)
 	@test -n "$(DATA)" -a -n "$(LEGACY)" || { echo "usage: make reconcile DATA=data/samples/<set> LEGACY=legacy.csv [OUT=dir]"; exit 2; }
 	$(BIN)/bulk-rating reconcile $(DATA) --legacy $(LEGACY) $(AS_OF_FLAG) $(if $(OUT),--out $(OUT),)
+
+nightly: $(STAMP) ## the nightly batch: import INBOX (default data/inbox), reconcile LEGACY if given
+	$(BIN)/bulk-rating nightly --inbox $(or $(INBOX),data/inbox) --db $(DB) $(AS_OF_FLAG) $(if $(LEGACY),--legacy $(LEGACY),)
 
 sql: $(STAMP) ## run a read-only query on DB: make sql Q="SELECT ..."
 	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT ..." [DB=file.duckdb]'; exit 2; }

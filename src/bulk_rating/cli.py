@@ -383,6 +383,70 @@ def _render_reconciliation(result: reconcile.Reconciliation, console: Console) -
     console.print(f"{result.differences} differences beyond a tolerance of {result.tolerance}")
 
 
+@app.command("nightly")
+def nightly_command(
+    inbox: Annotated[
+        Path, typer.Option(help="folder of data sets and files to import, in name order")
+    ],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    as_of: Annotated[str | None, typer.Option(help="today for the run: YYYY-MM-DD")] = None,
+    legacy: Annotated[
+        list[Path] | None, typer.Option(help="legacy invoices to reconcile with")
+    ] = None,
+    tolerance: Annotated[int, typer.Option(min=0, help="whole units a total may differ by")] = 0,
+    reports: Annotated[
+        Path, typer.Option(help="a dated report folder is written under this one")
+    ] = Path("data/reports"),
+) -> None:
+    """The nightly batch: import what is new in the inbox, reconcile, write a dated report."""
+
+    def action() -> int:
+        settings = _settings(db=db, as_of=as_of)
+        imported, reconciled = pipeline.run_nightly(inbox, settings, legacy or [], tolerance)
+        folder = reports / settings.as_of_or_now().strftime("%Y-%m-%d")
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for name, report in imported:
+            summary = report.summary()
+            entries.append(
+                {
+                    "entry": name,
+                    "status": report.status,
+                    "run_id": report.run_id,
+                    "invoices": summary.get("invoices", 0),
+                    "issues": report.issues.height,
+                }
+            )
+            out.print(
+                f"{name}: {report.status}"
+                + (f" ({report.issues.height} problems)" if report.issues.height else "")
+            )
+            if report.issues.height:
+                report.issues.write_csv(folder / f"{name}.issues.csv")
+        failed = [e for e in entries if e["status"] == "rejected"]
+        document: dict[str, Any] = {
+            "as_of": settings.as_of_or_now().isoformat(),
+            "imports": entries,
+        }
+        if reconciled is not None:
+            result, daily = reconciled
+            _write_reconciliation(result, daily, folder / "reconciliation")
+            document["reconciliation"] = result.summary()
+            out.print(
+                f"reconciliation: {result.differences} differences beyond a tolerance of {tolerance}"
+            )
+        (folder / "nightly.json").write_text(
+            simplejson.dumps(document, use_decimal=False, default=_json_default, indent=2) + "\n"
+        )
+        out.print(f"report: {folder}")
+        differs = reconciled is not None and (
+            reconciled[0].differences or reconciled[0].issues.height
+        )
+        return int(ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK)
+
+    _guarded(action, as_json=False, debug=False)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"

@@ -347,3 +347,30 @@ def run_reconcile(
             reconcile.results_table(result),
         )
     return result, daily
+
+
+def inbox_entries(inbox: Path) -> list[Path]:
+    """What a nightly run imports: each data set folder or input file of the inbox, by name."""
+    if not inbox.is_dir():
+        raise UsageError(f"no inbox folder at {inbox}", path=str(inbox))
+    suffixes = {".json", ".ndjson", *load.TABLE_SUFFIXES}
+    return sorted(p for p in inbox.iterdir() if p.is_dir() or p.suffix in suffixes)
+
+
+def run_nightly(
+    inbox: Path, settings: Settings, legacy: Sequence[Path], tolerance: int
+) -> tuple[list[tuple[str, RunReport]], tuple[reconcile.Reconciliation, pl.DataFrame] | None]:
+    """Import every entry of the inbox in name order (each on its own: one that fails leaves the
+    others, and nothing of itself), then reconcile the store with the legacy files if given."""
+    imported = []
+    for entry in inbox_entries(inbox):
+        try:
+            report = run_import([entry], settings, invoice_limit=0)
+        except UsageError as problem:
+            report = RunReport(status="rejected", preview=False, inputs=[str(entry)])
+            report.issues = validate.issue_frame(
+                [{"source": str(entry), "code": problem.code, "message": problem.message}]
+            )
+        imported.append((entry.name, report))
+    reconciled = run_reconcile(legacy, [], settings, tolerance) if legacy else None
+    return imported, reconciled

@@ -3,7 +3,7 @@
 Invoices match on customer, contract (when the legacy file names it), credit type and period; an
 unmatched pair of one customer and contract whose periods overlap is a PERIOD_MISMATCH. Lines
 match on invoice and product (an imported product's lines, across tiers and rate pieces, add
-up). Amounts compare after rounding half-even to whole units (money.round_to_units, done in SQL
+up), for the invoices whose legacy export lists lines. Amounts compare after rounding half-even to whole units (money.round_to_units, done in SQL
 as round_even), within a tolerance in units.
 """
 
@@ -73,9 +73,10 @@ ORDER BY p.customer_id, p.contract_id, p.inclusive_start, p.legacy_invoice_id
 """
 
 LINE_DIFF = """
-WITH pairs AS (
+WITH pairs AS (  -- matched invoices whose legacy export itemizes lines
     SELECT legacy_invoice_id, invoice_id FROM invoice_diff
     WHERE legacy_invoice_id IS NOT NULL AND invoice_id IS NOT NULL
+      AND legacy_invoice_id IN (SELECT legacy_invoice_id FROM legacy_lines)
 ),
 legacy AS (
     SELECT l.legacy_invoice_id, p.invoice_id, l.product_id, sum(l.quantity) AS quantity, sum(l.total) AS total
