@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import frames, rate, schedule
+from bulk_rating import balances, frames, rate, schedule
 from bulk_rating.models import Catalog, Contract, CreditType, Customer, Product, RateCard
 
 
@@ -162,6 +162,17 @@ def plan(
             )
             rates_rows += contract_rates
             tier_rows += tiers
+    segments = [
+        row
+        for contract in result.new_contracts
+        for row in balances.segment_rows(contract, products)
+    ]
+    result.rows["commit_segments"] = pl.DataFrame(
+        segments, schema=frames.CATALOG_TABLES["commit_segments"]
+    )
+    result.rows["balance_ledger_entries"] = pl.DataFrame(
+        balances.start_entries(segments), schema=frames.CATALOG_TABLES["balance_ledger_entries"]
+    )
     result.rows["contract_rates"] = pl.DataFrame(
         rates_rows, schema=frames.CATALOG_TABLES["contract_rates"]
     )

@@ -204,6 +204,50 @@ CATALOG_TABLES: dict[str, dict[str, pl.DataType]] = {
     },
 }
 
+CATALOG_TABLES["commit_segments"] = {
+    "contract_id": pl.String(),
+    "customer_id": pl.String(),
+    "commit_or_credit_id": pl.String(),
+    "kind": pl.String(),
+    "name": pl.String(),
+    "product_id": pl.String(),
+    "priority": QUANTITY,
+    "zero_cost_basis": pl.Boolean(),
+    "applicable_products": pl.Int32(),
+    "applicable_product_ids": pl.List(pl.String()),
+    "applicable_product_tags": pl.List(pl.String()),
+    "segment_id": pl.String(),
+    "credit_type_id": pl.String(),
+    "amount": pl.Decimal(38, 23),
+    "starting_at": UTC_TIME,
+    "ending_before": UTC_TIME,
+}
+CATALOG_TABLES["balance_ledger_entries"] = {
+    "entry_id": pl.String(),
+    "customer_id": pl.String(),
+    "contract_id": pl.String(),
+    "commit_or_credit_id": pl.String(),
+    "kind": pl.String(),
+    "segment_id": pl.String(),
+    "type": pl.String(),
+    "amount": pl.Decimal(38, 23),
+    "invoice_id": pl.String(),
+    "timestamp": UTC_TIME,
+}
+
+# One application of a commit or credit segment to an invoice (balances.allocate).
+APPLICATIONS: dict[str, pl.DataType] = {
+    "invoice_index": pl.Int64(),
+    "invoice_id": pl.String(),
+    "segment_id": pl.String(),
+    "commit_or_credit_id": pl.String(),
+    "kind": pl.String(),
+    "name": pl.String(),
+    "product_id": pl.String(),
+    "credit_type_id": pl.String(),
+    "applied": pl.Decimal(38, 23),
+}
+
 # What validation and pricing need to know of a contract.
 CONTRACT_REFS: dict[str, pl.DataType] = {
     "contract_id": pl.String(),

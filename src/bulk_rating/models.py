@@ -159,6 +159,58 @@ class Override(Strict):
     entitled: bool | None = None
 
 
+class ScheduleItem(Strict):
+    """One access segment of a commit or credit: `amount` usable in [starting_at, ending_before)."""
+
+    id: str | None = None
+    amount: Decimal
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime
+
+
+class AccessSchedule(Strict):
+    schedule_items: list[ScheduleItem]
+    credit_type_id: str = USD_CENTS_ID
+    access_type: Annotated[Literal["SPEND"], BeforeValidator(_upper)] = "SPEND"
+
+
+class InvoiceScheduleItem(Strict):
+    id: str | None = None
+    timestamp: UtcDatetime
+    amount: Decimal | None = None
+    unit_price: Decimal | None = None
+    quantity: Decimal | None = None
+
+
+class InvoiceSchedule(Strict):
+    credit_type_id: str = USD_CENTS_ID
+    do_not_invoice: bool = False
+    schedule_items: list[InvoiceScheduleItem] = Field(default_factory=list)
+
+
+class CommitOrCredit(Strict):
+    """What commits and credits share (contracts/create `commits[]` and `credits[]`)."""
+
+    id: str | None = None
+    product_id: str
+    name: str | None = None
+    description: str | None = None
+    priority: Decimal | None = None
+    access_schedule: AccessSchedule
+    applicable_product_ids: list[str] | None = None
+    applicable_product_tags: list[str] | None = None
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Commit(CommitOrCredit):
+    type: Annotated[Literal["PREPAID", "POSTPAID"], BeforeValidator(_upper)]
+    invoice_schedule: InvoiceSchedule | None = None
+
+
+class Credit(CommitOrCredit):
+    pass
+
+
 class Contract(Strict):
     """A Metronome contracts/create body with the contract's `id`."""
 
@@ -175,6 +227,8 @@ class Contract(Strict):
     billing_provider_configuration: BillingProviderConfiguration | None = None
     multiplier_override_prioritization: Prioritization = "LOWEST_MULTIPLIER"
     overrides: list[Override] = Field(default_factory=list)
+    commits: list[Commit] = Field(default_factory=list)
+    credits: list[Credit] = Field(default_factory=list)
 
     @property
     def generation_starts_at(self) -> datetime:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import assemble, catalog, frames, load, reconcile, validate
+from bulk_rating import assemble, balances, catalog, frames, load, reconcile, validate
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -112,6 +112,8 @@ def run_import(
                     store.price(
                         run_id, table=table is not None, rows=priced_from, progress=progress
                     )
+                    _draw_down(store, run_id)
+                    store.total_invoices(run_id)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -214,6 +216,7 @@ def _prepare(
     store.temp_table("_drafts", frames.empty(frames.DRAFTS))
     store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
     store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
+    store.temp_table("_applications", frames.empty(frames.APPLICATIONS))
     if table is None:
         store.temp_table(
             "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
@@ -269,6 +272,16 @@ def _usage_issues(
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum
+
+
+def _draw_down(store: Store, run_id: int) -> None:
+    """Commits and credits of the run's contracts, drawn down by its invoices (D9)."""
+    lines, pieces, segments = store.commit_inputs(run_id)
+    if lines.height:
+        applications = balances.allocate(lines, pieces, segments)
+        store.apply_commits(
+            run_id, pl.DataFrame(applications, schema=frames.APPLICATIONS, strict=False)
+        )
 
 
 def _table_hash(base: str | None, content_sum: int) -> str:

@@ -143,6 +143,11 @@ SELECT $run_id AS run_id, * FROM tiered
 
 # Line items: an input line's priced windows of one rate piece and one tier. Invoice ids come
 # from the invoice's contract, credit type and period (the same id a re-run or preview gives).
+LINE_ITEM_COLUMNS = (
+    "invoice_id, line_item_id, position, product_id, name, type, credit_type_id, quantity, unit_price, total,"
+    " starting_at, ending_before, tier_level, tier_starting_at, tier_size, granularity, pricing_group_values,"
+    " presentation_group_values, run_id, invoice_index, line_index, rate_key, tier_key, line_key"
+)
 LINE_ITEMS = """
 WITH items AS (
     SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity, sum(amount) AS total
@@ -174,11 +179,15 @@ JOIN _contract_rate_tiers t ON t.rate_key = a.rate_key AND t.tier_key = a.tier_k
 INVOICES = """
 SELECT invoice_id(i.contract_id, i.credit_type_id, i.inclusive_start, i.exclusive_end) AS invoice_id,
        i.customer_id, i.contract_id, i.credit_type_id, i.inclusive_start, i.exclusive_end, i.issued_at,
-       'FINALIZED', 'USAGE', 'HISTORICAL_IMPORT', coalesce(t.total, 0), coalesce(t.total, 0),
+       'FINALIZED', 'USAGE', 'HISTORICAL_IMPORT', coalesce(t.total, 0), coalesce(t.subtotal, 0),
        i.billable_status, i.custom_fields::JSON, $run_id, i.invoice_index
 FROM usage_invoices i
 LEFT JOIN (
-    SELECT invoice_index, sum(total) AS total FROM invoice_line_items WHERE run_id = $run_id GROUP BY ALL
+    -- a postpaid commit's application is shown but paid in arrears: it does not lower the total
+    SELECT invoice_index,
+           sum(total) FILTER (WHERE commit_kind IS DISTINCT FROM 'POSTPAID') AS total,
+           sum(total) FILTER (WHERE type = 'usage') AS subtotal
+    FROM invoice_line_items WHERE run_id = $run_id GROUP BY ALL
 ) t USING (invoice_index)
 """
 

@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import rate, reconcile
+from bulk_rating import balances, rate, reconcile
 from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -31,7 +31,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -372,15 +372,39 @@ class Store:
                 "rating invoices",
                 progress,
                 lambda: self.con.execute(
-                    "INSERT INTO invoice_line_items " + rate.LINE_ITEMS, params
+                    f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + rate.LINE_ITEMS,
+                    params,
                 ),
             )
-            self.con.execute("INSERT INTO invoices " + rate.INVOICES, params)
         except duckdb.OutOfRangeException as exc:
             # Quantities and prices are bounded; only an amount of 10^15 units or more gets here.
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def total_invoices(self, run_id: int) -> None:
+        """The run's invoices, their totals from their lines (postpaid applications aside)."""
+        self.con.execute("INSERT INTO invoices " + rate.INVOICES, {"run_id": run_id})
+
+    # --- commits and credits ---------------------------------------------------------------
+
+    def commit_inputs(self, run_id: int) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
+        """What drawdown needs: the run's usage lines of contracts with segments, each line's
+        amount per piece of time between segment boundaries, and the segments' balances."""
+        lines = self.frame(balances.RUN_LINES, {"run_id": run_id})
+        if not lines.height:
+            return lines, pl.DataFrame(), []
+        pieces = self.frame(balances.LINE_PIECES, {"run_id": run_id})
+        segments = self.rows(balances.SEGMENTS)
+        return lines, pieces, segments
+
+    def apply_commits(self, run_id: int, applications: pl.DataFrame) -> None:
+        """Applied lines on the invoices and deductions in the ledger, for each application."""
+        if not applications.height:
+            return
+        self.replace("_applications", applications)
+        self.con.execute(balances.APPLIED_LINES, {"run_id": run_id})
+        self.con.execute(balances.DEDUCTIONS, {"run_id": run_id})
 
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
         """The run's row in `_runs`, its counts taken from what it stored."""

@@ -110,3 +110,21 @@ CREATE TABLE IF NOT EXISTS reconciliation_results (
     legacy_total DECIMAL(38,23), imported_total DECIMAL(38,23), difference DECIMAL(38,0)
 );
 COMMENT ON TABLE reconciliation_results IS 'Per invoice and per line: MATCH, AMOUNT_MISMATCH, QUANTITY_MISMATCH, PERIOD_MISMATCH, MISSING_IN_IMPORT or MISSING_IN_LEGACY; difference in whole units (imported minus legacy, half-even).';
+
+CREATE TABLE IF NOT EXISTS commit_segments (
+    contract_id VARCHAR, customer_id VARCHAR, commit_or_credit_id VARCHAR, kind VARCHAR, name VARCHAR,
+    product_id VARCHAR, priority DECIMAL(38,9), zero_cost_basis BOOLEAN, applicable_products INTEGER,
+    applicable_product_ids VARCHAR[], applicable_product_tags VARCHAR[], segment_id VARCHAR, credit_type_id VARCHAR,
+    amount DECIMAL(38,23), starting_at TIMESTAMPTZ, ending_before TIMESTAMPTZ, run_id BIGINT
+);
+COMMENT ON TABLE commit_segments IS 'Access segments of each contract''s commits (PREPAID, POSTPAID) and credits (CREDIT): amount usable in [starting_at, ending_before), in its credit type.';
+
+CREATE TABLE IF NOT EXISTS balance_ledger_entries (
+    entry_id VARCHAR, customer_id VARCHAR, contract_id VARCHAR, commit_or_credit_id VARCHAR, kind VARCHAR,
+    segment_id VARCHAR, type VARCHAR, amount DECIMAL(38,23), invoice_id VARCHAR, timestamp TIMESTAMPTZ, run_id BIGINT
+);
+COMMENT ON TABLE balance_ledger_entries IS 'Metronome ledger entries: a segment start is positive (e.g. PREPAID_COMMIT_SEGMENT_START), an invoice deduction negative (e.g. PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION), at the invoice''s end.';
+
+ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_or_credit_id VARCHAR;
+ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_segment_id VARCHAR;
+ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_kind VARCHAR;

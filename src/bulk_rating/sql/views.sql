@@ -24,3 +24,14 @@ SELECT customer_id, contract_id, invoice_id, line_item_id, product_id,
 FROM invoice_breakdowns
 GROUP BY ALL;
 COMMENT ON VIEW breakdowns_daily IS 'UTC days: DAY windows as they are, HOUR windows rolled up to their day.';
+
+CREATE OR REPLACE VIEW segment_balances AS
+SELECT s.customer_id, s.contract_id, s.commit_or_credit_id, s.kind, s.name, s.segment_id, s.credit_type_id,
+       s.starting_at, s.ending_before, s.amount,
+       s.amount + coalesce(d.deducted, 0) AS remaining
+FROM commit_segments s
+LEFT JOIN (
+    SELECT segment_id, sum(amount) AS deducted FROM balance_ledger_entries
+    WHERE type LIKE '%DEDUCTION' GROUP BY segment_id
+) d USING (segment_id);
+COMMENT ON VIEW segment_balances IS 'Each commit or credit segment with what remains of it after every deduction.';
