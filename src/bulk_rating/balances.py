@@ -215,9 +215,9 @@ WHERE l.run_id = $run_id AND l.type = 'usage'
 # wholly inside or wholly outside every segment, so a segment takes only the usage in its window.
 LINE_PIECES = """
 WITH bounds AS (
-    SELECT DISTINCT contract_id, at FROM (
-        SELECT contract_id, starting_at AS at FROM commit_segments
-        UNION ALL SELECT contract_id, ending_before AS at FROM commit_segments)
+    SELECT DISTINCT contract_id, boundary FROM (
+        SELECT contract_id, starting_at AS boundary FROM commit_segments
+        UNION ALL SELECT contract_id, ending_before AS boundary FROM commit_segments)
 ),
 windows AS (
     SELECT l.line_item_id, ui.contract_id, w.window_start, w.amount
@@ -227,8 +227,8 @@ windows AS (
     JOIN usage_invoices ui ON ui.invoice_index = l.invoice_index
     WHERE w.run_id = $run_id AND ui.contract_id IN (SELECT contract_id FROM commit_segments)
 )
-SELECT w.line_item_id, b.at AS piece_start, sum(w.amount) AS amount
-FROM windows w ASOF LEFT JOIN bounds b ON w.contract_id = b.contract_id AND w.window_start >= b.at
+SELECT w.line_item_id, b.boundary AS piece_start, sum(w.amount) AS amount
+FROM windows w ASOF LEFT JOIN bounds b ON w.contract_id = b.contract_id AND w.window_start >= b.boundary
 GROUP BY ALL
 """
 

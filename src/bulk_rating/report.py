@@ -36,6 +36,17 @@ def _json_object(text: str | None) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(text))
 
 
+def _application(line: dict[str, Any]) -> dict[str, Any]:
+    """The commit or credit fields of an applied line (METRONOME.md rule 15)."""
+    kind = line["commit_kind"]
+    return {
+        "applied_commit_or_credit": {"id": line["commit_or_credit_id"], "type": kind},
+        "commit_id": line["commit_or_credit_id"],
+        "commit_segment_id": line["commit_segment_id"],
+        "commit_type": "PostpaidCommit" if kind == "POSTPAID" else "PrepaidCommit",
+    }
+
+
 def line_document(line: dict[str, Any]) -> dict[str, Any]:
     tier = None
     if line["tier_level"] is not None:
@@ -58,6 +69,7 @@ def line_document(line: dict[str, Any]) -> dict[str, Any]:
         "tier": tier,
         "pricing_group_values": _json_object(line["pricing_group_values"]),
         "presentation_group_values": _json_object(line["presentation_group_values"]),
+        **(_application(line) if line.get("commit_kind") else {}),
     }
 
 
