@@ -34,7 +34,7 @@ from rich.table import Table
 from bulk_rating import pipeline, reconcile
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import format_decimal
-from bulk_rating.report import RunReport
+from bulk_rating.report import RunReport, timestamp
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store
 
@@ -445,6 +445,79 @@ def nightly_command(
         return int(ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK)
 
     _guarded(action, as_json=False, debug=False)
+
+
+@app.command("balances")
+def balances_command(
+    customer: Annotated[str, typer.Option(help="the customer's id")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="the moment: YYYY-MM-DD or a timestamp (default now)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON document on stdout")
+    ] = False,
+) -> None:
+    """Every commit and credit segment of a customer and the net balance per credit type."""
+
+    def action() -> int:
+        settings = _settings(db=db, as_of=as_of)
+        with Store.open_read_only(settings.db) as store:
+            segments = store.customer_balances(customer, settings.as_of_or_now())
+        # getNetBalance: only segments usable now count, and a negative remainder counts as 0.
+        net = (
+            (
+                segments.filter(pl.col("active"))
+                .group_by("credit_type_id")
+                .agg(
+                    balance=pl.when(pl.col("remaining") > 0)
+                    .then(pl.col("remaining"))
+                    .otherwise(0)
+                    .sum()
+                )
+                .sort("credit_type_id")
+            )
+            if segments.height
+            else pl.DataFrame({"credit_type_id": [], "balance": []})
+        )
+        document = {
+            "data": [
+                {
+                    **row,
+                    "starting_at": timestamp(row["starting_at"]),
+                    "ending_before": timestamp(row["ending_before"]),
+                }
+                for row in segments.drop("active").to_dicts()
+            ],
+            "net_balance": net.to_dicts(),
+        }
+        if as_json:
+            sys.stdout.write(
+                simplejson.dumps(document, use_decimal=False, default=_json_default, indent=2)
+                + "\n"
+            )
+            return 0
+        table = Table(title=f"balances of {customer}", box=box.SIMPLE_HEAD)
+        for column in ("type", "id", "segment", "from", "until", "amount", "remaining"):
+            table.add_column(
+                column, justify="right" if column in ("amount", "remaining") else "left"
+            )
+        for row in document["data"]:
+            table.add_row(
+                row["type"],
+                row["id"],
+                row["segment_id"][:8],
+                row["starting_at"][:10],
+                row["ending_before"][:10],
+                _cell(row["amount"]),
+                _cell(row["remaining"]),
+            )
+        out.print(table)
+        for row in document["net_balance"]:
+            out.print(f"net balance {_cell(row['balance'])} in {row['credit_type_id']}")
+        return 0
+
+    _guarded(action, as_json=as_json, debug=False)
 
 
 class OutputFormat(StrEnum):

@@ -72,6 +72,10 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
         "the files of one usage table have different columns or types",
         "export them alike",
     ),
+    "INVALID_COMMIT": (
+        "a commit or credit lacks what it needs (segments, amounts, a postpaid invoice schedule)",
+        "see the commit rules",
+    ),
     "INVALID_OVERRIDE": ("a contract override lacks what its type needs", "see the override rules"),
     "INVALID_JSON": ("a file is not valid JSON", "fix the syntax at the reported line and column"),
     "INVALID_SHAPE": (

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -397,6 +398,22 @@ class Store:
         pieces = self.frame(balances.LINE_PIECES, {"run_id": run_id})
         segments = self.rows(balances.SEGMENTS)
         return lines, pieces, segments
+
+    def customer_balances(self, customer_id: str, as_of: datetime) -> pl.DataFrame:
+        """Each commit and credit segment of a customer, with what remained of it at `as_of`."""
+        return self.frame(
+            """SELECT s.commit_or_credit_id AS id, s.kind AS type, s.segment_id, s.starting_at, s.ending_before,
+                      s.credit_type_id, s.amount,
+                      s.amount + coalesce(sum(e.amount) FILTER (WHERE e.type LIKE '%DEDUCTION'), 0) AS remaining,
+                      s.starting_at <= $as_of AND $as_of < s.ending_before AS active
+               FROM commit_segments s
+               LEFT JOIN balance_ledger_entries e ON e.segment_id = s.segment_id AND e.timestamp <= $as_of
+               WHERE s.customer_id = $customer
+               GROUP BY s.commit_or_credit_id, s.kind, s.segment_id, s.starting_at, s.ending_before,
+                        s.credit_type_id, s.amount
+               ORDER BY s.starting_at, s.segment_id""",
+            {"customer": customer_id, "as_of": as_of},
+        )
 
     def apply_commits(self, run_id: int, applications: pl.DataFrame) -> None:
         """Applied lines on the invoices and deductions in the ledger, for each application."""

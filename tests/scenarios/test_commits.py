@@ -216,3 +216,14 @@ def test_preview_shows_the_effects_and_writes_none(db: Path, dataset: Make) -> N
         ("2024-07", "Prepaid 2024", -7500, "PREPAID"),
     ]
     assert not db.exists()
+
+
+def test_a_postpaid_commit_without_invoice_schedule_is_rejected(db: Path, dataset: Make) -> None:
+    files = acme()
+    files["contracts"][0]["commits"] = [_commit(100, type="POSTPAID")]
+    result = run_cli("import", dataset(files), "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert result.exit_code == 1
+    assert ("INVALID_COMMIT", "invoice_schedule") in {
+        (i["code"], i["field"]) for i in result.json()["issues"]
+    }

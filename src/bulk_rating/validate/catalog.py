@@ -106,6 +106,9 @@ def validate_catalog(
                     )
                 )
             found += _override_issues(contracts_source, where, contract, known_products)
+            found += _commit_issues(
+                contracts_source, where, contract, known_products, known_credit_types
+            )
     return issue_frame(found)
 
 
@@ -179,6 +182,78 @@ def _override_issues(
                         "TOO_MANY_DECIMALS",
                         "multiplier",
                         f"multiplier {multiplier} has more than {MULTIPLIER_SCALE} decimals",
+                    )
+                )
+        found += [
+            _catalog_issue(source, code, field, f"{at}: {message}")
+            for code, field, message in problems
+        ]
+    return found
+
+
+def _commit_issues(
+    source: str,
+    where: str,
+    contract: Contract,
+    known_products: set[str],
+    known_credit_types: set[str],
+) -> list[dict[str, Any]]:
+    """What commits and credits need (METRONOME.md 2.1-2.2)."""
+    found: list[dict[str, Any]] = []
+    items = [
+        *(("commit", n, c) for n, c in enumerate(contract.commits)),
+        *(("credit", n, c) for n, c in enumerate(contract.credits)),
+    ]
+    for what, n, item in items:
+        at = f"{where}, {what} {n}"
+        problems: list[tuple[str, str, str]] = []
+        for product in [item.product_id, *(item.applicable_product_ids or [])]:
+            if product not in known_products:
+                problems.append(("UNKNOWN_PRODUCT", "product_id", f"unknown product `{product}`"))
+        if item.access_schedule.credit_type_id not in known_credit_types:
+            problems.append(
+                (
+                    "UNKNOWN_CREDIT_TYPE",
+                    "credit_type_id",
+                    f"unknown credit type `{item.access_schedule.credit_type_id}`",
+                )
+            )
+        if not item.access_schedule.schedule_items:
+            problems.append(
+                ("INVALID_COMMIT", "access_schedule", "needs at least one schedule item")
+            )
+        for k, segment in enumerate(item.access_schedule.schedule_items):
+            if segment.ending_before <= segment.starting_at:
+                problems.append(
+                    ("INVALID_PERIOD", "access_schedule", f"segment {k} ends before it starts")
+                )
+            if (
+                segment.amount < 0
+                or decimal_places(segment.amount) > PRICE_SCALE
+                or segment.amount >= MAX_PRICE * 10**6
+            ):
+                problems.append(
+                    (
+                        "INVALID_COMMIT",
+                        "amount",
+                        f"segment {k}: amount {segment.amount} is not a valid amount",
+                    )
+                )
+        if getattr(item, "type", None) == "POSTPAID":
+            if getattr(item, "invoice_schedule", None) is None:
+                problems.append(
+                    (
+                        "INVALID_COMMIT",
+                        "invoice_schedule",
+                        "a POSTPAID commit needs an invoice_schedule",
+                    )
+                )
+            if len(item.access_schedule.schedule_items) != 1:
+                problems.append(
+                    (
+                        "INVALID_COMMIT",
+                        "access_schedule",
+                        "a POSTPAID commit has exactly one schedule item",
                     )
                 )
         found += [

@@ -1,0 +1,50 @@
+"""`bulk-rating balances`: segments and the net balance (getNetBalance semantics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import SAMPLES, USD, run_cli
+
+
+def test_the_acme_commit_after_its_history(db: Path) -> None:
+    # 50,000 prepaid: June takes 12,500 and July 25,000; 12,500 remain.
+    imported = run_cli(
+        "import", SAMPLES / "acme-commit", "--db", db, "--as-of", "2024-08-15", "--json"
+    )
+    assert [i["total"] for i in imported.json()["data"]] == [0, 0]
+
+    result = run_cli(
+        "balances", "--customer", "cus_acme", "--db", db, "--as-of", "2024-08-15", "--json"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["data"] == [
+        {
+            "id": "commit_acme_2024",
+            "type": "PREPAID",
+            "segment_id": "segment_2024",
+            "starting_at": "2024-06-01T00:00:00Z",
+            "ending_before": "2025-06-01T00:00:00Z",
+            "credit_type_id": USD,
+            "amount": 50000,
+            "remaining": 12500,
+        }
+    ]
+    assert document["net_balance"] == [{"credit_type_id": USD, "balance": 12500}]
+
+
+def test_before_july_was_invoiced_and_after_the_segment_expired(db: Path) -> None:
+    run_cli("import", SAMPLES / "acme-commit", "--db", db, "--as-of", "2024-08-15")
+
+    july_first = run_cli(
+        "balances", "--customer", "cus_acme", "--db", db, "--as-of", "2024-07-15", "--json"
+    )
+    expired = run_cli(
+        "balances", "--customer", "cus_acme", "--db", db, "--as-of", "2025-07-01", "--json"
+    )
+
+    assert july_first.json()["data"][0]["remaining"] == 37500  # only June's deduction by then
+    assert expired.json()["net_balance"] == []  # an expired segment counts for nothing
+    assert "net balance" not in run_cli("balances", "--customer", "cus_nobody", "--db", db).stdout
