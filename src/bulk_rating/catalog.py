@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -207,6 +207,36 @@ def drafts(
     for contract in contracts:
         period = schedule.draft_period(contract, as_of)
         if period is not None:
+            rows.append(
+                {
+                    "customer_id": contract.customer_id,
+                    "contract_id": contract.id,
+                    "credit_type_id": fiat_credit_type[contract.rate_card_id],
+                    "inclusive_start": period.inclusive_start,
+                    "exclusive_end": period.exclusive_end,
+                }
+            )
+    return pl.DataFrame(rows, schema=frames.DRAFTS)
+
+
+def periods_to_generate(
+    contracts: Sequence[Contract],
+    generated: pl.DataFrame,
+    fiat_credit_type: dict[str, str],
+    as_of: datetime,
+) -> pl.DataFrame:
+    """The contract periods the engine owes an invoice for by `as_of` and has not made yet: from
+    `invoice_generation_starting_at` through the period containing `as_of` (frames.DRAFTS)."""
+    made = set(
+        zip(generated["contract_id"].to_list(), generated["start_timestamp"].to_list(), strict=True)
+    )
+    rows = []
+    for contract in contracts:
+        for period in schedule.periods(contract, until=as_of + timedelta(microseconds=1)):
+            if period.inclusive_start < contract.generation_starts_at:
+                continue
+            if (contract.id, period.inclusive_start) in made:
+                continue
             rows.append(
                 {
                     "customer_id": contract.customer_id,

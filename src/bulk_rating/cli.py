@@ -520,6 +520,49 @@ def balances_command(
     _guarded(action, as_json=as_json, debug=False)
 
 
+@app.command("close")
+def close_command(
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    as_of: Annotated[str | None, typer.Option(help="today: YYYY-MM-DD (default: today)")] = None,
+) -> None:
+    """Finalize the drafts whose period has ended, make the next drafts, queue them for providers."""
+
+    def action() -> int:
+        done = pipeline.run_close(_settings(db=db, as_of=as_of))
+        out.print(
+            f"{done['finalized']} drafts finalized, {done['invoices_created']} invoices created"
+        )
+        return 0
+
+    _guarded(action, as_json=False, debug=False)
+
+
+@app.command("export-provider")
+def export_provider_command(
+    provider: Annotated[str, typer.Option(help="billing provider: stripe, netsuite, ...")],
+    to: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="JSON lines file: one invoice per line, with its idempotency key"
+        ),
+    ],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+) -> None:
+    """Export the finalized generated invoices queued for a provider (never imported ones)."""
+
+    def action() -> int:
+        exported = pipeline.run_export(_settings(db=db), provider)
+        with to.open("w", encoding="utf-8") as handle:
+            for item in exported:
+                handle.write(
+                    simplejson.dumps(item, use_decimal=False, default=_json_default) + "\n"
+                )
+        out.print(f"{len(exported)} invoices exported to {to}")
+        return 0
+
+    _guarded(action, as_json=False, debug=False)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"

@@ -387,3 +387,43 @@ def run_nightly(
         imported.append((entry.name, report))
     reconciled = run_reconcile(legacy, [], settings, tolerance) if legacy else None
     return imported, reconciled
+
+
+def run_close(settings: Settings) -> dict[str, int]:
+    """The nightly step: finalize every draft whose period has ended, make the drafts (and any
+    missed periods) up to the as-of date, and queue the finalized ones for billing providers."""
+    as_of = settings.as_of_or_now()
+    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    with Store.open(settings.db, limits) as store:
+        owed = catalog.periods_to_generate(
+            store.contract_models(), store.generated_invoices(), store.fiat_credit_types(), as_of
+        )
+        store.temp_table("_drafts", frames.empty(frames.DRAFTS))
+        store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
+        with store.transaction():
+            finalized = store.close_periods(as_of, owed, store.next_run_id())
+    return {"finalized": finalized, "invoices_created": owed.height}
+
+
+def run_export(settings: Settings, provider: str) -> list[dict[str, object]]:
+    """The invoices queued for `provider`, as documents with their idempotency keys; they are
+    marked exported. Imported invoices are never among them (D1)."""
+    with Store.open(settings.db) as store:
+        queued = store.queued_for(provider.lower())
+        if not queued.height:
+            return []
+        ids = queued["invoice_id"].to_list()
+        invoice_rows, line_rows = store.invoices_by_id(ids)
+        report = RunReport(
+            status="exported",
+            preview=False,
+            inputs=[],
+            invoice_rows=invoice_rows,
+            line_rows=line_rows,
+        )
+        documents = {d["id"]: d for d in report.documents("CONTRACT_SCHEDULE")}
+        store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
+        with store.transaction():
+            store.mark_exported(ids, utc_now())
+    keys = dict(queued.select("invoice_id", "idempotency_key").iter_rows())
+    return [{"idempotency_key": keys[i], "invoice": documents[i]} for i in ids]

@@ -32,7 +32,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -398,6 +398,83 @@ class Store:
         pieces = self.frame(balances.LINE_PIECES, {"run_id": run_id})
         segments = self.rows(balances.SEGMENTS)
         return lines, pieces, segments
+
+    # --- the contract's own schedule: closing periods, the provider outbox ------------------
+
+    def generated_invoices(self) -> pl.DataFrame:
+        """The invoices the contracts' schedules made (drafts and finalized)."""
+        return self.frame(
+            """SELECT invoice_id, contract_id, customer_id, credit_type_id, start_timestamp, end_timestamp, status
+               FROM invoices WHERE origin = 'CONTRACT_SCHEDULE'"""
+        )
+
+    def close_periods(self, as_of: datetime, new_invoices: pl.DataFrame, run_id: int) -> int:
+        """Finalize every draft whose period has ended, add the given generated invoices, and
+        queue every newly finalized one for its contract's billing provider (DML only)."""
+        self.replace("_drafts", new_invoices)
+        self.con.execute(
+            """INSERT INTO invoices BY NAME
+               SELECT invoice_id(d.contract_id, d.credit_type_id, d.inclusive_start, d.exclusive_end) AS invoice_id,
+                      d.customer_id, d.contract_id, d.credit_type_id, d.inclusive_start AS start_timestamp,
+                      d.exclusive_end AS end_timestamp, d.exclusive_end AS issued_at, 'DRAFT' AS status,
+                      'USAGE' AS type, 'CONTRACT_SCHEDULE' AS origin, 0 AS total, 0 AS subtotal,
+                      'billable' AS billable_status, '{}'::JSON AS custom_fields, $run AS run_id
+               FROM _drafts d""",
+            {"run": run_id},
+        )
+        closing = self.frame(
+            """SELECT invoice_id FROM invoices
+               WHERE origin = 'CONTRACT_SCHEDULE' AND status = 'DRAFT' AND end_timestamp <= $as_of""",
+            {"as_of": as_of},
+        )
+        self.con.execute(
+            """UPDATE invoices SET status = 'FINALIZED'
+               WHERE origin = 'CONTRACT_SCHEDULE' AND status = 'DRAFT' AND end_timestamp <= $as_of""",
+            {"as_of": as_of},
+        )
+        self.con.execute(
+            """INSERT INTO provider_outbox
+               SELECT i.invoice_id, i.contract_id, c.billing_provider, c.delivery_method,
+                      stable_id('provider|' || i.invoice_id), 'QUEUED', $as_of, NULL
+               FROM invoices i JOIN contracts c USING (contract_id)
+               WHERE i.origin = 'CONTRACT_SCHEDULE' AND i.status = 'FINALIZED' AND c.billing_provider IS NOT NULL
+                 AND i.invoice_id NOT IN (SELECT invoice_id FROM provider_outbox)""",
+            {"as_of": as_of},
+        )
+        return closing.height
+
+    def queued_for(self, provider: str) -> pl.DataFrame:
+        return self.frame(
+            """SELECT o.invoice_id, o.idempotency_key FROM provider_outbox o
+               JOIN invoices i USING (invoice_id)
+               WHERE o.billing_provider = $provider AND o.status = 'QUEUED' AND i.origin = 'CONTRACT_SCHEDULE'
+               ORDER BY i.start_timestamp, o.invoice_id""",
+            {"provider": provider},
+        )
+
+    def invoices_by_id(self, invoice_ids: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        self.temp_table(
+            "_shown", pl.DataFrame({"invoice_id": invoice_ids}, schema={"invoice_id": pl.String()})
+        )
+        invoices = self.frame(
+            """SELECT i.*, c.name AS credit_type_name FROM invoices i JOIN credit_types c USING (credit_type_id)
+               SEMI JOIN _shown USING (invoice_id)"""
+        )
+        lines = self.frame(
+            """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l JOIN credit_types c USING (credit_type_id)
+               SEMI JOIN _shown USING (invoice_id) ORDER BY l.invoice_index, l.position"""
+        )
+        return invoices, lines
+
+    def mark_exported(self, invoice_ids: list[str], at: datetime) -> None:
+        self.replace(
+            "_shown", pl.DataFrame({"invoice_id": invoice_ids}, schema={"invoice_id": pl.String()})
+        )
+        self.con.execute(
+            """UPDATE provider_outbox SET status = 'EXPORTED', exported_at = $at
+               WHERE invoice_id IN (SELECT invoice_id FROM _shown)""",
+            {"at": at},
+        )
 
     def customer_balances(self, customer_id: str, as_of: datetime) -> pl.DataFrame:
         """Each commit and credit segment of a customer, with what remained of it at `as_of`."""

@@ -128,3 +128,9 @@ COMMENT ON TABLE balance_ledger_entries IS 'Metronome ledger entries: a segment 
 ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_or_credit_id VARCHAR;
 ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_segment_id VARCHAR;
 ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS commit_kind VARCHAR;
+
+CREATE TABLE IF NOT EXISTS provider_outbox (
+    invoice_id VARCHAR, contract_id VARCHAR, billing_provider VARCHAR, delivery_method VARCHAR,
+    idempotency_key VARCHAR, status VARCHAR, queued_at TIMESTAMPTZ, exported_at TIMESTAMPTZ
+);
+COMMENT ON TABLE provider_outbox IS 'Finalized generated invoices bound for the contract''s billing provider (QUEUED, then EXPORTED). Imported invoices never enter it.';
