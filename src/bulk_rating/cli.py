@@ -402,7 +402,9 @@ def nightly_command(
 
     def action() -> int:
         settings = _settings(db=db, as_of=as_of)
-        imported, reconciled = pipeline.run_nightly(inbox, settings, legacy or [], tolerance)
+        imported, closed, reconciled = pipeline.run_nightly(
+            inbox, settings, legacy or [], tolerance
+        )
         folder = reports / settings.as_of_or_now().strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -427,7 +429,11 @@ def nightly_command(
         document: dict[str, Any] = {
             "as_of": settings.as_of_or_now().isoformat(),
             "imports": entries,
+            "close": closed,
         }
+        out.print(
+            f"close: {closed['finalized']} drafts finalized, {closed['invoices_created']} invoices created"
+        )
         if reconciled is not None:
             result, daily = reconciled
             _write_reconciliation(result, daily, folder / "reconciliation")

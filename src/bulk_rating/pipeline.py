@@ -372,9 +372,14 @@ def inbox_entries(inbox: Path) -> list[Path]:
 
 def run_nightly(
     inbox: Path, settings: Settings, legacy: Sequence[Path], tolerance: int
-) -> tuple[list[tuple[str, RunReport]], tuple[reconcile.Reconciliation, pl.DataFrame] | None]:
+) -> tuple[
+    list[tuple[str, RunReport]],
+    dict[str, int],
+    tuple[reconcile.Reconciliation, pl.DataFrame] | None,
+]:
     """Import every entry of the inbox in name order (each on its own: one that fails leaves the
-    others, and nothing of itself), then reconcile the store with the legacy files if given."""
+    others, and nothing of itself), close the periods that ended, then reconcile the store with
+    the legacy files if given."""
     imported = []
     for entry in inbox_entries(inbox):
         try:
@@ -385,8 +390,11 @@ def run_nightly(
                 [{"source": str(entry), "code": problem.code, "message": problem.message}]
             )
         imported.append((entry.name, report))
+    closed = (
+        run_close(settings) if settings.db.exists() else {"finalized": 0, "invoices_created": 0}
+    )
     reconciled = run_reconcile(legacy, [], settings, tolerance) if legacy else None
-    return imported, reconciled
+    return imported, closed, reconciled
 
 
 def run_close(settings: Settings) -> dict[str, int]:
