@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from metronome.types.v1.customers.invoice import Invoice
-
-from tests.conftest import acme, add_product, add_rates, import_json, invoice, line, query, run_cli
+from tests.conftest import acme, import_json, invoice, line, query, run_cli
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
 JULY = ("2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z")
@@ -32,10 +31,15 @@ def _commit(amount: int, **extra: Any) -> dict[str, Any]:
 
 def _applied(document: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [
-        (i["start_timestamp"][:7], l["name"], l["total"], l["applied_commit_or_credit"]["type"])
+        (
+            i["start_timestamp"][:7],
+            item["name"],
+            item["total"],
+            item["applied_commit_or_credit"]["type"],
+        )
         for i in document["data"]
-        for l in i["line_items"]
-        if l["type"] == "applied_commit_or_credit"
+        for item in i["line_items"]
+        if item["type"] == "applied_commit_or_credit"
     ]
 
 
@@ -108,9 +112,9 @@ def test_a_product_credit_goes_first_beside_a_commit_for_all_products(
     (june,) = import_json(db, dataset, files)["data"]
 
     applied = [
-        (l["name"], l["total"])
-        for l in june["line_items"]
-        if l["type"] == "applied_commit_or_credit"
+        (item["name"], item["total"])
+        for item in june["line_items"]
+        if item["type"] == "applied_commit_or_credit"
     ]
     assert applied == [("Launch credit", -5000), ("Prepaid 2024", Decimal("-7509.6"))]
     assert june["total"] == 0
@@ -126,7 +130,7 @@ def test_priority_decides_between_two_commits(db: Path, dataset: Make) -> None:
     files["invoices"]["invoices"] = files["invoices"]["invoices"][:1]
     (june,) = import_json(db, dataset, files)["data"]
 
-    assert [(l["name"], l["total"]) for l in june["line_items"][1:]] == [
+    assert [(item["name"], item["total"]) for item in june["line_items"][1:]] == [
         ("first", -10000),
         ("second", -2500),
     ]
@@ -182,7 +186,7 @@ def test_a_postpaid_commit_is_shown_but_leaves_the_total(db: Path, dataset: Make
     (june,) = import_json(db, dataset, files)["data"]
 
     assert june["total"] == 12500
-    assert [(l["total"], l["commit_type"]) for l in june["line_items"][1:]] == [
+    assert [(item["total"], item["commit_type"]) for item in june["line_items"][1:]] == [
         (-12500, "PostpaidCommit")
     ]
     assert query(db, "SELECT type FROM balance_ledger_entries ORDER BY amount") == [
