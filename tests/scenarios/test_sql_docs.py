@@ -89,7 +89,7 @@ def _run(store: Path, name: str) -> list[dict[str, Any]]:
 
 
 def test_the_docs_hold_at_least_eight_queries() -> None:
-    assert len(_queries()) >= 8
+    assert len(_queries()) >= 11
 
 
 def test_daily_spend_by_product(store: Path) -> None:
@@ -207,3 +207,30 @@ def test_a_write_is_refused(store: Path) -> None:
     assert result.exit_code == 2
     assert "read-only" in result.stderr
     assert _run(store, "Invoices by origin and status")[1]["invoices"] == 4
+
+
+def test_balance_burndown_per_commit(tmp_path: Path) -> None:
+    # acme-commit: 50,000 prepaid; June takes 12,500 (at its end, July 1), July 25,000 (August 1).
+    db = tmp_path / "commit.duckdb"
+    assert (
+        run_cli(
+            "import", ROOT / "data" / "samples" / "acme-commit", "--db", db, "--as-of", "2024-08-15"
+        ).exit_code
+        == 0
+    )
+
+    burndown = [
+        (r["day"], r["type"], r["amount"], r["balance"])
+        for r in _run(db, "Balance burndown per commit")
+    ]
+    remaining = [
+        (r["commit_or_credit_id"], r["amount"], r["remaining"])
+        for r in _run(db, "What remains of each commit and credit")
+    ]
+
+    assert burndown == [
+        ("2024-06-01", "PREPAID_COMMIT_SEGMENT_START", 50000, 50000),
+        ("2024-07-01", "PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION", -12500, 37500),
+        ("2024-08-01", "PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION", -25000, 12500),
+    ]
+    assert remaining == [("commit_acme_2024", 50000, 12500)]
