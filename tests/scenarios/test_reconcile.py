@@ -217,3 +217,51 @@ def test_a_bad_legacy_file_is_named(data: Path, tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert {i["code"] for i in result.json()["issues"]} == {"MISSING_COLUMN", "UNKNOWN_COLUMN"}
+
+
+def test_a_period_that_differs_and_a_parquet_legacy_file(data: Path, tmp_path: Path) -> None:
+    # Legacy billed acme for June 2 - July 2 (not June 1 - July 1): both sides PERIOD_MISMATCH.
+    import polars as pl
+
+    legacy = tmp_path / "legacy.parquet"
+    pl.DataFrame(
+        {
+            "legacy_invoice_id": ["L1", "L2"],
+            "customer_id": ["cus_acme", "cus_acme"],
+            "contract_id": ["con_acme_2024", "con_acme_2024"],
+            "inclusive_start_date": ["2024-06-02T00:00:00Z", "2024-07-02T00:00:00Z"],
+            "exclusive_end_date": ["2024-07-02T00:00:00Z", "2024-08-01T00:00:00Z"],
+            "total": [12500, 25000],
+        }
+    ).with_columns(
+        pl.col("inclusive_start_date", "exclusive_end_date").str.to_datetime(time_zone="UTC"),
+        pl.col("total").cast(pl.Decimal(38, 2)),
+    ).write_parquet(legacy)
+
+    result = run_cli(
+        "reconcile",
+        data,
+        "--legacy",
+        legacy,
+        "--db",
+        tmp_path / "s.duckdb",
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert result.exit_code == 1, result.stdout
+    acme_rows = [
+        (r["legacy_invoice_id"], r["invoice_id"] is not None, r["status"])
+        for r in result.json()["invoices"]
+        if r["customer_id"] == "cus_acme"
+    ]
+    assert sorted(acme_rows, key=str) == sorted(
+        [
+            ("L1", False, "PERIOD_MISMATCH"),
+            ("L2", False, "PERIOD_MISMATCH"),
+            (None, True, "PERIOD_MISMATCH"),
+            (None, True, "PERIOD_MISMATCH"),
+        ],
+        key=str,
+    )
