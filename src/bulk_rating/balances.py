@@ -205,7 +205,8 @@ SELECT l.line_item_id, l.invoice_index, l.invoice_id, ui.contract_id, ui.custome
        ui.inclusive_start AS invoice_start, l.credit_type_id, l.product_id, p.tags AS product_tags,
        l.starting_at, l.unit_price, l.name
 FROM invoice_line_items l
-JOIN usage_invoices ui ON ui.invoice_index = l.invoice_index
+JOIN usage_invoices ui
+  ON invoice_id(ui.contract_id, ui.credit_type_id, ui.inclusive_start, ui.exclusive_end) = l.invoice_id
 JOIN products p ON p.product_id = l.product_id
 WHERE l.run_id = $run_id AND l.type = 'usage'
   AND ui.contract_id IN (SELECT contract_id FROM commit_segments)
@@ -224,7 +225,8 @@ windows AS (
     FROM _priced_windows w
     JOIN invoice_line_items l
       ON l.run_id = w.run_id AND l.line_key = w.line_key AND l.rate_key = w.rate_key AND l.tier_key = w.tier_key
-    JOIN usage_invoices ui ON ui.invoice_index = l.invoice_index
+    JOIN usage_invoices ui
+      ON invoice_id(ui.contract_id, ui.credit_type_id, ui.inclusive_start, ui.exclusive_end) = l.invoice_id
     WHERE w.run_id = $run_id AND ui.contract_id IN (SELECT contract_id FROM commit_segments)
 )
 SELECT w.line_item_id, b.boundary AS piece_start, sum(w.amount) AS amount
@@ -241,7 +243,7 @@ APPLIED_LINES = """
 INSERT INTO invoice_line_items BY NAME
 SELECT a.invoice_id, stable_id(a.invoice_id || '|applied|' || a.segment_id) AS line_item_id,
        (SELECT count(*) FROM invoice_line_items u
-        WHERE u.run_id = $run_id AND u.invoice_index = a.invoice_index AND u.type = 'usage')
+        WHERE u.invoice_id = a.invoice_id AND u.type = 'usage')
          + row_number() OVER (PARTITION BY a.invoice_index ORDER BY a.kind = 'POSTPAID', a.segment_id) - 1 AS position,
        a.product_id, a.name, 'applied_commit_or_credit' AS type, a.credit_type_id, -a.applied AS total,
        ui.inclusive_start AS starting_at, ui.exclusive_end AS ending_before, 'NONE' AS granularity,

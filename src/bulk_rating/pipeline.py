@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def run_import(
             issues = _batch_issues(dataset, plan, refs)
             if dataset.issues:  # unreadable input: nothing more can be checked
                 return report.reject(issues)
-            table = _prepare(store, dataset, plan, refs)
+            table = _prepare(store, dataset, plan, refs, as_of)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
@@ -114,6 +115,8 @@ def run_import(
                     )
                     _draw_down(store, run_id)
                     store.total_invoices(run_id)
+                    if table is not None:
+                        _rate_drafts(store, run_id)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -201,7 +204,11 @@ def _batch_issues(
 
 
 def _prepare(
-    store: Store, dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References
+    store: Store,
+    dataset: load.Dataset,
+    plan: catalog.CatalogPlan,
+    refs: validate.References,
+    as_of: datetime,
 ) -> load.UsageTable | None:
     """The run's working relations, created before its transaction (which then holds no DDL)."""
     if dataset.tables and dataset.request is not None:
@@ -217,6 +224,9 @@ def _prepare(
     store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
     store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
     store.temp_table("_applications", frames.empty(frames.APPLICATIONS))
+    store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
+    store.temp_table("_draft_periods", _draft_periods(store, plan, as_of))
+    store.temp_view("draft_rows", "SELECT * EXCLUDE (run_id) FROM _draft_usage")
     if table is None:
         store.temp_table(
             "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
@@ -268,10 +278,45 @@ def _usage_issues(
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
         return [], content_sum
-    invoices, lines, disagreements = assemble.table_invoices_and_lines(checked)
+    history = checked.filter(~pl.col("draft"))  # a draft period's rows are rated with its draft
+    invoices, lines, disagreements = assemble.table_invoices_and_lines(history)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum
+
+
+def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:
+    """The periods the contracts bill themselves now: their DRAFT invoices, stored or new."""
+    stored = store.generated_invoices().filter(pl.col("status") == "DRAFT")
+    fiat = {
+        **store.fiat_credit_types(),
+        **dict(plan.rows["rate_cards"].select("rate_card_id", "fiat_credit_type_id").iter_rows()),
+    }
+    new = catalog.drafts(plan.new_contracts, fiat, as_of)
+    return pl.concat(
+        [
+            stored.select(
+                "contract_id",
+                pl.col("start_timestamp").alias("inclusive_start"),
+                pl.col("end_timestamp").alias("exclusive_end"),
+            ),
+            new.select("contract_id", "inclusive_start", "exclusive_end"),
+        ]
+    )
+
+
+def _rate_drafts(store: Store, run_id: int) -> None:
+    """D8: a draft is rated from all the usage of its period given so far, again when more comes."""
+    store.keep_draft_usage(run_id)
+    if not store.clear_drafts():
+        return
+    checked = store.frame(validate.check_sql("text", table=True, rows="draft_rows"))
+    invoices, lines, _ = assemble.table_invoices_and_lines(checked.filter(pl.col("draft")))
+    store.replace("usage_invoices", invoices)
+    store.replace("usage_lines", lines)
+    store.price(run_id, table=True, rows="draft_rows", drafts=True)
+    _draw_down(store, run_id)
+    store.total_drafts(run_id)
 
 
 def _draw_down(store: Store, run_id: int) -> None:

@@ -62,8 +62,24 @@ LEFT JOIN _period_days d
         if table
         else ""
     )
-    period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
-    period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
+    # A usage table's row in a period the contract bills itself belongs to its DRAFT invoice.
+    draft_join = (
+        """
+LEFT JOIN _draft_periods dp
+  ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start
+ AND u.inclusive_start < dp.exclusive_end"""
+        if table
+        else ""
+    )
+    in_draft = "dp.contract_id IS NOT NULL" if table else "false"
+    period = (
+        "coalesce(u.invoice_start, d.inclusive_start, dp.inclusive_start)"
+        if table
+        else "u.invoice_start"
+    )
+    period_end = (
+        "coalesce(u.invoice_end, d.exclusive_end, dp.exclusive_end)" if table else "u.invoice_end"
+    )
     keys = line_key_columns(table=table)
     return f"""
 SELECT *, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
@@ -72,7 +88,7 @@ FROM (
     SELECT u.*,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
            c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
-           {period} AS invoice_period_start, {period_end} AS invoice_period_end,
+           {period} AS invoice_period_start, {period_end} AS invoice_period_end, {in_draft} AS in_draft,
            r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
            r.ending_before AS rate_ending_before, r.continues AS rate_continues,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
@@ -82,7 +98,7 @@ FROM (
     LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
     LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = u.product_id
-    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}{draft_join}
     LEFT JOIN contract_rates r
       ON r.contract_id = u.contract_id AND r.product_id = u.product_id
      AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
@@ -91,7 +107,7 @@ FROM (
 """
 
 
-def priced_windows_sql(*, table: bool, rows: str = "usage_rows") -> str:
+def priced_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
     """One row per window and tier it reaches, into `_priced_windows`.
 
     A FLAT window is its quantity times the price. A TIERED window needs `position_end`, the
@@ -100,7 +116,9 @@ def priced_windows_sql(*, table: bool, rows: str = "usage_rows") -> str:
     is split at tier edges.
     """
     return f"""
-WITH rated AS NOT MATERIALIZED ({resolved_sql(table=table, rows=rows)}),
+WITH rated AS NOT MATERIALIZED (
+    SELECT * FROM ({resolved_sql(table=table, rows=rows)}) WHERE in_draft = {str(drafts).lower()}
+),
 flat AS (
     SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
            w.quantity, w.quantity * t.price AS amount

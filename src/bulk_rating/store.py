@@ -32,7 +32,7 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -43,9 +43,13 @@ REFERENCE_TABLES = (
     "products",
     "rate_cards",
     "rates",
-    "_rate_tiers",
     "contracts",
+    "contract_rates",
+    "_contract_rate_tiers",
     "invoices",
+    "commit_segments",
+    "balance_ledger_entries",
+    "_draft_usage",
 )
 
 
@@ -360,11 +364,14 @@ class Store:
         *,
         table: bool,
         rows: str = "usage_rows",
+        drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        """Run the pricing kernel over `usage_rows`, `usage_lines` and `usage_invoices`."""
+        """Run the pricing kernel over `rows`, `usage_lines` and `usage_invoices`."""
         params = {"run_id": run_id}
-        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(table=table, rows=rows)
+        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
+            table=table, rows=rows, drafts=drafts
+        )
         try:
             self.tracked(
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
@@ -382,6 +389,64 @@ class Store:
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    # --- drafts: the periods a contract bills itself -----------------------------------------
+
+    def keep_draft_usage(self, run_id: int) -> None:
+        """The run's rows that fall in a DRAFT period join those kept before (validated already)."""
+        self.con.execute(
+            """INSERT INTO _draft_usage BY NAME
+                SELECT * EXCLUDE (quantity_raw), quantity_raw::VARCHAR AS quantity_raw, $run AS run_id
+                FROM usage_rows u
+                SEMI JOIN _draft_periods dp
+                  ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start
+                 AND u.inclusive_start < dp.exclusive_end""",
+            {"run": run_id},
+        )
+
+    def clear_drafts(self) -> list[str]:
+        """Forget what the drafts with kept usage were rated at: they are rated again, whole."""
+        ids = [
+            i
+            for (i,) in self.con.execute(
+                """SELECT DISTINCT invoice_id(u.contract_id, i.credit_type_id, dp.inclusive_start, dp.exclusive_end)
+                   FROM _draft_usage u
+                   JOIN _draft_periods dp ON dp.contract_id = u.contract_id
+                    AND dp.inclusive_start <= u.inclusive_start AND u.inclusive_start < dp.exclusive_end
+                   JOIN invoices i ON i.contract_id = u.contract_id AND i.status = 'DRAFT'
+                    AND i.start_timestamp = dp.inclusive_start"""
+            ).fetchall()
+        ]
+        self.replace(
+            "_shown", pl.DataFrame({"invoice_id": ids}, schema={"invoice_id": pl.String()})
+        )
+        self.con.execute(
+            """DELETE FROM _priced_windows w USING invoice_line_items l
+               WHERE l.invoice_id IN (SELECT invoice_id FROM _shown) AND w.run_id = l.run_id
+                 AND w.line_key = l.line_key AND w.rate_key = l.rate_key AND w.tier_key = l.tier_key"""
+        )
+        self.con.execute(
+            "DELETE FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown)"
+        )
+        self.con.execute(
+            """DELETE FROM balance_ledger_entries
+               WHERE invoice_id IN (SELECT invoice_id FROM _shown) AND type LIKE '%DEDUCTION'"""
+        )
+        return ids
+
+    def total_drafts(self, run_id: int) -> None:
+        """A rated draft's totals from its lines; it now belongs to this run."""
+        self.con.execute(
+            """UPDATE invoices SET run_id = $run_id, total = t.total, subtotal = t.subtotal
+               FROM (
+                   SELECT invoice_id,
+                          coalesce(sum(total) FILTER (WHERE commit_kind IS DISTINCT FROM 'POSTPAID'), 0) AS total,
+                          coalesce(sum(total) FILTER (WHERE type = 'usage'), 0) AS subtotal
+                   FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown) GROUP BY ALL
+               ) t
+               WHERE invoices.invoice_id = t.invoice_id""",
+            {"run_id": run_id},
+        )
 
     def total_invoices(self, run_id: int) -> None:
         """The run's invoices, their totals from their lines (postpaid applications aside)."""

@@ -277,9 +277,9 @@ CSV_CASES: dict[str, Case] = {
         "inclusive_start_date",
         2,
     ),
-    "row in a period the contract generates": Case(
+    "row in a generated period that is not the current draft": Case(
         "usage.csv",
-        _csv(GOOD, _row("2024-08-01T00:00:00Z", "2024-08-02T00:00:00Z")),
+        _csv(GOOD, _row("2024-09-01T00:00:00Z", "2024-09-02T00:00:00Z")),
         "INVOICE_AFTER_GENERATION_START",
         "inclusive_start_date",
         2,

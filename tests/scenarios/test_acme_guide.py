@@ -128,3 +128,25 @@ def test_the_run_is_recorded_with_its_counts(db: Path) -> None:
         "SELECT run_id, status, preview, invoices, drafts, line_items, windows, contracts FROM _runs",
     )
     assert runs == [(1, "imported", False, 2, 1, 2, 11, 1)]  # 10 June days + the July quantity
+
+
+def test_preview_of_a_json_file_alone_prices_with_the_stored_contract(
+    db: Path, tmp_path: Path
+) -> None:
+    import json
+
+    files = json.loads((SAMPLES / "acme" / "invoices.json").read_text())
+    june = json.dumps({"invoices": files["invoices"][:1], "preview": False})
+    later = tmp_path / "july.json"
+    later.write_text(json.dumps({"invoices": files["invoices"][1:], "preview": False}))
+    setup = tmp_path / "setup"
+    setup.mkdir()
+    for name in ("catalog.json", "contracts.json"):
+        (setup / name).write_text((SAMPLES / "acme" / name).read_text())
+    (setup / "invoices.json").write_text(june)
+    assert run_cli("import", setup, "--db", db, "--as-of", "2024-08-15").exit_code == 0
+
+    preview = run_cli("import", later, "--db", db, "--as-of", "2024-08-15", "--preview", "--json")
+
+    assert preview.exit_code == 0, preview.stdout
+    assert [i["total"] for i in preview.json()["data"]] == [25000]

@@ -134,3 +134,14 @@ CREATE TABLE IF NOT EXISTS provider_outbox (
     idempotency_key VARCHAR, status VARCHAR, queued_at TIMESTAMPTZ, exported_at TIMESTAMPTZ
 );
 COMMENT ON TABLE provider_outbox IS 'Finalized generated invoices bound for the contract''s billing provider (QUEUED, then EXPORTED). Imported invoices never enter it.';
+
+CREATE TABLE IF NOT EXISTS _draft_usage (
+    source VARCHAR, row BIGINT, invoice_index BIGINT, line_index BIGINT, window_index BIGINT,
+    customer_id VARCHAR, contract_id VARCHAR, product_id VARCHAR, credit_type_id VARCHAR,
+    inclusive_start TIMESTAMPTZ, exclusive_end TIMESTAMPTZ, invoice_start TIMESTAMPTZ, invoice_end TIMESTAMPTZ,
+    issue_date TIMESTAMPTZ, start_text VARCHAR, end_text VARCHAR, invoice_start_text VARCHAR,
+    invoice_end_text VARCHAR, issue_text VARCHAR, quantity_raw VARCHAR, quantity DECIMAL(38,9),
+    granularity_given VARCHAR, granularity VARCHAR, pricing_group_values VARCHAR,
+    presentation_group_values VARCHAR, billable_status VARCHAR, run_id BIGINT
+);
+COMMENT ON TABLE _draft_usage IS 'Usage rows of the periods the contracts bill themselves (their DRAFT invoices): kept, so a draft is re-rated from all its usage when more arrives.';

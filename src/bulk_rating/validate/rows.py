@@ -171,7 +171,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
             (
                 "INVOICE_AFTER_GENERATION_START",
                 "inclusive_start_date",
-                "invoice_start IS NULL AND known_contract AND inclusive_start >= generation_starts_at"
+                "invoice_start IS NULL AND known_contract AND inclusive_start >= generation_starts_at AND NOT in_draft"
                 " AND (contract_end IS NULL OR inclusive_start < contract_end)",
                 f"'the window starting ' || {_ts_sql('inclusive_start')} || ' falls in a period the contract generates itself (from ' || {_ts_sql('generation_starts_at')} || ')'",
             ),
@@ -262,7 +262,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
     return rules
 
 
-def check_sql(quantity_kind: str, *, table: bool) -> str:
+def check_sql(quantity_kind: str, *, table: bool, rows: str = "usage_rows") -> str:
     """One scan: the rows grouped into lines (by line key), with each line's count of rows that
     break a rule and of rows repeating a window. Lines and invoices are made from this; a second
     hash of the same key columns tells a (never seen) collision of line keys from a real line."""
@@ -284,8 +284,8 @@ SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
        min(source) AS source, count(*) AS rows,
        sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
        count(inclusive_start) - count(DISTINCT inclusive_start) AS repeated_windows,
-       count_if({any_problem}) AS problems
-FROM ({rate.resolved_sql(table=table)})
+       count_if({any_problem}) AS problems, bool_or(in_draft) AS draft
+FROM ({rate.resolved_sql(table=table, rows=rows)})
 GROUP BY line_key
 """
 

@@ -1,0 +1,130 @@
+"""The current period's DRAFT is rated from its usage, and again when more arrives (D8).
+
+acme-commit: 50,000 prepaid from June 1. History: June 10 calls (12,500), July 20 (25,000), both
+covered; 12,500 remain. As of August 15 the contract bills August itself: its DRAFT is rated from
+the August rows. First 5 calls (6,250): covered, the draft totals 0, 6,250 remain. Then 10 more
+(Aug 6-15): the draft's earlier rating is forgotten and it is rated again from all 15 calls
+(18,750), drawing on what history left (12,500): the draft totals 6,250 and nothing remains.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+from tests.conftest import SAMPLES, query, run_cli
+
+HEADER = [
+    "customer_id",
+    "contract_id",
+    "product_id",
+    "inclusive_start_date",
+    "exclusive_end_date",
+    "quantity",
+    "breakdown_granularity",
+]
+ACME = ["cus_acme", "con_acme_2024", "prod_api_calls"]
+
+
+def _set(directory: Path, rows: list[list[str]], *, catalog: bool = True) -> Path:
+    directory.mkdir(parents=True)
+    if catalog:
+        for name in ("catalog.json", "contracts.json"):
+            shutil.copy(SAMPLES / "acme-commit" / name, directory / name)
+    with (directory / "usage.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows([[*ACME, *row] for row in rows])
+    return directory
+
+
+def _days(first: int, last: int) -> list[list[str]]:
+    return [
+        [f"2024-08-{d:02d}T00:00:00Z", f"2024-08-{d + 1:02d}T00:00:00Z", "1", "DAY"]
+        for d in range(first, last + 1)
+    ]
+
+
+def test_the_august_draft_consumes_what_history_left_and_is_rated_again(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    history = [
+        ["2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z", "10", "NONE"],
+        ["2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z", "20", "NONE"],
+    ]
+    first = run_cli(
+        "import",
+        _set(tmp_path / "first", history + _days(1, 5)),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert first.exit_code == 0, first.stdout
+    assert [i["total"] for i in first.json()["data"]] == [0, 0]
+    (draft,) = first.json()["drafts"]
+    assert (draft["status"], draft["subtotal"], draft["total"]) == ("DRAFT", 6250, 0)
+    assert query(db, "SELECT remaining FROM segment_balances") == [(Decimal(6250),)]
+
+    more = run_cli(
+        "import",
+        _set(tmp_path / "more", _days(6, 15), catalog=False),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert more.exit_code == 0, more.stdout
+    (draft,) = more.json()["drafts"]
+    assert (draft["subtotal"], draft["total"]) == (18750, 6250)
+    assert [(item["type"], item["quantity"], item["total"]) for item in draft["line_items"]] == [
+        ("usage", 15, 18750),
+        ("applied_commit_or_credit", None, -12500),
+    ]
+    assert query(db, "SELECT remaining FROM segment_balances") == [(Decimal(0),)]
+    assert query(
+        db, "SELECT count(*) FROM invoice_breakdowns WHERE window_start >= '2024-08-01'"
+    ) == [(15,)]
+
+    closed = run_cli("close", "--db", db, "--as-of", "2024-09-02")
+    assert closed.exit_code == 0
+    assert query(db, "SELECT status, total FROM invoices WHERE start_timestamp = '2024-08-01'") == [
+        ("FINALIZED", Decimal(6250))
+    ]
+
+
+def test_a_preview_of_more_usage_shows_the_rated_draft_and_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    history = [["2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z", "10", "NONE"]]
+    assert (
+        run_cli(
+            "import",
+            _set(tmp_path / "first", history + _days(1, 5)),
+            "--db",
+            db,
+            "--as-of",
+            "2024-08-15",
+        ).exit_code
+        == 0
+    )
+    before = db.read_bytes()
+
+    preview = run_cli(
+        "import",
+        _set(tmp_path / "more", _days(6, 15), catalog=False),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--preview",
+        "--json",
+    )
+
+    assert preview.exit_code == 0, preview.stdout
+    assert preview.json()["drafts"][0]["subtotal"] == 18750
+    assert db.read_bytes() == before
