@@ -23,24 +23,31 @@ PERIOD_DAYS: dict[str, pl.DataType] = {
     "day": pl.Int64(),
     "inclusive_start": frames.UTC_TIME,
     "exclusive_end": frames.UTC_TIME,
+    "draft": pl.Boolean(),
 }
 
 
-def period_days(contracts: Sequence[Contract]) -> pl.DataFrame:
-    """Each contract's importable billing periods (those ending by generation start), one row per
-    UTC day they touch, so a row finds its period by an equality join on (contract, day); a day
-    holding a period boundary has a row for each side."""
-    periods = pl.DataFrame(
+def period_days(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.DataFrame:
+    """Each contract's importable billing periods (those ending by generation start) and its
+    DRAFT periods (`draft`), one row per UTC day they touch, so a row finds its period by an
+    equality join on (contract, day); a day holding a period boundary has a row for each side."""
+    periods = pl.concat(
         [
-            {
-                "contract_id": c.id,
-                "inclusive_start": p.inclusive_start,
-                "exclusive_end": p.exclusive_end,
-            }
-            for c in contracts
-            for p in schedule.periods(c, until=c.generation_starts_at)
-        ],
-        schema={k: v for k, v in PERIOD_DAYS.items() if k != "day"},
+            pl.DataFrame(
+                [
+                    {
+                        "contract_id": c.id,
+                        "inclusive_start": p.inclusive_start,
+                        "exclusive_end": p.exclusive_end,
+                        "draft": False,
+                    }
+                    for c in contracts
+                    for p in schedule.periods(c, until=c.generation_starts_at)
+                ],
+                schema={k: v for k, v in PERIOD_DAYS.items() if k != "day"},
+            ),
+            drafts.select("contract_id", "inclusive_start", "exclusive_end", draft=pl.lit(True)),
+        ]
     )
     day = pl.col("inclusive_start").dt.epoch("us") // MICROSECONDS_PER_DAY
     last = (pl.col("exclusive_end").dt.epoch("us") - 1) // MICROSECONDS_PER_DAY

@@ -234,7 +234,10 @@ def _prepare(
         store.temp_view("usage_rows", load.JSON_ROWS_SQL)
     else:
         contracts = [*store.contract_models(), *plan.new_contracts]
-        store.temp_table("_period_days", assemble.period_days(contracts))
+        store.temp_table(
+            "_period_days",
+            assemble.period_days(contracts, store.frame("SELECT * FROM _draft_periods")),
+        )
         store.temp_view("usage_rows", load.rows_sql(table))
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     return table

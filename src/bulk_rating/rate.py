@@ -62,24 +62,10 @@ LEFT JOIN _period_days d
         if table
         else ""
     )
-    # A usage table's row in a period the contract bills itself belongs to its DRAFT invoice.
-    draft_join = (
-        """
-LEFT JOIN _draft_periods dp
-  ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start
- AND u.inclusive_start < dp.exclusive_end"""
-        if table
-        else ""
-    )
-    in_draft = "dp.contract_id IS NOT NULL" if table else "false"
-    period = (
-        "coalesce(u.invoice_start, d.inclusive_start, dp.inclusive_start)"
-        if table
-        else "u.invoice_start"
-    )
-    period_end = (
-        "coalesce(u.invoice_end, d.exclusive_end, dp.exclusive_end)" if table else "u.invoice_end"
-    )
+    # A usage table's row in a period the contract bills itself (d.draft) belongs to its DRAFT.
+    in_draft = "coalesce(d.draft, false)" if table else "false"
+    period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
+    period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
     keys = line_key_columns(table=table)
     return f"""
 SELECT *, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
@@ -98,7 +84,7 @@ FROM (
     LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
     LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = u.product_id
-    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}{draft_join}
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}
     LEFT JOIN contract_rates r
       ON r.contract_id = u.contract_id AND r.product_id = u.product_id
      AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
