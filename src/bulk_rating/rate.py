@@ -1,18 +1,17 @@
-"""The pricing kernel: windows of usage -> priced windows, line items and invoice totals.
+"""Pricing: a contract's effective rates (its rate card with its overrides), and the kernel that
+prices usage rows into priced windows, line items and invoice totals.
 
 The kernel is set-based SQL that `store` runs inside the run's transaction, so the same statements
 price a JSON batch of ten windows or a usage table of a hundred million. It reads only the rows of
-the contracts it is given (plus their rate cards): it can run partition by partition.
+the contracts it is given (plus their rates): it can run partition by partition.
 
-Inputs it expects as relations:
-- `usage_windows`  (windows_sql: one row per quantity with its invoice and line indexes)
-- `usage_lines`    (invoice_index, line_index, product_id, inclusive_start, exclusive_end,
-                    granularity, pricing_group_values, presentation_group_values)
-- `usage_invoices` (frames.INVOICES)
+Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
+against `_contract_refs`, `_period_days` and `contract_rates` (resolved_sql); `usage_lines`
+(frames.STORE_LINES) and `usage_invoices` (frames.INVOICES).
 
-Rules (METRONOME.md D4-D6, rules 4, 5, 7, 9, 21):
-- each window is priced at the rate in effect at its start (half-open), matched on rate card,
-  product and the exact pricing group values;
+Rules (METRONOME.md D4-D6, rules 4, 5, 7, 8, 9, 21):
+- each window is priced at the contract's effective rate in effect at its start (half-open),
+  matched on product and the exact pricing group values;
 - every rate is a list of graduated tiers [tier_start, tier_end); a FLAT rate is one open tier;
 - the tier position accumulates per invoice, product and pricing group values over the windows
   in time order (ties: line order, then window order), so a window crossing a tier edge is split
