@@ -207,16 +207,21 @@ def drafts(
     for contract in contracts:
         period = schedule.draft_period(contract, as_of)
         if period is not None:
-            rows.append(
-                {
-                    "customer_id": contract.customer_id,
-                    "contract_id": contract.id,
-                    "credit_type_id": fiat_credit_type[contract.rate_card_id],
-                    "inclusive_start": period.inclusive_start,
-                    "exclusive_end": period.exclusive_end,
-                }
-            )
+            rows.append(_generated(contract, period, fiat_credit_type))
     return pl.DataFrame(rows, schema=frames.DRAFTS)
+
+
+def _generated(
+    contract: Contract, period: schedule.Period, fiat_credit_type: dict[str, str]
+) -> dict[str, Any]:
+    """An invoice the contract's schedule makes: in its rate card's fiat credit type."""
+    return {
+        "customer_id": contract.customer_id,
+        "contract_id": contract.id,
+        "credit_type_id": fiat_credit_type[contract.rate_card_id],
+        "inclusive_start": period.inclusive_start,
+        "exclusive_end": period.exclusive_end,
+    }
 
 
 def periods_to_generate(
@@ -237,13 +242,5 @@ def periods_to_generate(
                 continue
             if (contract.id, period.inclusive_start) in made:
                 continue
-            rows.append(
-                {
-                    "customer_id": contract.customer_id,
-                    "contract_id": contract.id,
-                    "credit_type_id": fiat_credit_type[contract.rate_card_id],
-                    "inclusive_start": period.inclusive_start,
-                    "exclusive_end": period.exclusive_end,
-                }
-            )
+            rows.append(_generated(contract, period, fiat_credit_type))
     return pl.DataFrame(rows, schema=frames.DRAFTS)
