@@ -94,7 +94,7 @@ def run_import(
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    found, content_sum = _usage_issues(
+                    found, content_sum, has_drafts = _usage_issues(
                         store, dataset, refs, table, progress, report
                     )
                     issues = pl.concat([issues, *(frames.conform(f, frames.ISSUES) for f in found)])
@@ -115,7 +115,7 @@ def run_import(
                     )
                     _draw_down(store, run_id)
                     store.total_invoices(run_id)
-                    if table is not None:
+                    if has_drafts:
                         _rate_drafts(store, run_id)
                 store.record_run(
                     {
@@ -250,7 +250,7 @@ def _usage_issues(
     table: load.UsageTable | None,
     progress: Progress,
     report: RunReport,
-) -> tuple[list[pl.DataFrame], int]:
+) -> tuple[list[pl.DataFrame], int, bool]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
@@ -261,6 +261,7 @@ def _usage_issues(
     )
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
+    has_drafts = bool(checked["draft"].any())
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
@@ -270,7 +271,7 @@ def _usage_issues(
         found.append(repeats.filter(~duplicate))
         report.notices = _sorted(repeats.filter(duplicate & (pl.col("copy_number") > 1)))
     if any(f.height for f in found):
-        return found, content_sum
+        return found, content_sum, has_drafts
     if not assemble.keys_are_unique(
         checked, table=is_table
     ):  # a 64-bit hash collision: never guess
@@ -280,12 +281,12 @@ def _usage_issues(
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return [], content_sum
+        return [], content_sum, has_drafts
     history = checked.filter(~pl.col("draft"))  # a draft period's rows are rated with its draft
     invoices, lines, disagreements = assemble.table_invoices_and_lines(history)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
-    return [disagreements, validate.validate_invoices(invoices, refs)], content_sum
+    return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
 
 
 def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:
