@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
-import simplejson
 import typer
 from pydantic import ValidationError
 from rich import box
@@ -33,7 +32,7 @@ from rich.table import Table
 
 from bulk_rating import pipeline, reconcile
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
-from bulk_rating.money import format_decimal
+from bulk_rating.money import dumps_exact, format_decimal
 from bulk_rating.report import RunReport, timestamp
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store
@@ -85,26 +84,14 @@ def _commands() -> None:
     """Import billing history into a usage-based billing ledger (DuckDB)."""
 
 
-def _json_default(value: object) -> object:
-    # Decimals become exact JSON number text (0.0000000056, never 5.6E-9); nothing passes a float.
-    if isinstance(value, Decimal):
-        return simplejson.RawJSON(format_decimal(value))
-    return str(value)
-
-
 def _emit_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(
-        simplejson.dumps(document, use_decimal=False, indent=2, default=_json_default) + "\n"
-    )
+    sys.stdout.write(dumps_exact(document) + "\n")
 
 
 def _stream_json(report: RunReport) -> None:
     """The run's document, written invoice by invoice: the same JSON as `report.to_dict()`."""
 
-    def dump(value: object) -> str:
-        return simplejson.dumps(value, use_decimal=False, default=_json_default)
-
-    write = sys.stdout.write
+    dump, write = dumps_exact, sys.stdout.write
     write('{"data": [')
     for n, document in enumerate(report.documents()):
         write(("," if n else "") + "\n  " + dump(document))
@@ -326,16 +313,13 @@ def reconcile_command(
             _write_reconciliation(result, daily, to)
         if as_json:
             sys.stdout.write(
-                simplejson.dumps(
+                dumps_exact(
                     {
                         "summary": result.summary(),
                         "invoices": result.invoices.to_dicts(),
                         "lines": result.lines.to_dicts(),
                         "issues": result.issues.to_dicts(),
-                    },
-                    use_decimal=False,
-                    default=_json_default,
-                    indent=2,
+                    }
                 )
                 + "\n"
             )
@@ -441,9 +425,7 @@ def nightly_command(
             out.print(
                 f"reconciliation: {result.differences} differences beyond a tolerance of {tolerance}"
             )
-        (folder / "nightly.json").write_text(
-            simplejson.dumps(document, use_decimal=False, default=_json_default, indent=2) + "\n"
-        )
+        (folder / "nightly.json").write_text(dumps_exact(document) + "\n")
         out.print(f"report: {folder}")
         differs = reconciled is not None and (
             reconciled[0].differences or reconciled[0].issues.height
@@ -498,10 +480,7 @@ def balances_command(
             "net_balance": net.to_dicts(),
         }
         if as_json:
-            sys.stdout.write(
-                simplejson.dumps(document, use_decimal=False, default=_json_default, indent=2)
-                + "\n"
-            )
+            sys.stdout.write(dumps_exact(document) + "\n")
             return 0
         table = Table(title=f"balances of {customer}", box=box.SIMPLE_HEAD)
         for column in ("type", "id", "segment", "from", "until", "amount", "remaining"):
@@ -560,9 +539,7 @@ def export_provider_command(
         exported = pipeline.run_export(_settings(db=db), provider)
         with to.open("w", encoding="utf-8") as handle:
             for item in exported:
-                handle.write(
-                    simplejson.dumps(item, use_decimal=False, default=_json_default) + "\n"
-                )
+                handle.write(dumps_exact(item, indent=False) + "\n")
         out.print(f"{len(exported)} invoices exported to {to}")
         return 0
 
@@ -598,12 +575,7 @@ def sql_command(
         if output is OutputFormat.csv:
             text = rows.write_csv()
         elif output is OutputFormat.json:
-            text = (
-                simplejson.dumps(
-                    rows.to_dicts(), use_decimal=False, default=_json_default, indent=2
-                )
-                + "\n"
-            )
+            text = dumps_exact(rows.to_dicts()) + "\n"
         else:
             table = Table(box=box.SIMPLE_HEAD, caption=f"{rows.height:,} rows")
             for name in rows.columns:

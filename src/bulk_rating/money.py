@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import orjson
 
 QUANTITY_SCALE = 9
 PRICE_SCALE = 10
@@ -43,3 +46,19 @@ def format_decimal(value: Decimal) -> str:
 def round_to_units(value: Decimal) -> Decimal:
     """The written rounding policy for comparisons with issued (whole-unit) invoices."""
     return value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format_decimal(value))  # the digits, as JSON number text
+    return str(value)  # anything else without a JSON form (a path, a date) as text
+
+
+def dumps_exact(value: Any, *, indent: bool = True) -> str:
+    """JSON text with every Decimal written as an exact number (never through a float)."""
+    options = (
+        orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+    )  # datetimes as str() gives them
+    return orjson.dumps(
+        value, default=_exact, option=options | (orjson.OPT_INDENT_2 if indent else 0)
+    ).decode()

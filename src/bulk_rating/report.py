@@ -165,19 +165,13 @@ class RunReport:
         """The run's invoices of one origin in Metronome's Invoice shape, in input order."""
         if not self.invoice_rows.height:
             return
-        lines = (
-            {
-                key[0]: part
-                for key, part in self.line_rows.partition_by("invoice_id", as_dict=True).items()
-            }
-            if self.line_rows.height
-            else {}
-        )
-        for invoice in self.invoice_rows.filter(pl.col("origin") == origin).iter_rows(named=True):
-            part = lines.get(invoice["invoice_id"])
-            yield invoice_document(
-                invoice, [] if part is None else list(part.iter_rows(named=True))
-            )
+        invoices = self.invoice_rows.filter(pl.col("origin") == origin)
+        lines: dict[str, list[dict[str, Any]]] = {}
+        shown = self.line_rows.filter(pl.col("invoice_id").is_in(invoices["invoice_id"].implode()))
+        for line in shown.to_dicts():  # one conversion for all lines, then grouped
+            lines.setdefault(line["invoice_id"], []).append(line)
+        for invoice in invoices.to_dicts():
+            yield invoice_document(invoice, lines.get(invoice["invoice_id"], []))
 
     @property
     def invoices(self) -> list[dict[str, Any]]:

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import simplejson
 from dateutil.relativedelta import relativedelta
 from pydantic import TypeAdapter
 
 from bulk_rating.frames import QUANTITY, UTC_TIME
 from bulk_rating.models import Catalog, Contract
-from bulk_rating.money import QUANTITY_SCALE, format_decimal
+from bulk_rating.money import QUANTITY_SCALE, dumps_exact, format_decimal
 
 # Bump when the same parameters start producing other files (cached data sets are then rebuilt).
 SAMPLES_VERSION = 1
@@ -439,7 +438,7 @@ def rows_for(
 
 
 def _write_json(path: Path, document: Any) -> str:
-    text = simplejson.dumps(document, use_decimal=True, indent=1) + "\n"
+    text = dumps_exact(document) + "\n"
     path.write_text(text, encoding="utf-8")
     return text
 
