@@ -221,7 +221,7 @@ WITH bounds AS (
         UNION ALL SELECT contract_id, ending_before AS boundary FROM commit_segments)
 ),
 windows AS (
-    SELECT l.line_item_id, ui.contract_id, w.window_start, w.amount
+    SELECT l.line_item_id, ui.contract_id, w.window_start, w.quantity * l.unit_price AS amount
     FROM _priced_windows w
     JOIN invoice_line_items l
       ON l.run_id = w.run_id AND l.line_key = w.line_key AND l.rate_key = w.rate_key AND l.tier_key = w.tier_key

@@ -106,7 +106,7 @@ WITH rated AS NOT MATERIALIZED (
 ),
 flat AS (
     SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
-           w.quantity, w.quantity * t.price AS amount
+           w.quantity
     FROM rated w
     JOIN _contract_rate_tiers t ON t.rate_key = w.rate_key
     WHERE w.rate_type = 'FLAT'
@@ -130,7 +130,7 @@ parts AS (
 ),
 tiered AS (
     SELECT line_key, rate_key, tier_key, inclusive_start AS window_start,
-           portion AS quantity, portion * price AS amount
+           portion AS quantity
     FROM parts
     WHERE portion > 0
        -- a zero window still gets its row (analysts ask for windows without usage): in the tier
@@ -153,7 +153,7 @@ LINE_ITEM_COLUMNS = (
 )
 LINE_ITEMS = """
 WITH items AS (
-    SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity, sum(amount) AS total
+    SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity
     FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
 ),
 invoice_ids AS (
@@ -164,7 +164,7 @@ invoice_ids AS (
 SELECT i.invoice_id,
        stable_id(i.invoice_id || '|' || l.line_index || '|' || r.rate_index || '|' || a.tier_key) AS line_item_id,
        row_number() OVER (PARTITION BY l.invoice_index ORDER BY l.line_index, r.starting_at, a.tier_key) - 1,
-       l.product_id, p.name, 'usage', i.credit_type_id, a.quantity, t.price, a.total,
+       l.product_id, p.name, 'usage', i.credit_type_id, a.quantity, t.price, a.quantity * t.price,
        greatest(l.inclusive_start, r.starting_at),
        least(l.exclusive_end, coalesce(r.ending_before, l.exclusive_end)),
        nullif(a.tier_key, 0), CASE WHEN a.tier_key > 0 THEN t.tier_start END,

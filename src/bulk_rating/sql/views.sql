@@ -4,7 +4,7 @@ CREATE OR REPLACE VIEW invoice_breakdowns AS
 SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id, l.granularity,
        w.window_start,
        w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 1 DAY END AS window_end,
-       w.quantity, l.unit_price, w.amount
+       w.quantity, l.unit_price, w.quantity * l.unit_price AS amount
 FROM _priced_windows w
 JOIN invoice_line_items l USING (run_id, line_key, rate_key, tier_key)
 JOIN invoices i ON i.invoice_id = l.invoice_id
