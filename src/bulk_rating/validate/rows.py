@@ -108,7 +108,7 @@ def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, s
                 (
                     "MISSING_FIELD",
                     column,
-                    f"{column} IS NULL OR trim({column}) = ''",
+                    f"coalesce({column}, '') = ''",
                     f"'{column} is empty'",
                 )
             )
