@@ -94,6 +94,9 @@ def invoice_document(invoice: dict[str, Any], lines: list[dict[str, Any]]) -> di
     }
 
 
+DOCUMENTS_PER_CHUNK = 500
+
+
 @dataclass
 class RunReport:
     status: str  # imported | previewed | already_imported | rejected
@@ -162,16 +165,18 @@ class RunReport:
         }
 
     def documents(self, origin: str = "HISTORICAL_IMPORT") -> Iterator[dict[str, Any]]:
-        """The run's invoices of one origin in Metronome's Invoice shape, in input order."""
+        """The run's invoices of one origin in Metronome's Invoice shape, in input order; built a
+        few hundred at a time, so a large run's document never sits in memory as dicts."""
         if not self.invoice_rows.height:
             return
         invoices = self.invoice_rows.filter(pl.col("origin") == origin)
-        lines: dict[str, list[dict[str, Any]]] = {}
-        shown = self.line_rows.filter(pl.col("invoice_id").is_in(invoices["invoice_id"].implode()))
-        for line in shown.to_dicts():  # one conversion for all lines, then grouped
-            lines.setdefault(line["invoice_id"], []).append(line)
-        for invoice in invoices.to_dicts():
-            yield invoice_document(invoice, lines.get(invoice["invoice_id"], []))
+        for chunk in invoices.iter_slices(DOCUMENTS_PER_CHUNK):
+            lines: dict[str, list[dict[str, Any]]] = {}
+            shown = self.line_rows.filter(pl.col("invoice_id").is_in(chunk["invoice_id"].implode()))
+            for line in shown.to_dicts():
+                lines.setdefault(line["invoice_id"], []).append(line)
+            for invoice in chunk.to_dicts():
+                yield invoice_document(invoice, lines.get(invoice["invoice_id"], []))
 
     @property
     def invoices(self) -> list[dict[str, Any]]:
