@@ -41,6 +41,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 ISSUES_SHOWN_PER_CODE = 5
+# Options every command that has them spells the same way.
+DbOption = Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 INVOICES_SHOWN = 20
 
 
@@ -207,16 +210,14 @@ def import_command(
     paths: Annotated[
         list[Path], typer.Argument(help="data set directories or invoices.json files")
     ],
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     preview: Annotated[
         bool, typer.Option("--preview", "--dry-run", help="compute, save nothing")
     ] = False,
     as_of: Annotated[
         str | None, typer.Option(help="today for the run: YYYY-MM-DD or a timestamp")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print one JSON document on stdout")
-    ] = False,
+    as_json: JsonOption = False,
     errors: Annotated[
         Path | None,
         typer.Option(help="write every problem to this file too (.csv or .parquet), for SQL"),
@@ -254,9 +255,7 @@ def samples_command(
     products: Annotated[int, typer.Option(min=3)] = 6,
     months: Annotated[int, typer.Option(min=1)] = 3,
     seed: Annotated[int, typer.Option()] = 7,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print one JSON document on stdout")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a seeded, realistic data set: catalog, contracts and hourly Parquet usage."""
 
@@ -293,16 +292,14 @@ def reconcile_command(
         list[Path] | None,
         typer.Argument(help="compare a preview of this data instead of the store"),
     ] = None,
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     tolerance: Annotated[int, typer.Option(min=0, help="whole units a total may differ by")] = 0,
     to: Annotated[
         Path | None,
         typer.Option("--out", help="write the diff (CSV, Parquet) and report.html here"),
     ] = None,
     as_of: Annotated[str | None, typer.Option(help="today for a preview: YYYY-MM-DD")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print one JSON document on stdout")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare legacy invoices with the imported ones (exit 1 when any differs beyond tolerance)."""
 
@@ -372,7 +369,7 @@ def nightly_command(
     inbox: Annotated[
         Path, typer.Option(help="folder of data sets and files to import, in name order")
     ],
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     as_of: Annotated[str | None, typer.Option(help="today for the run: YYYY-MM-DD")] = None,
     legacy: Annotated[
         list[Path] | None, typer.Option(help="legacy invoices to reconcile with")
@@ -438,13 +435,11 @@ def nightly_command(
 @app.command("balances")
 def balances_command(
     customer: Annotated[str, typer.Option(help="the customer's id")],
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     as_of: Annotated[
         str | None, typer.Option(help="the moment: YYYY-MM-DD or a timestamp (default now)")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print one JSON document on stdout")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every commit and credit segment of a customer and the net balance per credit type."""
 
@@ -507,7 +502,7 @@ def balances_command(
 
 @app.command("close")
 def close_command(
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     as_of: Annotated[str | None, typer.Option(help="today: YYYY-MM-DD (default: today)")] = None,
 ) -> None:
     """Finalize the drafts whose period has ended, make the next drafts, queue them for providers."""
@@ -531,7 +526,7 @@ def export_provider_command(
             "--out", help="JSON lines file: one invoice per line, with its idempotency key"
         ),
     ],
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
 ) -> None:
     """Export the finalized generated invoices queued for a provider (never imported ones)."""
 
@@ -556,7 +551,7 @@ class OutputFormat(StrEnum):
 @app.command("sql")
 def sql_command(
     query: Annotated[str, typer.Argument(help="one read-only SQL statement (see docs/sql.md)")],
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")] = None,
+    db: DbOption = None,
     output: Annotated[
         OutputFormat, typer.Option("--format", help="how to print the rows")
     ] = OutputFormat.table,

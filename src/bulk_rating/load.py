@@ -464,10 +464,15 @@ def _differences(first: dict[str, str], other: dict[str, str]) -> str:
     return ", ".join(names)
 
 
-def _check_columns(
-    dataset: Dataset, path: Path, names: list[str], kinds: dict[str, str | None]
-) -> dict[str, str] | None:
-    """Required, known, unique columns of allowed types; None when the table cannot be read."""
+def _header_issues(
+    dataset: Dataset,
+    path: Path,
+    names: list[str],
+    required: Sequence[str],
+    optional: Sequence[str],
+    prefixes: tuple[str, ...] = (),
+) -> bool:
+    """Duplicate, missing and unknown columns of a table file; True when there is any."""
     before = len(dataset.issues)
     for name in sorted({n for n in names if names.count(n) > 1}):
         _issue(
@@ -477,7 +482,7 @@ def _check_columns(
             f"{path.name}: column `{name}` appears more than once",
             field=name,
         )
-    for name in USAGE_REQUIRED:
+    for name in required:
         if name not in names:
             _issue(
                 dataset,
@@ -486,17 +491,25 @@ def _check_columns(
                 f"{path.name}: required column `{name}` is missing",
                 field=name,
             )
-    known = set(USAGE_REQUIRED) | set(USAGE_OPTIONAL)
+    expected = f"expected {', '.join(required)} and optional {', '.join([*optional, *(f'{p}<key>' for p in prefixes)])}"
     for name in names:
-        if name not in known and not name.startswith(tuple(GROUP_PREFIXES)):
+        if name not in (*required, *optional) and not name.startswith(prefixes):
             _issue(
                 dataset,
                 path,
                 "UNKNOWN_COLUMN",
-                f"{path.name}: unknown column `{name}` (expected {', '.join(USAGE_REQUIRED)} and optional"
-                f" {', '.join(USAGE_OPTIONAL)}, pricing.<key>, presentation.<key>)",
+                f"{path.name}: unknown column `{name}` ({expected})",
                 field=name,
             )
+    return len(dataset.issues) > before
+
+
+def _check_columns(
+    dataset: Dataset, path: Path, names: list[str], kinds: dict[str, str | None]
+) -> dict[str, str] | None:
+    """Required, known, unique columns of allowed types; None when the table cannot be read."""
+    before = len(dataset.issues)
+    _header_issues(dataset, path, names, USAGE_REQUIRED, USAGE_OPTIONAL, tuple(GROUP_PREFIXES))
     for name in names:
         kind = kinds[name]
         allowed = ALLOWED_KINDS.get(name, {"text"})
@@ -766,21 +779,7 @@ def read_legacy(paths: Sequence[Path]) -> tuple[pl.DataFrame, pl.DataFrame, list
                 f"{path.name} cannot be read: {str(exc).splitlines()[0]}",
             )
             continue
-        missing = [c for c in LEGACY_REQUIRED if c not in raw.columns]
-        unknown = [c for c in raw.columns if c not in (*LEGACY_REQUIRED, *LEGACY_OPTIONAL)]
-        for name in missing:
-            _issue(
-                dataset,
-                path,
-                "MISSING_COLUMN",
-                f"{path.name}: required column `{name}` is missing",
-                field=name,
-            )
-        for name in unknown:
-            _issue(
-                dataset, path, "UNKNOWN_COLUMN", f"{path.name}: unknown column `{name}`", field=name
-            )
-        if missing or unknown:
+        if _header_issues(dataset, path, list(raw.columns), LEGACY_REQUIRED, LEGACY_OPTIONAL):
             continue
         frames_read.append(_legacy_rows(dataset, path, raw))
     if not frames_read:
