@@ -114,7 +114,15 @@ class Store:
         """For analysts' queries: DuckDB itself refuses every write on this connection."""
         if not path.exists():
             raise UsageError(f"no database at {path}", path=str(path))
-        return cls(_connect(str(path), read_only=True), str(path), throwaway=True)
+        store = cls(_connect(str(path), read_only=True), str(path), throwaway=True)
+        if store._schema_version() != SCHEMA_VERSION:
+            store.close()
+            raise UsageError(
+                f"{path} was written by another version of bulk-rating; open it for writing once"
+                " (any import, or `bulk-rating close`) to bring its tables up to date",
+                path=str(path),
+            )
+        return store
 
     def query(self, sql: str) -> pl.DataFrame:
         """An analyst's query; a write is refused with a clear error, not a traceback."""
@@ -178,13 +186,16 @@ class Store:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _create_schema(self) -> None:
-        """Create or upgrade tables, views and macros; a current schema is left untouched."""
-        current = self.scalar(
+    def _schema_version(self) -> int | None:
+        exists = self.scalar(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
             " AND table_name = '_schema'"
-        ) and self.scalar("SELECT max(version) FROM _schema")
-        if current == SCHEMA_VERSION:
+        )
+        return int(self.scalar("SELECT max(version) FROM _schema")) if exists else None
+
+    def _create_schema(self) -> None:
+        """Create or upgrade tables, views and macros; a current schema is left untouched."""
+        if self._schema_version() == SCHEMA_VERSION:
             return
         self.con.execute(_sql("schema.sql"))
         self.con.execute(_sql("views.sql"))

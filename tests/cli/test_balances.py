@@ -48,3 +48,17 @@ def test_before_july_was_invoiced_and_after_the_segment_expired(db: Path) -> Non
     assert july_first.json()["data"][0]["remaining"] == 37500  # only June's deduction by then
     assert expired.json()["net_balance"] == []  # an expired segment counts for nothing
     assert "net balance" not in run_cli("balances", "--customer", "cus_nobody", "--db", db).stdout
+
+
+def test_a_file_of_another_version_is_named_not_a_traceback(db: Path) -> None:
+    import duckdb
+
+    run_cli("import", SAMPLES / "acme-commit", "--db", db, "--as-of", "2024-08-15")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE _schema SET version = 1")
+    con.close()
+
+    result = run_cli("balances", "--customer", "cus_acme", "--db", db)
+
+    assert result.exit_code == 2
+    assert "another version" in result.stderr
