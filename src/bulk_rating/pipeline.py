@@ -22,6 +22,10 @@ from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Limits, Store
 
 
+# A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
+MAX_SLOTS = 24 * 367
+
+
 class Rejected(Exception):
     """Problems found inside the run's transaction: roll it back."""
 
@@ -257,7 +261,7 @@ def _usage_issues(
     checked = store.tracked(
         "reading and checking rows",
         progress,
-        lambda: store.frame(validate.check_sql(kind, table=is_table)),
+        lambda: store.frame(validate.check_sql(kind, table=is_table, slots=_slots(store, table))),
     )
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
@@ -265,7 +269,7 @@ def _usage_issues(
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
-    if checked["repeated_windows"].sum():
+    if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
         repeats = store.frame(validate.repeated_windows_sql(table=is_table))
         duplicate = pl.col("code") == "DUPLICATE_ROW"
         found.append(repeats.filter(~duplicate))
@@ -287,6 +291,20 @@ def _usage_issues(
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
+
+
+def _slots(store: Store, table: load.UsageTable | None) -> int:
+    """Hours of the longest billing period the rows fall in (at least a day): the size of each
+    line's bitmap of windows."""
+    source = (
+        "_period_days" if table is not None else "(SELECT invoice_start AS inclusive_start,"
+        " invoice_end AS exclusive_end FROM usage_rows)"
+    )
+    longest = store.scalar(
+        f"SELECT max(epoch_us(exclusive_end) - epoch_us(inclusive_start)) FROM {source}"
+    )
+    hours = -(-int(longest or 0) // validate.HOUR_US)
+    return min(max(hours, 24), MAX_SLOTS)
 
 
 def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:

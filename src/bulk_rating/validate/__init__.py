@@ -8,6 +8,7 @@
 from bulk_rating.validate.batch import References, issue_frame, validate_batch, validate_invoices
 from bulk_rating.validate.catalog import validate_catalog
 from bulk_rating.validate.rows import (
+    HOUR_US,
     UNIQUE_ROWS,
     check_sql,
     repeated_windows_sql,
@@ -16,6 +17,7 @@ from bulk_rating.validate.rows import (
 )
 
 __all__ = [
+    "HOUR_US",
     "UNIQUE_ROWS",
     "References",
     "check_sql",
