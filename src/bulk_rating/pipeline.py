@@ -258,17 +258,20 @@ def _usage_issues(
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
+    kinds = table.kinds if table else None
     checked = store.tracked(
         "reading and checking rows",
         progress,
-        lambda: store.frame(validate.check_sql(kind, table=is_table, slots=_slots(store, table))),
+        lambda: store.frame(
+            validate.check_sql(kind, table=is_table, slots=_slots(store, table), kinds=kinds)
+        ),
     )
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
     has_drafts = bool(checked["draft"].any())
     found = []
     if checked["problems"].sum():
-        found.append(store.frame(validate.row_issues_sql(kind, table=is_table)))
+        found.append(store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds)))
     if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
         repeats = store.frame(validate.repeated_windows_sql(table=is_table))
         duplicate = pl.col("code") == "DUPLICATE_ROW"

@@ -8,6 +8,8 @@ rule fails does row_issues_sql name every failing row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bulk_rating import rate
 from bulk_rating.money import (
     MAX_QUANTITY,
@@ -70,10 +72,75 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def row_rules(quantity_kind: str, *, table: bool) -> list[tuple[str, str, str, str]]:
-    """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS."""
+Rule = tuple[str, str, str, str]  # (code, field, SQL condition, SQL message)
+
+# Rules that depend only on columns a line's rows share (its key, or the columns in
+# _UNIFORM_COLUMNS): the check evaluates them once per line; a line whose rows disagree on
+# those columns is checked row by row.
+_LINE_RULES = {
+    ("MISSING_FIELD", "customer_id"),
+    ("MISSING_FIELD", "contract_id"),
+    ("MISSING_FIELD", "product_id"),
+    ("UNKNOWN_CUSTOMER", "customer_id"),
+    ("UNKNOWN_CONTRACT", "contract_id"),
+    ("CONTRACT_CUSTOMER_MISMATCH", "contract_id"),
+    ("UNKNOWN_PRODUCT", "product_id"),
+    ("UNKNOWN_CREDIT_TYPE", "credit_type_id"),
+    ("INVALID_VALUE", "billable_status"),
+    ("INVALID_VALUE", "breakdown_granularity"),
+}
+_UNIFORM_COLUMNS = "customer_id, contract_id, product_id, credit_type_id, billable_status, granularity_given"
+_LINE_RULE_COLUMNS = (
+    "customer_id",
+    "contract_id",
+    "product_id",
+    "credit_type_id",
+    "billable_status",
+    "granularity_given",
+    "known_customer",
+    "known_contract",
+    "known_product",
+    "known_credit_type",
+    "contract_customer_id",
+)
+# A rule that reads an optional column can fire only when the table has that column (any of
+# these); a timestamp text rule only when the column was read as text.
+_NEEDS = {
+    ("UNKNOWN_CREDIT_TYPE", "credit_type_id"): ("credit_type_id",),
+    ("CREDIT_TYPE_MISMATCH", "credit_type_id"): ("credit_type_id",),
+    ("INVALID_VALUE", "billable_status"): ("billable_status",),
+    ("INVALID_VALUE", "breakdown_granularity"): ("breakdown_granularity",),
+    ("WINDOW_OUTSIDE_LINE", "inclusive_start_date"): ("invoice_inclusive_start_date",),
+    ("MISSING_FIELD", "invoice_exclusive_end_date"): (
+        "invoice_inclusive_start_date",
+        "invoice_exclusive_end_date",
+    ),
+}
+_TEXT_RULES = {"INVALID_TIMESTAMP", "TIMESTAMP_WITHOUT_OFFSET"}
+
+
+def _can_fire(rule: Rule, kinds: Mapping[str, str] | None) -> bool:
+    code, field = rule[0], rule[1]
+    if kinds is None:  # rows of a JSON batch or kept draft rows: every column may hold text
+        return True
+    if code in _TEXT_RULES:
+        return kinds.get(field) == "text"
+    return any(column in kinds for column in _NEEDS.get((code, field), (field,))) or (
+        (code, field) not in _NEEDS
+    )
+
+
+def row_rules(
+    quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
+) -> list[Rule]:
+    """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS; with the
+    column kinds of a usage table, only the rules its columns can break."""
+    return [r for r in _all_rules(quantity_kind, table=table) if _can_fire(r, kinds)]
+
+
+def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
     width = "(epoch_us(exclusive_end) - epoch_us(inclusive_start))"
-    rules: list[tuple[str, str, str, str]] = []
+    rules: list[Rule] = []
     for column, field in (
         ("start_text", "inclusive_start_date"),
         ("end_text", "exclusive_end_date"),
@@ -281,39 +348,62 @@ def repeated_windows_count_sql(slots: int) -> str:
 
 
 def check_sql(
-    quantity_kind: str, *, table: bool, rows: str = "usage_rows", slots: int = 24 * 31
+    quantity_kind: str,
+    *,
+    table: bool,
+    rows: str = "usage_rows",
+    slots: int = 24 * 31,
+    kinds: Mapping[str, str] | None = None,
 ) -> str:
     """One scan: the rows grouped into lines (by line key), with each line's count of rows that
     break a rule and of rows repeating a window (null: count them exactly). Lines and invoices are
     made from this; a second hash of the same key columns tells a (never seen) collision of line
-    keys from a real line. `slots`: the hours of the longest billing period expected."""
-    rules = row_rules(quantity_kind, table=table)
-    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    keys from a real line. `slots`: the hours of the longest billing period expected.
+
+    Rules on what a line's rows share are checked once per line; a line whose rows disagree on
+    those columns counts one problem, and row_issues_sql then checks its rows one by one."""
+    rules = row_rules(quantity_kind, table=table, kinds=kinds)
+    per_row = [r for r in rules if (r[0], r[1]) not in _LINE_RULES]
+    per_line = [r for r in rules if (r[0], r[1]) in _LINE_RULES]
+    any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in per_row) or "false"
+    line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
     columns = dict.fromkeys(
         [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
     )
     attributes = ", ".join(f"any_value({column}) AS {column}" for column in columns)
+    line_inputs = ", ".join(
+        f"any_value({column}) AS {column}" for column in _LINE_RULE_COLUMNS if column not in columns
+    )
     return f"""
-SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
-       min(line_check) <> max(line_check) AS key_collision,
-       any_value(customer_id) AS customer_id, max(issue_date) AS issued_at,
-       coalesce(min(issue_date) <> max(issue_date), false) OR count(issue_date) NOT IN (0, count(*))
-         AS issue_dates_differ,
-       coalesce(min(billable_status), 'billable') AS billable_status,
-       coalesce(min(billable_status) <> max(billable_status), false)
-         OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
-       min(source) AS source, count(*) AS rows,
-       sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
-       {repeated_windows_count_sql(slots)} AS repeated_windows,
-       count_if({any_problem}) AS problems, bool_or(in_draft) AS draft
-FROM ({rate.resolved_sql(table=table, rows=rows)})
-GROUP BY line_key
+SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
+       issue_dates_differ, line_billable_status AS billable_status, billable_differs, source, rows,
+       content_sum, repeated_windows, draft,
+       row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END AS problems
+FROM (
+    SELECT line_key, {attributes}, {line_inputs}, any_value(tier_group) AS tier_group,
+           min(line_check) <> max(line_check) AS key_collision,
+           max(issue_date) AS issued_at,
+           coalesce(min(issue_date) <> max(issue_date), false) OR count(issue_date) NOT IN (0, count(*))
+             AS issue_dates_differ,
+           coalesce(min(billable_status), 'billable') AS line_billable_status,
+           coalesce(min(billable_status) <> max(billable_status), false)
+             OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
+           min(source) AS source, count(*) AS rows,
+           sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
+           {repeated_windows_count_sql(slots)} AS repeated_windows,
+           count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
+           min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
+    FROM ({rate.resolved_sql(table=table, rows=rows)})
+    GROUP BY line_key
+)
 """
 
 
-def row_issues_sql(quantity_kind: str, *, table: bool) -> str:
+def row_issues_sql(
+    quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
+) -> str:
     """Every failing row with every rule it breaks (run only when check_sql counted problems)."""
-    rules = row_rules(quantity_kind, table=table)
+    rules = row_rules(quantity_kind, table=table, kinds=kinds)
     checks = ",\n        ".join(
         f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
         f" 'message': {message}}} END"
