@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import assemble, balances, catalog, frames, load, reconcile, validate
+from bulk_rating import assemble, balances, catalog, frames, load, rate, reconcile, validate
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -244,6 +244,8 @@ def _prepare(
         )
         store.temp_view("usage_rows", load.rows_sql(table))
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
+    store.temp_table_like("_line_days", _line_days_sql(store, table))
+    store.temp_table_like("_day_tiers", rate.DAY_TIERS.replace("$drafts", "false"))
     return table
 
 
@@ -259,13 +261,10 @@ def _usage_issues(
     there are some; then make the invoices and lines and check the invoices."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
     kinds = table.kinds if table else None
-    checked = store.tracked(
-        "reading and checking rows",
-        progress,
-        lambda: store.frame(
-            validate.check_sql(kind, table=is_table, slots=_slots(store, table), kinds=kinds)
-        ),
+    store.tracked(
+        "reading and checking rows", progress, lambda: store.check_rows(_line_days_sql(store, table))
     )
+    checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
     has_drafts = bool(checked["draft"].any())
@@ -294,6 +293,14 @@ def _usage_issues(
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
+
+
+def _line_days_sql(store: Store, table: load.UsageTable | None) -> str:
+    if table is None:
+        return validate.line_days_sql("text", table=False, slots=_slots(store, table))
+    return validate.line_days_sql(
+        table.kinds["quantity"], table=True, slots=_slots(store, table), kinds=table.kinds
+    )
 
 
 def _slots(store: Store, table: load.UsageTable | None) -> int:
@@ -335,7 +342,8 @@ def _rate_drafts(store: Store, run_id: int) -> None:
     store.keep_draft_usage(run_id)
     if not store.clear_drafts():
         return
-    checked = store.frame(validate.check_sql("text", table=True, rows="draft_rows"))
+    store.check_rows(validate.line_days_sql("text", table=True, rows="draft_rows"))
+    checked = store.frame(validate.lines_sql("text", table=True))
     invoices, lines, _ = assemble.table_invoices_and_lines(checked.filter(pl.col("draft")))
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)

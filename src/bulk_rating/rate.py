@@ -50,30 +50,49 @@ def line_key_columns(*, table: bool) -> str:
     )
 
 
-def resolved_sql(*, table: bool, rows: str = "usage_rows") -> str:
-    """Every usage row with what it needs: its contract, billing period, effective rate, and the
-    key of the line it belongs to. Joins only small tables, on equality plus a range."""
-    period_join = (
-        """
+def _period_join(table: bool) -> str:
+    if not table:
+        return ""
+    return """
 LEFT JOIN _period_days d
   ON d.contract_id = u.contract_id AND d.day = epoch_us(u.inclusive_start) // 86400000000
  AND d.inclusive_start <= u.inclusive_start AND u.inclusive_start < d.exclusive_end"""
-        if table
-        else ""
-    )
-    # A usage table's row in a period the contract bills itself (d.draft) belongs to its DRAFT.
-    in_draft = "coalesce(d.draft, false)" if table else "false"
+
+
+_RATE_JOIN = """
+LEFT JOIN contract_rates r
+  ON r.contract_id = u.contract_id AND r.product_id = u.product_id
+ AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
+ AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)"""
+
+
+def _period_columns(table: bool) -> str:
+    """A usage table's row belongs to the billing period containing its start (or its invoice
+    columns'); a row in a period the contract bills itself (d.draft) belongs to its DRAFT."""
     period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
     period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
+    in_draft = "coalesce(d.draft, false)" if table else "false"
+    return f"{period} AS invoice_period_start, {period_end} AS invoice_period_end, {in_draft} AS in_draft"
+
+
+def _keys(table: bool) -> str:
     keys = line_key_columns(table=table)
+    return (
+        f"hash({keys}) AS line_key, hash('check', {keys}) AS line_check,"
+        f" hash({invoice_key_columns(table=table)}, product_id, pricing_group_values) AS tier_group"
+    )
+
+
+def resolved_sql(*, table: bool, rows: str = "usage_rows") -> str:
+    """Every usage row with what it needs: its contract, billing period, effective rate, and the
+    key of the line it belongs to. Joins only small tables, on equality plus a range."""
     return f"""
-SELECT *, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
-       hash({invoice_key_columns(table=table)}, product_id, pricing_group_values) AS tier_group
+SELECT *, {_keys(table)}
 FROM (
     SELECT u.*,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
            c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
-           {period} AS invoice_period_start, {period_end} AS invoice_period_end, {in_draft} AS in_draft,
+           {_period_columns(table)},
            r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
            r.ending_before AS rate_ending_before, r.continues AS rate_continues,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
@@ -83,64 +102,107 @@ FROM (
     LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
     LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = u.product_id
-    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{period_join}
-    LEFT JOIN contract_rates r
-      ON r.contract_id = u.contract_id AND r.product_id = u.product_id
-     AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
-     AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{_period_join(table)}{_RATE_JOIN}
 )
 """
 
 
-def priced_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
-    """One row per window and tier it reaches, into `_priced_windows`.
-
-    A FLAT window is its quantity times the price. A TIERED window needs `position_end`, the
-    cumulative quantity of its invoice, product and pricing group (its `tier_group`, checked to be
-    one key per group) up to and including it, in time order (ties: line, window, line key), and
-    is split at tier edges.
-    """
+def _priced_rows_sql(*, table: bool, rows: str) -> str:
+    """resolved_sql with only what pricing reads (the rows are valid by now): the same keys."""
     return f"""
-WITH rated AS NOT MATERIALIZED (
-    SELECT * FROM ({resolved_sql(table=table, rows=rows)}) WHERE in_draft = {str(drafts).lower()}
-),
-flat AS (
-    SELECT w.line_key, w.rate_key, {FLAT_TIER} AS tier_key, w.inclusive_start AS window_start,
-           w.quantity
-    FROM rated w
-    JOIN _contract_rate_tiers t ON t.rate_key = w.rate_key
-    WHERE w.rate_type = 'FLAT'
+SELECT *, {_keys(table)}
+FROM (
+    SELECT u.contract_id, u.product_id, u.pricing_group_values, u.presentation_group_values,
+           u.granularity, u.invoice_index, u.line_index, u.window_index, u.inclusive_start, u.quantity,
+           {_period_columns(table)}, r.rate_key, r.rate_type,
+           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
+    FROM {rows} u{_period_join(table)}{_RATE_JOIN}
+)
+"""
+
+
+# Tiers by day (METRONOME.md rule 7 without sorting every window): a tiered tier group's days,
+# in order, each with the quantity of its tier group before it (`position_start`). A day whose
+# windows all fall in one tier of one rate piece gets that tier (`tier_key`); the few other days
+# (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
+DAY_TIERS = """
+WITH days AS (
+    SELECT tier_group, day, sum(quantity) AS quantity, min(rate_key_min) AS rate_key,
+           min(rate_key_min) = max(rate_key_max) AS one_rate
+    FROM _line_days WHERE day IS NOT NULL AND draft = $drafts GROUP BY tier_group, day
 ),
 positioned AS (
-    -- only the columns the tiers need travel through the sort
-    SELECT rate_key, line_key, inclusive_start, quantity, sum(quantity) OVER (
-        PARTITION BY tier_group
-        ORDER BY inclusive_start, line_index, window_index, line_key
+    SELECT *, sum(quantity) OVER (
+        PARTITION BY tier_group ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) - quantity AS position_start
+    FROM days
+)
+SELECT p.tier_group, p.day, p.position_start, t.tier_key
+FROM positioned p
+LEFT JOIN _contract_rate_tiers t
+  ON p.one_rate AND t.rate_key = p.rate_key
+ -- a zero window at an edge belongs to the lower tier (as in edge_windows_sql)
+ AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
+ AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)
+"""
+
+
+def priced_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
+    """One row per window into `_priced_windows`: a FLAT window in its one tier, a tiered window
+    in its day's tier; the windows of days placed window by window are left to edge_windows_sql."""
+    return f"""
+SELECT $run_id AS run_id, w.line_key, w.rate_key,
+       CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE d.tier_key END AS tier_key,
+       w.inclusive_start AS window_start, w.quantity
+FROM ({_priced_rows_sql(table=table, rows=rows)}) w
+LEFT JOIN _day_tiers d
+  ON w.rate_type = 'TIERED' AND d.tier_group = w.tier_group
+ AND d.day = epoch_us(w.inclusive_start) // 86400000000
+WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)
+"""
+
+
+def edge_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
+    """The windows of the days DAY_TIERS could not place, one row per tier each reaches: read
+    again (only the rows of those contracts' days pass the first join), and each given
+    `position_end`, the quantity of its tier group up to and including it, in time order (ties:
+    line, window, line key); a window crossing a tier edge is split there, each part exact."""
+    edge_rows = f"""(
+    SELECT u.* FROM {rows} u
+    SEMI JOIN (
+        SELECT DISTINCT g.contract_id, g.day
+        FROM _day_tiers d JOIN _line_days g ON g.tier_group = d.tier_group AND g.day = d.day
+        WHERE d.tier_key IS NULL AND g.draft = {str(drafts).lower()}
+    ) e ON e.contract_id = u.contract_id AND e.day = epoch_us(u.inclusive_start) // 86400000000
+)"""
+    return f"""
+WITH positioned AS (
+    SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, d.position_start + sum(w.quantity) OVER (
+        PARTITION BY w.tier_group, d.day
+        ORDER BY w.inclusive_start, w.line_index, w.window_index, w.line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
-    FROM rated WHERE rate_type = 'TIERED'
+    FROM ({_priced_rows_sql(table=table, rows=edge_rows)}) w
+    JOIN _day_tiers d
+      ON d.tier_group = w.tier_group AND d.day = epoch_us(w.inclusive_start) // 86400000000
+    WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL
 ),
 parts AS (
     SELECT p.line_key, p.rate_key, t.tier_key, p.inclusive_start, p.quantity,
-           p.position_end - p.quantity AS position_start, t.tier_start, t.tier_end, t.price,
+           p.position_end - p.quantity AS position_start, t.tier_start, t.tier_end,
            least(p.position_end, coalesce(t.tier_end, p.position_end))
              - greatest(p.position_end - p.quantity, t.tier_start) AS portion
     FROM positioned p
     JOIN _contract_rate_tiers t ON t.rate_key = p.rate_key
-),
-tiered AS (
-    SELECT line_key, rate_key, tier_key, inclusive_start AS window_start,
-           portion AS quantity
-    FROM parts
-    WHERE portion > 0
-       -- a zero window still gets its row (analysts ask for windows without usage): in the tier
-       -- the position is in, the lower one at an edge
-       OR (quantity = 0 AND ((position_start = 0 AND tier_start = 0)
-            OR (tier_start < position_start AND (tier_end IS NULL OR position_start <= tier_end))))
 )
-SELECT $run_id AS run_id, * FROM flat
-UNION ALL
-SELECT $run_id AS run_id, * FROM tiered
+SELECT $run_id AS run_id, line_key, rate_key, tier_key, inclusive_start AS window_start,
+       portion AS quantity
+FROM parts
+WHERE portion > 0
+   -- a zero window still gets its row (analysts ask for windows without usage): in the tier
+   -- the position is in, the lower one at an edge
+   OR (quantity = 0 AND ((position_start = 0 AND tier_start = 0)
+        OR (tier_start < position_start AND (tier_end IS NULL OR position_start <= tier_end))))
 """
 
 

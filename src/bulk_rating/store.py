@@ -352,6 +352,10 @@ class Store:
         finally:
             self.con.unregister("_frame")
 
+    def temp_table_like(self, name: str, sql: str) -> None:
+        """An empty temp table with the columns `sql` gives (filled inside the run's transaction)."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ({sql}) LIMIT 0")
+
     def temp_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
@@ -369,6 +373,11 @@ class Store:
             {"run_id": run_id},
         )
 
+    def check_rows(self, sql: str) -> None:
+        """Fill `_line_days` (validate.line_days_sql): the one scan that checks rows."""
+        self.con.execute("DELETE FROM _line_days")
+        self.con.execute("INSERT INTO _line_days BY NAME " + sql)
+
     def price(
         self,
         run_id: int,
@@ -378,14 +387,21 @@ class Store:
         drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        """Run the pricing kernel over `rows`, `usage_lines` and `usage_invoices`."""
+        """Run the pricing kernel over `rows`, `_line_days`, `usage_lines` and `usage_invoices`."""
         params = {"run_id": run_id}
         windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
             table=table, rows=rows, drafts=drafts
         )
         try:
+            self.con.execute("DELETE FROM _day_tiers")
+            self.con.execute("INSERT INTO _day_tiers " + rate.DAY_TIERS, {"drafts": drafts})
             self.tracked(
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
+            )
+            self.con.execute(
+                "INSERT INTO _priced_windows "
+                + rate.edge_windows_sql(table=table, rows=rows, drafts=drafts),
+                params,
             )
             self.tracked(
                 "rating invoices",

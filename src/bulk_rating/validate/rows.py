@@ -2,8 +2,8 @@
 
 The rows of a usage table (load.rows_sql) or of a JSON batch (load.json_rows), resolved against
 contracts, periods and rates (rate.resolved_sql), are checked in the same scan that groups them
-into lines (check_sql): a valid import reads its rows twice, here and to price them. Only when a
-rule fails does row_issues_sql name every failing row.
+into lines (line_days_sql, then lines_sql): a valid import reads its rows twice, here and to
+price them. Only when a rule fails does row_issues_sql name every failing row.
 """
 
 from __future__ import annotations
@@ -329,25 +329,33 @@ def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
     return rules
 
 
-# A window's hour slot in its billing period, when it starts on a whole hour of the period; rows
-# of one line repeat a window exactly when two of them share a slot (or an unslotted start).
-_SLOT_SQL = """CASE WHEN epoch_us(inclusive_start) % {hour} = 0
-      AND epoch_us(inclusive_start) >= epoch_us(invoice_period_start)
-      AND epoch_us(inclusive_start) - epoch_us(invoice_period_start) < {slots} * {hour}
-     THEN (epoch_us(inclusive_start) - epoch_us(invoice_period_start)) // {hour} END"""
+# The day a tiered row is placed in its tier by (rate.DAY_TIERS): untiered rows group by line.
+TIER_DAY_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {DAY_US} END"
 
 
-def repeated_windows_count_sql(slots: int) -> str:
-    """Per line: rows beyond the first for each window start, counted with a bitmap of hour slots
-    (a distinct count of starts costs ten times more); null when a start has no slot (it does not
-    start on a whole hour within `slots` hours of its period), then repeated_windows_sql counts."""
-    slot = _SLOT_SQL.format(hour=HOUR_US, slots=slots)
+def _repeated_windows_sql(slots: int) -> str:
+    """Per group of rows (a line, or a line's day for tiered rows): rows beyond the first for each
+    window start, counted with a bitmap of hour slots (a distinct count of starts costs ten times
+    more). A slot is the hour since the day (tiered) or the period (else) began; null when a start
+    has no slot (not on a whole hour, or past `slots` hours), then repeated_windows_sql counts."""
+    base = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {DAY_US} * {DAY_US} ELSE epoch_us(invoice_period_start) END"
+    offset = f"(epoch_us(inclusive_start) - ({base}))"
+    slot = f"""CASE WHEN epoch_us(inclusive_start) % {HOUR_US} = 0 AND {offset} >= 0
+                 AND {offset} < {slots} * {HOUR_US} THEN {offset} // {HOUR_US} END"""
     return f"""CASE WHEN count(inclusive_start) <= 1 THEN 0
             WHEN count(inclusive_start) = count({slot})
             THEN count(inclusive_start) - bit_count(bitstring_agg({slot}, 0, {slots - 1})) END"""
 
 
-def check_sql(
+def _line_columns(table: bool) -> list[str]:
+    return list(
+        dict.fromkeys(
+            [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
+        )
+    )
+
+
+def line_days_sql(
     quantity_kind: str,
     *,
     table: bool,
@@ -355,45 +363,71 @@ def check_sql(
     slots: int = 24 * 31,
     kinds: Mapping[str, str] | None = None,
 ) -> str:
-    """One scan: the rows grouped into lines (by line key), with each line's count of rows that
-    break a rule and of rows repeating a window (null: count them exactly). Lines and invoices are
-    made from this; a second hash of the same key columns tells a (never seen) collision of line
-    keys from a real line. `slots`: the hours of the longest billing period expected.
-
-    Rules on what a line's rows share are checked once per line; a line whose rows disagree on
-    those columns counts one problem, and row_issues_sql then checks its rows one by one."""
+    """The one scan that checks rows (into `_line_days`): the rows grouped by line, and a tiered
+    line's rows by day too, with what the check needs (counts of rows that break a rule and of
+    repeated windows, what the line's rows share) and what pricing needs (each group's quantity
+    and rate pieces). Rules on what a line's rows share are left to lines_sql.
+    `slots`: the hours of the longest billing period expected (at least 24)."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     per_row = [r for r in rules if (r[0], r[1]) not in _LINE_RULES]
-    per_line = [r for r in rules if (r[0], r[1]) in _LINE_RULES]
     any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in per_row) or "false"
-    line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
-    columns = dict.fromkeys(
-        [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
+    columns = _line_columns(table)
+    attributes = ", ".join(
+        f"any_value({column}) AS {column}"
+        for column in dict.fromkeys([*columns, *_LINE_RULE_COLUMNS, "line_index"])
     )
-    attributes = ", ".join(f"any_value({column}) AS {column}" for column in columns)
-    line_inputs = ", ".join(
-        f"any_value({column}) AS {column}" for column in _LINE_RULE_COLUMNS if column not in columns
+    return f"""
+SELECT line_key, {TIER_DAY_SQL} AS day, {attributes}, any_value(tier_group) AS tier_group,
+       min(line_check) AS line_check_min, max(line_check) AS line_check_max,
+       min(issue_date) AS issue_min, max(issue_date) AS issue_max, count(issue_date) AS issue_count,
+       min(billable_status) AS billable_min, max(billable_status) AS billable_max,
+       count(billable_status) AS billable_count,
+       min(source) AS source, count(*) AS rows,
+       sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
+       {_repeated_windows_sql(max(slots, 24))} AS repeated_windows,
+       count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
+       min(hash({_UNIFORM_COLUMNS})) AS uniform_min, max(hash({_UNIFORM_COLUMNS})) AS uniform_max,
+       sum(quantity) AS quantity, min(rate_key) AS rate_key_min, max(rate_key) AS rate_key_max
+FROM ({rate.resolved_sql(table=table, rows=rows)})
+GROUP BY ALL
+"""
+
+
+def lines_sql(
+    quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
+) -> str:
+    """The lines of `_line_days`, checked: each line's count of problems (its rows' and, once per
+    line, the rules on what its rows share; a line whose rows disagree on those counts one, and
+    row_issues_sql then checks its rows one by one) and of repeated windows (null: count them
+    exactly). Lines and invoices are made from this; a second hash of the same key columns tells
+    a (never seen) collision of line keys from a real line."""
+    rules = row_rules(quantity_kind, table=table, kinds=kinds)
+    per_line = [r for r in rules if (r[0], r[1]) in _LINE_RULES]
+    line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
+    columns = _line_columns(table)
+    attributes = ", ".join(
+        f"any_value({column}) AS {column}" for column in dict.fromkeys([*columns, *_LINE_RULE_COLUMNS])
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
        issue_dates_differ, line_billable_status AS billable_status, billable_differs, source, rows,
        content_sum, repeated_windows, draft,
-       row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END AS problems
+       (row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END)::BIGINT AS problems
 FROM (
-    SELECT line_key, {attributes}, {line_inputs}, any_value(tier_group) AS tier_group,
-           min(line_check) <> max(line_check) AS key_collision,
-           max(issue_date) AS issued_at,
-           coalesce(min(issue_date) <> max(issue_date), false) OR count(issue_date) NOT IN (0, count(*))
-             AS issue_dates_differ,
-           coalesce(min(billable_status), 'billable') AS line_billable_status,
-           coalesce(min(billable_status) <> max(billable_status), false)
-             OR count(billable_status) NOT IN (0, count(*)) AS billable_differs,
-           min(source) AS source, count(*) AS rows,
-           sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
-           {repeated_windows_count_sql(slots)} AS repeated_windows,
-           count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
-           min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
-    FROM ({rate.resolved_sql(table=table, rows=rows)})
+    SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+           min(line_check_min) <> max(line_check_max) AS key_collision,
+           max(issue_max) AS issued_at,
+           coalesce(min(issue_min) <> max(issue_max), false)
+             OR sum(issue_count) NOT IN (0, sum(rows)) AS issue_dates_differ,
+           coalesce(min(billable_min), 'billable') AS line_billable_status,
+           coalesce(min(billable_min) <> max(billable_max), false)
+             OR sum(billable_count) NOT IN (0, sum(rows)) AS billable_differs,
+           min(source) AS source, sum(rows)::BIGINT AS rows, sum(content_sum)::HUGEINT AS content_sum,
+           CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
+             AS repeated_windows,
+           sum(row_problems) AS row_problems, bool_or(draft) AS draft,
+           min(uniform_min) = max(uniform_max) AS uniform
+    FROM _line_days
     GROUP BY line_key
 )
 """
@@ -402,7 +436,7 @@ FROM (
 def row_issues_sql(
     quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
 ) -> str:
-    """Every failing row with every rule it breaks (run only when check_sql counted problems)."""
+    """Every failing row with every rule it breaks (run only when lines_sql counted problems)."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     checks = ",\n        ".join(
         f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
@@ -449,7 +483,7 @@ QUALIFY row_number() OVER (
 
 
 def repeated_windows_sql(*, table: bool) -> str:
-    """Rows of one line for the same window (run only when check_sql counted some).
+    """Rows of one line for the same window (run only when lines_sql counted some).
 
     In a usage table, copies that agree in every column are exact duplicates: collapsed, priced
     once and reported (code DUPLICATE_ROW, not a problem); copies that disagree are a
