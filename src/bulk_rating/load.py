@@ -607,11 +607,13 @@ FROM _json_rows
 """
 
 
-def rows_sql(table: UsageTable) -> str:
+def rows_sql(table: UsageTable, *, on_days: str | None = None) -> str:
     """The normalized usage rows of a table (frames.USAGE_ROWS), as one DuckDB scan.
 
     Typed columns are read as they are; text columns are parsed here and kept beside their parse
-    (`*_text`) so that validation can name what did not parse.
+    (`*_text`) so that validation can name what did not parse. With `on_days` (a relation of
+    `edge_contract_id, edge_day` pairs), only the rows of those contracts' UTC days, filtered before any
+    column is parsed.
     """
     kinds = table.kinds
 
@@ -654,8 +656,15 @@ SELECT {source} AS source, {row}::BIGINT AS row,
        {_group_sql(kinds, "pricing")} AS pricing_group_values,
        {_group_sql(kinds, "presentation")} AS presentation_group_values,
        lower(trim({column("billable_status")})) AS billable_status
-FROM read_parquet([{files}]{options})
+FROM read_parquet([{files}]{options}){_on_days(on_days, timestamp("inclusive_start_date"))}
 """
+
+
+def _on_days(days: str | None, start: str) -> str:
+    if days is None:
+        return ""
+    return f"""
+SEMI JOIN {days} ON edge_contract_id = {_ident("contract_id")} AND edge_day = epoch_us({start}) // 86400000000"""
 
 
 def _group_sql(kinds: dict[str, str], group: str) -> str:

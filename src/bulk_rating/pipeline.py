@@ -113,9 +113,13 @@ def run_import(
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    priced_from = "usage_rows_unique" if report.notices.height else "usage_rows"
+                    unique = "_unique" if report.notices.height else ""
                     store.price(
-                        run_id, table=table is not None, rows=priced_from, progress=progress
+                        run_id,
+                        table=table is not None,
+                        rows="usage_rows" + unique,
+                        edge_rows="edge_rows" + unique if table is not None else None,
+                        progress=progress,
                     )
                     _draw_down(store, run_id)
                     store.total_invoices(run_id)
@@ -246,6 +250,10 @@ def _prepare(
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     store.temp_table_like("_line_days", _line_days_sql(store, table))
     store.temp_table_like("_day_tiers", rate.DAY_TIERS.replace("$drafts", "false"))
+    store.temp_table_like("_edge_days", rate.EDGE_DAYS)
+    if table is not None:
+        store.temp_view("edge_rows", load.rows_sql(table, on_days="_edge_days"))
+        store.temp_view("edge_rows_unique", validate.UNIQUE_ROWS.replace("usage_rows", "edge_rows"))
     return table
 
 

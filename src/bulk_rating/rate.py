@@ -75,19 +75,25 @@ def _period_columns(table: bool) -> str:
     return f"{period} AS invoice_period_start, {period_end} AS invoice_period_end, {in_draft} AS in_draft"
 
 
+def tier_group_columns(*, table: bool) -> str:
+    """What a tier position accumulates over: the invoice, product and pricing group values."""
+    return f"{invoice_key_columns(table=table)}, product_id, pricing_group_values"
+
+
 def _keys(table: bool) -> str:
     keys = line_key_columns(table=table)
     return (
         f"hash({keys}) AS line_key, hash('check', {keys}) AS line_check,"
-        f" hash({invoice_key_columns(table=table)}, product_id, pricing_group_values) AS tier_group"
+        f" hash({tier_group_columns(table=table)}) AS tier_group"
     )
 
 
-def resolved_sql(*, table: bool, rows: str = "usage_rows") -> str:
-    """Every usage row with what it needs: its contract, billing period, effective rate, and the
-    key of the line it belongs to. Joins only small tables, on equality plus a range."""
+def resolved_sql(*, table: bool, rows: str = "usage_rows", keys: bool = True) -> str:
+    """Every usage row with what it needs: its contract, billing period, effective rate, and
+    (with `keys`) the key of the line it belongs to. Joins only small tables, on equality plus a
+    range."""
     return f"""
-SELECT *, {_keys(table)}
+SELECT *{", " + _keys(table) if keys else ""}
 FROM (
     SELECT u.*,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
@@ -108,9 +114,9 @@ FROM (
 
 
 def _priced_rows_sql(*, table: bool, rows: str) -> str:
-    """resolved_sql with only what pricing reads (the rows are valid by now): the same keys."""
+    """resolved_sql with only what pricing reads (the rows are valid by now): the same line key."""
     return f"""
-SELECT *, {_keys(table)}
+SELECT *, hash({line_key_columns(table=table)}) AS line_key
 FROM (
     SELECT u.contract_id, u.product_id, u.pricing_group_values, u.presentation_group_values,
            u.granularity, u.invoice_index, u.line_index, u.window_index, u.inclusive_start, u.quantity,
@@ -136,14 +142,20 @@ positioned AS (
         PARTITION BY tier_group ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) - quantity AS position_start
     FROM days
+),
+placed AS (
+    SELECT p.tier_group, p.day, p.position_start, t.tier_key
+    FROM positioned p
+    LEFT JOIN _contract_rate_tiers t
+      ON p.one_rate AND t.rate_key = p.rate_key
+     -- a zero window at an edge belongs to the lower tier (as in edge_windows_sql)
+     AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
+     AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)
 )
-SELECT p.tier_group, p.day, p.position_start, t.tier_key
-FROM positioned p
-LEFT JOIN _contract_rate_tiers t
-  ON p.one_rate AND t.rate_key = p.rate_key
- -- a zero window at an edge belongs to the lower tier (as in edge_windows_sql)
- AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
- AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)
+-- by line and day: what a priced window finds by its own line key
+SELECT g.line_key, g.day, p.tier_group, p.position_start, p.tier_key
+FROM (SELECT DISTINCT line_key, tier_group, day FROM _line_days WHERE day IS NOT NULL AND draft = $drafts) g
+JOIN placed p ON p.tier_group = g.tier_group AND p.day = g.day
 """
 
 
@@ -156,35 +168,40 @@ SELECT $run_id AS run_id, w.line_key, w.rate_key,
        w.inclusive_start AS window_start, w.quantity
 FROM ({_priced_rows_sql(table=table, rows=rows)}) w
 LEFT JOIN _day_tiers d
-  ON w.rate_type = 'TIERED' AND d.tier_group = w.tier_group
+  ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
  AND d.day = epoch_us(w.inclusive_start) // 86400000000
 WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)
 """
 
 
+# The contracts' days DAY_TIERS could not place (into `_edge_days`).
+EDGE_DAYS = """
+SELECT DISTINCT g.contract_id AS edge_contract_id, g.day AS edge_day
+FROM _day_tiers d JOIN _line_days g ON g.line_key = d.line_key AND g.day = d.day
+WHERE d.tier_key IS NULL
+"""
+
+
 def edge_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
     """The windows of the days DAY_TIERS could not place, one row per tier each reaches: read
-    again (only the rows of those contracts' days pass the first join), and each given
+    again (`rows` may be read for `_edge_days` only: load.rows_sql(on_days=)), and each given
     `position_end`, the quantity of its tier group up to and including it, in time order (ties:
     line, window, line key); a window crossing a tier edge is split there, each part exact."""
     edge_rows = f"""(
     SELECT u.* FROM {rows} u
-    SEMI JOIN (
-        SELECT DISTINCT g.contract_id, g.day
-        FROM _day_tiers d JOIN _line_days g ON g.tier_group = d.tier_group AND g.day = d.day
-        WHERE d.tier_key IS NULL AND g.draft = {str(drafts).lower()}
-    ) e ON e.contract_id = u.contract_id AND e.day = epoch_us(u.inclusive_start) // 86400000000
+    SEMI JOIN _edge_days e
+      ON e.edge_contract_id = u.contract_id AND e.edge_day = epoch_us(u.inclusive_start) // 86400000000
 )"""
     return f"""
 WITH positioned AS (
     SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, d.position_start + sum(w.quantity) OVER (
-        PARTITION BY w.tier_group, d.day
+        PARTITION BY d.tier_group, d.day
         ORDER BY w.inclusive_start, w.line_index, w.window_index, w.line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
     FROM ({_priced_rows_sql(table=table, rows=edge_rows)}) w
     JOIN _day_tiers d
-      ON d.tier_group = w.tier_group AND d.day = epoch_us(w.inclusive_start) // 86400000000
+      ON d.line_key = w.line_key AND d.day = epoch_us(w.inclusive_start) // 86400000000
     WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL
 ),
 parts AS (

@@ -90,19 +90,6 @@ _LINE_RULES = {
     ("INVALID_VALUE", "breakdown_granularity"),
 }
 _UNIFORM_COLUMNS = "customer_id, contract_id, product_id, credit_type_id, billable_status, granularity_given"
-_LINE_RULE_COLUMNS = (
-    "customer_id",
-    "contract_id",
-    "product_id",
-    "credit_type_id",
-    "billable_status",
-    "granularity_given",
-    "known_customer",
-    "known_contract",
-    "known_product",
-    "known_credit_type",
-    "contract_customer_id",
-)
 # A rule that reads an optional column can fire only when the table has that column (any of
 # these); a timestamp text rule only when the column was read as text.
 _NEEDS = {
@@ -348,10 +335,34 @@ def _repeated_windows_sql(slots: int) -> str:
 
 
 def _line_columns(table: bool) -> list[str]:
+    """What a line is: its key columns, and what its lines are made with."""
     return list(
         dict.fromkeys(
             [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
         )
+    )
+
+
+def _group_columns(table: bool) -> list[str]:
+    """The columns `_line_days` groups rows by: the line's, and those its rows should share."""
+    return list(dict.fromkeys([*_line_columns(table), *_UNIFORM_COLUMNS.split(", ")]))
+
+
+def _content_columns(kinds: Mapping[str, str] | None) -> str:
+    """What a row says beyond the columns it is grouped by (those enter the content hash once
+    per group): its window, quantity and the optional columns the input has."""
+    optional = {
+        "invoice_start": "invoice_inclusive_start_date",
+        "invoice_end": "invoice_exclusive_end_date",
+        "issue_date": "issue_date",
+    }
+    return ", ".join(
+        [
+            "inclusive_start",
+            "exclusive_end",
+            "quantity",
+            *(c for c, name in optional.items() if kinds is None or name in kinds),
+        ]
     )
 
 
@@ -363,33 +374,29 @@ def line_days_sql(
     slots: int = 24 * 31,
     kinds: Mapping[str, str] | None = None,
 ) -> str:
-    """The one scan that checks rows (into `_line_days`): the rows grouped by line, and a tiered
-    line's rows by day too, with what the check needs (counts of rows that break a rule and of
-    repeated windows, what the line's rows share) and what pricing needs (each group's quantity
-    and rate pieces). Rules on what a line's rows share are left to lines_sql.
+    """The one scan that checks rows (into `_line_days`): the rows grouped by their line's
+    columns and the columns a line's rows should share, a tiered line's rows by day too, with
+    what the check needs (counts of rows that break a rule and of repeated windows) and what
+    pricing needs (each group's quantity and rate pieces). Keys are hashed per group, not per
+    row; rules on what a line's rows share are left to lines_sql.
     `slots`: the hours of the longest billing period expected (at least 24)."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     per_row = [r for r in rules if (r[0], r[1]) not in _LINE_RULES]
     any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in per_row) or "false"
-    columns = _line_columns(table)
-    attributes = ", ".join(
-        f"any_value({column}) AS {column}"
-        for column in dict.fromkeys([*columns, *_LINE_RULE_COLUMNS, "line_index"])
-    )
+    grouped = ", ".join(_group_columns(table))
     return f"""
-SELECT line_key, {TIER_DAY_SQL} AS day, {attributes}, any_value(tier_group) AS tier_group,
-       min(line_check) AS line_check_min, max(line_check) AS line_check_max,
+SELECT {grouped}, {TIER_DAY_SQL} AS day,
+       hash({rate.line_key_columns(table=table)}) AS line_key,
+       hash('check', {rate.line_key_columns(table=table)}) AS line_check,
+       hash({rate.tier_group_columns(table=table)}) AS tier_group,
        min(issue_date) AS issue_min, max(issue_date) AS issue_max, count(issue_date) AS issue_count,
-       min(billable_status) AS billable_min, max(billable_status) AS billable_max,
-       count(billable_status) AS billable_count,
        min(source) AS source, count(*) AS rows,
-       sum(hash({ROW_IDENTITY}, {ROW_CONTENT}))::HUGEINT AS content_sum,
+       sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
        {_repeated_windows_sql(max(slots, 24))} AS repeated_windows,
        count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
-       min(hash({_UNIFORM_COLUMNS})) AS uniform_min, max(hash({_UNIFORM_COLUMNS})) AS uniform_max,
        sum(quantity) AS quantity, min(rate_key) AS rate_key_min, max(rate_key) AS rate_key_max
-FROM ({rate.resolved_sql(table=table, rows=rows)})
-GROUP BY ALL
+FROM ({rate.resolved_sql(table=table, rows=rows, keys=False)})
+GROUP BY {grouped}, {TIER_DAY_SQL}
 """
 
 
@@ -406,7 +413,7 @@ def lines_sql(
     line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
     columns = _line_columns(table)
     attributes = ", ".join(
-        f"any_value({column}) AS {column}" for column in dict.fromkeys([*columns, *_LINE_RULE_COLUMNS])
+        f"any_value({column}) AS {column}" for column in _group_columns(table)
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
@@ -414,21 +421,33 @@ SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, i
        content_sum, repeated_windows, draft,
        (row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END)::BIGINT AS problems
 FROM (
-    SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
-           min(line_check_min) <> max(line_check_max) AS key_collision,
-           max(issue_max) AS issued_at,
-           coalesce(min(issue_min) <> max(issue_max), false)
-             OR sum(issue_count) NOT IN (0, sum(rows)) AS issue_dates_differ,
-           coalesce(min(billable_min), 'billable') AS line_billable_status,
-           coalesce(min(billable_min) <> max(billable_max), false)
-             OR sum(billable_count) NOT IN (0, sum(rows)) AS billable_differs,
-           min(source) AS source, sum(rows)::BIGINT AS rows, sum(content_sum)::HUGEINT AS content_sum,
-           CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
-             AS repeated_windows,
-           sum(row_problems) AS row_problems, bool_or(draft) AS draft,
-           min(uniform_min) = max(uniform_max) AS uniform
-    FROM _line_days
-    GROUP BY line_key
+    SELECT l.*, kc.customer_id IS NOT NULL AS known_customer,
+           c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
+           kp.product_id IS NOT NULL AS known_product,
+           kt.credit_type_id IS NOT NULL AS known_credit_type
+    FROM (
+        SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+               min(line_check) <> max(line_check) AS key_collision,
+               max(issue_max) AS issued_at,
+               coalesce(min(issue_min) <> max(issue_max), false)
+                 OR sum(issue_count) NOT IN (0, sum(rows)) AS issue_dates_differ,
+               coalesce(min(billable_status), 'billable') AS line_billable_status,
+               coalesce(min(billable_status) <> max(billable_status), false)
+                 OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
+                    NOT IN (0, sum(rows)) AS billable_differs,
+               min(source) AS source, sum(rows)::BIGINT AS rows,
+               sum(hash({", ".join(_group_columns(table))}, day, content_sum))::HUGEINT AS content_sum,
+               CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
+                 AS repeated_windows,
+               sum(row_problems) AS row_problems, bool_or(draft) AS draft,
+               min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
+        FROM _line_days
+        GROUP BY line_key
+    ) l
+    LEFT JOIN _known_customers kc ON kc.customer_id = l.customer_id
+    LEFT JOIN _contract_refs c ON c.contract_id = l.contract_id
+    LEFT JOIN _known_products kp ON kp.product_id = l.product_id
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = l.credit_type_id
 )
 """
 
