@@ -6,7 +6,8 @@ For each size, a data set is generated once with `bulk_rating.samples.generate` 
 `<out>/<size>/data/`, rebuilt only when its parameters change), then two commands run as separate
 processes, alternated (a b, b a, a b, ...), `--runs` times each:
 
-  (a) import: `bulk-rating import <data> --db <fresh file> --as-of <after the history> --json`
+  (a) import: `bulk-rating import <data> --db <fresh file> --as-of <after the history>`, as
+              `make import` runs it (counts and totals are read from the database after)
   (b) floor:  one DuckDB statement into a fresh file,
               `CREATE TABLE usage AS SELECT * FROM read_parquet('<data>/usage/*.parquet')`,
               then `CHECKPOINT`: what loading the same rows costs with nothing else done.
@@ -138,7 +139,7 @@ def run_once(kind: str, data: Path, as_of: str, out: Path, timeout: float) -> di
         if kind == "import":
             command = [
                 *bulk_rating_command(),
-                *("import", str(data), "--db", str(db), "--as-of", as_of, "--json"),
+                *("import", str(data), "--db", str(db), "--as-of", as_of),
             ]
         else:
             command = [sys.executable, "-c", FLOOR, str(db), str(data / "usage" / "*.parquet")]
@@ -154,10 +155,21 @@ def run_once(kind: str, data: Path, as_of: str, out: Path, timeout: float) -> di
             finally:
                 con.close()
         if kind == "import" and measured["ok"]:
+            con = duckdb.connect(str(db), read_only=True)
             try:
-                measured["summary"] = json.loads(stdout).get("summary")
-            except json.JSONDecodeError:
-                measured["summary"] = None
+                row = con.execute(
+                    """SELECT (SELECT count(*) FROM invoices), (SELECT count(*) FROM invoice_line_items),
+                              (SELECT count(*) FROM _priced_windows), (SELECT sum(total) FROM invoices)"""
+                ).fetchone()
+                assert row is not None
+                measured["summary"] = {
+                    "invoices": row[0],
+                    "line_items": row[1],
+                    "windows": row[2],
+                    "total": str(row[3]),
+                }
+            finally:
+                con.close()
         if not measured["ok"]:
             tail = [line for line in (stderr or stdout).strip().splitlines() if line.strip()]
             measured["error"] = "\n".join(tail[-6:]) or "(no output)"

@@ -270,7 +270,9 @@ def _usage_issues(
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
     kinds = table.kinds if table else None
     store.tracked(
-        "reading and checking rows", progress, lambda: store.check_rows(_line_days_sql(store, table))
+        "reading and checking rows",
+        progress,
+        lambda: store.check_rows(_line_days_sql(store, table)),
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
     report.rows_read = int(checked["rows"].sum())
@@ -315,7 +317,9 @@ def _slots(store: Store, table: load.UsageTable | None) -> int:
     """Hours of the longest billing period the rows fall in (at least a day): the size of each
     line's bitmap of windows."""
     source = (
-        "_period_days" if table is not None else "(SELECT invoice_start AS inclusive_start,"
+        "_period_days"
+        if table is not None
+        else "(SELECT invoice_start AS inclusive_start,"
         " invoice_end AS exclusive_end FROM usage_rows)"
     )
     longest = store.scalar(

@@ -88,27 +88,48 @@ def _keys(table: bool) -> str:
     )
 
 
-def resolved_sql(*, table: bool, rows: str = "usage_rows", keys: bool = True) -> str:
+# The small tables a row is resolved against beside its period and rate: (join, its columns).
+_LOOKUPS = (
+    (
+        "LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id",
+        "c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,"
+        " c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at",
+    ),
+    (
+        "LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id",
+        "kc.customer_id IS NOT NULL AS known_customer",
+    ),
+    (
+        "LEFT JOIN _known_products kp ON kp.product_id = u.product_id",
+        "kp.product_id IS NOT NULL AS known_product",
+    ),
+    (
+        "LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id",
+        "kt.credit_type_id IS NOT NULL AS known_credit_type",
+    ),
+)
+
+
+def resolved_sql(
+    *, table: bool, rows: str = "usage_rows", keys: bool = True, needs: str | None = None
+) -> str:
     """Every usage row with what it needs: its contract, billing period, effective rate, and
     (with `keys`) the key of the line it belongs to. Joins only small tables, on equality plus a
-    range."""
+    range; with `needs` (SQL text), only the lookups whose columns it names."""
+    lookups = [
+        (join, columns)
+        for join, columns in _LOOKUPS
+        if needs is None or any(c.split(" AS ")[-1].strip() in needs for c in columns.split(","))
+    ]
     return f"""
 SELECT *{", " + _keys(table) if keys else ""}
 FROM (
-    SELECT u.*,
-           c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
-           c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
-           {_period_columns(table)},
+    SELECT u.*, {"".join(columns + ", " for _, columns in lookups)}{_period_columns(table)},
            r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
            r.ending_before AS rate_ending_before, r.continues AS rate_continues,
-           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
-           kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
-           kt.credit_type_id IS NOT NULL AS known_credit_type
+           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
     FROM {rows} u
-    LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id
-    LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id
-    LEFT JOIN _known_products kp ON kp.product_id = u.product_id
-    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id{_period_join(table)}{_RATE_JOIN}
+    {" ".join(join for join, _ in lookups)}{_period_join(table)}{_RATE_JOIN}
 )
 """
 

@@ -30,6 +30,13 @@ def _ts_sql(column: str) -> str:
     return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
 
 
+def _too_many_decimals(kind: str, raw: str) -> str:
+    """A DECIMAL column of at most QUANTITY_SCALE places never has too many."""
+    if not kind.startswith("decimal:") or int(kind.split(":")[1]) <= QUANTITY_SCALE:
+        return "false"
+    return f"{raw} <> round({raw}, {QUANTITY_SCALE})"
+
+
 def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
     """(code, field, condition, message) for the quantity, by the type it was read as.
 
@@ -44,9 +51,7 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
     too_many = {
         "text": f"length(regexp_extract({raw}, '\\.([0-9]*?)0*$', 1)) > {QUANTITY_SCALE}",
         "float": f"{q} IS NOT NULL AND CAST({q} AS DOUBLE) <> {raw}",
-    }.get(
-        kind, f"{raw} <> round({raw}, {QUANTITY_SCALE})" if kind.startswith("decimal:") else "false"
-    )
+    }.get(kind, _too_many_decimals(kind, raw))
     shown = f"CAST({raw} AS VARCHAR)"
     return [
         ("INVALID_NUMBER", "quantity", f"{raw} IS NULL", "'quantity is empty'"),
@@ -89,7 +94,9 @@ _LINE_RULES = {
     ("INVALID_VALUE", "billable_status"),
     ("INVALID_VALUE", "breakdown_granularity"),
 }
-_UNIFORM_COLUMNS = "customer_id, contract_id, product_id, credit_type_id, billable_status, granularity_given"
+_UNIFORM_COLUMNS = (
+    "customer_id, contract_id, product_id, credit_type_id, billable_status, granularity_given"
+)
 # A rule that reads an optional column can fire only when the table has that column (any of
 # these); a timestamp text rule only when the column was read as text.
 _NEEDS = {
@@ -106,12 +113,61 @@ _NEEDS = {
 _TEXT_RULES = {"INVALID_TIMESTAMP", "TIMESTAMP_WITHOUT_OFFSET"}
 
 
+# Rules the check evaluates once per group of rows (line_days_sql), from the group's bounds and
+# the small tables joined to it. Some over-approximate (they may fire where no row breaks the
+# rule): that is safe, row_issues_sql then names the rows that do, if any.
+_GROUP_RULES = {
+    ("MISSING_FIELD", "inclusive_start_date"): "starts < rows",
+    ("MISSING_FIELD", "exclusive_end_date"): "ends < rows",
+    ("INVOICE_OUTSIDE_CONTRACT", "inclusive_start_date"): (
+        "known_contract AND (start_min < contract_start OR start_max >= contract_end)"
+    ),
+    ("INVOICE_AFTER_GENERATION_START", "inclusive_start_date"): (
+        "known_contract AND start_max >= generation_starts_at AND NOT draft"
+        " AND (contract_end IS NULL OR start_min < contract_end)"
+    ),
+    ("WINDOW_OUTSIDE_LINE", "exclusive_end_date"): (
+        "invoice_period_end IS NOT NULL AND end_max > invoice_period_end"
+    ),
+    ("NO_RATE", "product_id"): (
+        "known_contract AND known_product AND start_max IS NOT NULL AND rate_key IS NULL"
+    ),
+    ("PRODUCT_NOT_ENTITLED", "product_id"): "NOT entitled",
+    ("CREDIT_TYPE_MISMATCH", "credit_type_id"): (
+        "known_credit_type AND rate_credit_type_id <> credit_type_id"
+    ),
+    ("NO_RATE", "exclusive_end_date"): (
+        "granularity IN ('HOUR', 'DAY') AND rate_ending_before < end_max AND NOT rate_continues"
+    ),
+    ("QUANTITY_SPANS_RATE_CHANGE", "quantity"): (
+        "granularity = 'NONE' AND rate_ending_before < end_max"
+    ),
+}
+# The rule for a window whose width is neither an hour nor a day, without a given granularity.
+_NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
+_INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
+
+
+def _group_condition(rule: Rule, kinds: Mapping[str, str] | None) -> str | None:
+    """The rule as a condition on a group of rows, where it has one for this input."""
+    code, field, condition = rule[0], rule[1], rule[2]
+    if kinds is None:  # a JSON batch or kept draft rows: few rows, every rule row by row
+        return None
+    if "invoice_start IS NULL" in condition and any(c in kinds for c in _INVOICE_COLUMNS):
+        return None  # rows may carry invoice columns of their own: checked row by row
+    if (code, field) == ("WINDOW_WRONG_WIDTH", "exclusive_end_date"):
+        return _NO_GRANULARITY if "granularity IS NULL" in condition else None
+    return _GROUP_RULES.get((code, field))
+
+
 def _can_fire(rule: Rule, kinds: Mapping[str, str] | None) -> bool:
     code, field = rule[0], rule[1]
     if kinds is None:  # rows of a JSON batch or kept draft rows: every column may hold text
         return True
     if code in _TEXT_RULES:
         return kinds.get(field) == "text"
+    if code == "WINDOW_WRONG_WIDTH" and "granularity IS NULL" not in rule[2]:
+        return "breakdown_granularity" in kinds  # an inferred granularity has the width
     return any(column in kinds for column in _NEEDS.get((code, field), (field,))) or (
         (code, field) not in _NEEDS
     )
@@ -344,8 +400,29 @@ def _line_columns(table: bool) -> list[str]:
 
 
 def _group_columns(table: bool) -> list[str]:
-    """The columns `_line_days` groups rows by: the line's, and those its rows should share."""
-    return list(dict.fromkeys([*_line_columns(table), *_UNIFORM_COLUMNS.split(", ")]))
+    """The columns `_line_days` groups rows by: the line's (its credit type comes with its rate
+    piece), those its rows should share, and the rate piece."""
+    line = [c for c in _line_columns(table) if c != "invoice_credit_type_id"]
+    return list(dict.fromkeys([*line, *_UNIFORM_COLUMNS.split(", "), "rate_key"]))
+
+
+# Usage row columns that are null on every row when the input has none of these columns.
+_FROM_COLUMNS = {
+    "presentation_group_values": ("presentation_group_values", "presentation."),
+    "pricing_group_values": ("pricing_group_values", "pricing."),
+    "credit_type_id": ("credit_type_id",),
+    "billable_status": ("billable_status",),
+    "granularity_given": ("breakdown_granularity",),
+    "issue_date": ("issue_date",),
+}
+
+
+def _absent(column: str, kinds: Mapping[str, str] | None) -> bool:
+    """The column is null on every row: the input has nothing it is read from."""
+    sources = _FROM_COLUMNS.get(column)
+    if kinds is None or sources is None:
+        return False
+    return not any(k == s or (s.endswith(".") and k.startswith(s)) for k in kinds for s in sources)
 
 
 def _content_columns(kinds: Mapping[str, str] | None) -> str:
@@ -375,34 +452,67 @@ def line_days_sql(
     kinds: Mapping[str, str] | None = None,
 ) -> str:
     """The one scan that checks rows (into `_line_days`): the rows grouped by their line's
-    columns and the columns a line's rows should share, a tiered line's rows by day too, with
-    what the check needs (counts of rows that break a rule and of repeated windows) and what
-    pricing needs (each group's quantity and rate pieces). Keys are hashed per group, not per
-    row; rules on what a line's rows share are left to lines_sql.
-    `slots`: the hours of the longest billing period expected (at least 24)."""
-    rules = row_rules(quantity_kind, table=table, kinds=kinds)
-    per_row = [r for r in rules if (r[0], r[1]) not in _LINE_RULES]
-    any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in per_row) or "false"
-    grouped = ", ".join(_group_columns(table))
+    columns, the columns a line's rows should share and their rate piece, a tiered line's rows by
+    day too, with what the check needs (counts of rows that break a rule and of repeated
+    windows, bounds for the rules checked per group) and what pricing needs (each group's
+    quantity). Keys are hashed per group, not per row; rules on what a line's rows share are left
+    to lines_sql. `slots`: the hours of the longest billing period expected (at least 24)."""
+    checked = [
+        (r, _group_condition(r, kinds))
+        for r in row_rules(quantity_kind, table=table, kinds=kinds)
+        if (r[0], r[1]) not in _LINE_RULES
+    ]
+    on_rows = [r for r, on_group in checked if on_group is None]
+    on_groups = [
+        f"coalesce({condition}, false)::INTEGER"
+        for condition in dict.fromkeys(c for _, c in checked if c is not None)
+    ]
+    any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in on_rows) or "false"
+    # a column null on every row is not grouped by (hashing it costs as much as any other)
+    grouped = ", ".join(c for c in _group_columns(table) if not _absent(c, kinds))
+    nulls = "".join(f"NULL::VARCHAR AS {c}, " for c in _group_columns(table) if _absent(c, kinds))
+    issue = (
+        "NULL::TIMESTAMPTZ AS issue_min, NULL::TIMESTAMPTZ AS issue_max, 0 AS issue_count"
+        if _absent("issue_date", kinds)
+        else "min(issue_date) AS issue_min, max(issue_date) AS issue_max,"
+        " count(issue_date) AS issue_count"
+    )
+    needs = " ".join(r[2] for r in on_rows)
+    keys = rate.line_key_columns(table=table)
     return f"""
-SELECT {grouped}, {TIER_DAY_SQL} AS day,
-       hash({rate.line_key_columns(table=table)}) AS line_key,
-       hash('check', {rate.line_key_columns(table=table)}) AS line_check,
+SELECT g.*, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
        hash({rate.tier_group_columns(table=table)}) AS tier_group,
-       min(issue_date) AS issue_min, max(issue_date) AS issue_max, count(issue_date) AS issue_count,
-       min(source) AS source, count(*) AS rows,
-       sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
-       {_repeated_windows_sql(max(slots, 24))} AS repeated_windows,
-       count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
-       sum(quantity) AS quantity, min(rate_key) AS rate_key_min, max(rate_key) AS rate_key_max
-FROM ({rate.resolved_sql(table=table, rows=rows, keys=False)})
-GROUP BY {grouped}, {TIER_DAY_SQL}
+       rate_key AS rate_key_min, rate_key AS rate_key_max,
+       row_problems + {" + ".join(on_groups) or "0"} AS problems
+FROM (
+    SELECT g.*, coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
+           r.entitled, r.credit_type_id AS rate_credit_type_id, r.ending_before AS rate_ending_before,
+           r.continues AS rate_continues,
+           c.contract_id IS NOT NULL AS known_contract, c.starting_at AS contract_start,
+           c.ending_before AS contract_end, c.generation_starts_at,
+           kp.product_id IS NOT NULL AS known_product, kt.credit_type_id IS NOT NULL AS known_credit_type
+    FROM (
+        SELECT {grouped}, {nulls}{TIER_DAY_SQL} AS day,
+               min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
+               max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
+               count(exclusive_end) AS ends,
+               {issue}, min(source) AS source, count(*) AS rows,
+               sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
+               {_repeated_windows_sql(max(slots, 24))} AS repeated_windows,
+               count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
+               sum(quantity) AS quantity
+        FROM ({rate.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
+        GROUP BY {grouped}, {TIER_DAY_SQL}
+    ) g
+    LEFT JOIN contract_rates r ON r.rate_key = g.rate_key
+    LEFT JOIN _contract_refs c ON c.contract_id = g.contract_id
+    LEFT JOIN _known_products kp ON kp.product_id = g.product_id
+    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = g.credit_type_id
+) g
 """
 
 
-def lines_sql(
-    quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
-) -> str:
+def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None) -> str:
     """The lines of `_line_days`, checked: each line's count of problems (its rows' and, once per
     line, the rules on what its rows share; a line whose rows disagree on those counts one, and
     row_issues_sql then checks its rows one by one) and of repeated windows (null: count them
@@ -413,7 +523,8 @@ def lines_sql(
     line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
     columns = _line_columns(table)
     attributes = ", ".join(
-        f"any_value({column}) AS {column}" for column in _group_columns(table)
+        f"any_value({column}) AS {column}"
+        for column in dict.fromkeys([*columns, *_UNIFORM_COLUMNS.split(", ")])
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
@@ -439,7 +550,7 @@ FROM (
                sum(hash({", ".join(_group_columns(table))}, day, content_sum))::HUGEINT AS content_sum,
                CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
                  AS repeated_windows,
-               sum(row_problems) AS row_problems, bool_or(draft) AS draft,
+               sum(problems) AS row_problems, bool_or(draft) AS draft,
                min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
         FROM _line_days
         GROUP BY line_key
