@@ -1,0 +1,108 @@
+"""Tiers placed by day: a day inside one tier takes it whole, a day with a tier edge inside is
+placed window by window. Hand-checked on acme's storage product: the first 1,000 units of a
+period at 2.5 cents, the rest at 1.75 (METRONOME.md rule 7)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tests.conftest import acme, invoice, line, query, run_cli, write_dataset
+
+JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
+FIRST = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def _hours(quantities: list[str]) -> list[tuple[datetime, datetime, str]]:
+    return [
+        (FIRST + timedelta(hours=n), FIRST + timedelta(hours=n + 1), q)
+        for n, q in enumerate(quantities)
+    ]
+
+
+def _text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _import(tmp_path: Path, windows: list[tuple[datetime, datetime, str]], form: str) -> Path:
+    files = acme()
+    if form == "json":
+        hourly = [(_text(a), _text(b), q) for a, b, q in windows]
+        files["invoices"]["invoices"] = [
+            invoice(*JUNE, [line("prod_storage", *JUNE, windows=hourly)], granularity="HOUR")
+        ]
+    else:
+        del files["invoices"]
+        (tmp_path / "set" / "usage").mkdir(parents=True)
+        pq.write_table(
+            pa.table(
+                {
+                    "customer_id": ["cus_acme"] * len(windows),
+                    "contract_id": ["con_acme_2024"] * len(windows),
+                    "product_id": ["prod_storage"] * len(windows),
+                    "inclusive_start_date": pa.array(
+                        [a for a, _, _ in windows], pa.timestamp("us", "UTC")
+                    ),
+                    "exclusive_end_date": pa.array(
+                        [b for _, b, _ in windows], pa.timestamp("us", "UTC")
+                    ),
+                    "quantity": pa.array([Decimal(q) for _, _, q in windows], pa.decimal128(38, 9)),
+                }
+            ),
+            tmp_path / "set" / "usage" / "part-0.parquet",
+        )
+    db = tmp_path / "store.duckdb"
+    result = run_cli(
+        "import", write_dataset(tmp_path / "set", files), "--db", db, "--as-of", "2024-08-15"
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return db
+
+
+def _tiers(db: Path) -> list[tuple[Any, ...]]:
+    """Each breakdown row: its window, tier level and quantity, in time order."""
+    return query(
+        db,
+        """SELECT b.window_start, l.tier_level, b.quantity
+           FROM invoice_breakdowns b JOIN invoice_line_items l USING (line_item_id)
+           ORDER BY b.window_start, l.tier_level""",
+    )
+
+
+@pytest.mark.parametrize("form", ["json", "parquet"])
+def test_a_day_ending_exactly_at_the_edge_and_a_zero_window_after_it(
+    tmp_path: Path, form: str
+) -> None:
+    # Day 1: 23 hours of 40 and one of 80 = exactly 1,000, the edge. Day 2 opens with a zero
+    # window (its position is the edge: the lower tier), then 23 hours of 10 in the upper tier.
+    quantities = ["40"] * 23 + ["80"] + ["0"] + ["10"] * 23
+    db = _import(tmp_path, _hours(quantities), form)
+
+    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(230) * Decimal("1.75"),)  # 2,902.5
+    rows = _tiers(db)
+    assert len(rows) == 48  # no window split: none crosses the edge
+    assert {r[1] for r in rows[:25]} == {1}  # day 1 and the zero window at the edge
+    assert rows[24][2] == 0
+    assert {r[1] for r in rows[25:]} == {2}
+
+
+@pytest.mark.parametrize("form", ["json", "parquet"])
+def test_a_window_crossing_the_edge_mid_day_is_split(tmp_path: Path, form: str) -> None:
+    # 30 hours of 35: the 29th window (hour 28, on day 2) runs from 980 to 1,015.
+    db = _import(tmp_path, _hours(["35"] * 30), form)
+
+    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(50) * Decimal("1.75"),)  # 2,587.5
+    rows = _tiers(db)
+    crossing = FIRST + timedelta(hours=28)
+    split = [(tier, quantity) for start, tier, quantity in rows if start == crossing]
+    assert split == [(1, Decimal(20)), (2, Decimal(15))]
+    assert len(rows) == 31
+    assert all(tier == 1 for start, tier, _ in rows if start < crossing)
+    assert all(tier == 2 for start, tier, _ in rows if start > crossing)
