@@ -8,7 +8,7 @@ import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -523,6 +523,25 @@ def _usage_table(
     return pa.table(columns)
 
 
+def _dated_table(starts: list[datetime | None], products: list[str] | None = None) -> pa.Table:
+    """Daily rows of one unit each at the given UTC starts (typed timestamps: the checks that
+    run once per group of rows, not per row)."""
+    n = len(starts)
+    return pa.table(
+        {
+            "customer_id": pa.array(["cus_acme"] * n),
+            "contract_id": pa.array(["con_acme_2024"] * n),
+            "product_id": pa.array(products or ["prod_api_calls"] * n),
+            "inclusive_start_date": pa.array(starts, type=UTC_US),
+            "exclusive_end_date": pa.array(
+                [s + timedelta(days=1) if s else datetime(2024, 6, 3, tzinfo=UTC) for s in starts],
+                type=UTC_US,
+            ),
+            "quantity": pa.array([1.0] * n),
+        }
+    )
+
+
 def _write_parquet(table: pa.Table) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         pq.write_table(table, path)
@@ -602,6 +621,43 @@ PARQUET_CASES: dict[str, Case] = {
         "INVALID_COLUMN_TYPE",
         "quantity",
         None,
+    ),
+    "a window before the contract starts": Case(
+        "usage.parquet",
+        _write_parquet(
+            _dated_table([datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 5, 31, tzinfo=UTC)])
+        ),
+        "INVOICE_OUTSIDE_CONTRACT",
+        "inclusive_start_date",
+        2,
+    ),
+    "a window in a period the contract generates": Case(
+        "usage.parquet",
+        _write_parquet(
+            _dated_table([datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 9, 2, tzinfo=UTC)])
+        ),
+        "INVOICE_AFTER_GENERATION_START",
+        "inclusive_start_date",
+        2,
+    ),
+    "an empty start beside a good row": Case(
+        "usage.parquet",
+        _write_parquet(_dated_table([datetime(2024, 6, 1, tzinfo=UTC), None])),
+        "MISSING_FIELD",
+        "inclusive_start_date",
+        2,
+    ),
+    "an unknown product in a typed table": Case(
+        "usage.parquet",
+        _write_parquet(
+            _dated_table(
+                [datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 2, tzinfo=UTC)],
+                ["prod_api_calls", "prod_nope"],
+            )
+        ),
+        "UNKNOWN_PRODUCT",
+        "product_id",
+        2,
     ),
     "negative integer": Case(
         "usage.parquet",
