@@ -248,11 +248,11 @@ def _prepare(
         )
         store.temp_view("usage_rows", load.rows_sql(table))
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
-    store.temp_table_like("_line_days", _line_days_sql(store, table))
-    store.temp_table_like("_day_tiers", rate.DAY_TIERS.replace("$drafts", "false"))
-    store.temp_table_like("_edge_days", rate.EDGE_DAYS)
+    store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
+    store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
+    store.temp_table_like("_edge_weeks", rate.EDGE_WEEKS)
     if table is not None:
-        store.temp_view("edge_rows", load.rows_sql(table, on_days="_edge_days"))
+        store.temp_view("edge_rows", load.rows_sql(table, on_weeks="_edge_weeks"))
         store.temp_view("edge_rows_unique", validate.UNIQUE_ROWS.replace("usage_rows", "edge_rows"))
     return table
 
@@ -272,7 +272,7 @@ def _usage_issues(
     store.tracked(
         "reading and checking rows",
         progress,
-        lambda: store.check_rows(_line_days_sql(store, table)),
+        lambda: store.check_rows(_line_weeks_sql(store, table)),
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
     report.rows_read = int(checked["rows"].sum())
@@ -305,10 +305,10 @@ def _usage_issues(
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
 
 
-def _line_days_sql(store: Store, table: load.UsageTable | None) -> str:
+def _line_weeks_sql(store: Store, table: load.UsageTable | None) -> str:
     if table is None:
-        return validate.line_days_sql("text", table=False, slots=_slots(store, table))
-    return validate.line_days_sql(
+        return validate.line_weeks_sql("text", table=False, slots=_slots(store, table))
+    return validate.line_weeks_sql(
         table.kinds["quantity"], table=True, slots=_slots(store, table), kinds=table.kinds
     )
 
@@ -354,7 +354,7 @@ def _rate_drafts(store: Store, run_id: int) -> None:
     store.keep_draft_usage(run_id)
     if not store.clear_drafts():
         return
-    store.check_rows(validate.line_days_sql("text", table=True, rows="draft_rows"))
+    store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))
     checked = store.frame(validate.lines_sql("text", table=True))
     invoices, lines, _ = assemble.table_invoices_and_lines(checked.filter(pl.col("draft")))
     store.replace("usage_invoices", invoices)

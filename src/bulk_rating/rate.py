@@ -148,24 +148,25 @@ FROM (
 """
 
 
-# Tiers by day (METRONOME.md rule 7 without sorting every window): a tiered tier group's days,
-# in order, each with the quantity of its tier group before it (`position_start`). A day whose
-# windows all fall in one tier of one rate piece gets that tier (`tier_key`); the few other days
+# Tiers by week (METRONOME.md rule 7 without sorting every window): a tiered tier group's UTC
+# weeks, in order, each with the quantity of its tier group before it (`position_start`). A week
+# whose windows all fall in one tier of one rate piece gets that tier (`tier_key`); the few other
+# weeks
 # (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
-DAY_TIERS = """
-WITH days AS (
-    SELECT tier_group, day, sum(quantity) AS quantity, min(rate_key_min) AS rate_key,
+WEEK_TIERS = """
+WITH weeks AS (
+    SELECT tier_group, week, sum(quantity) AS quantity, min(rate_key_min) AS rate_key,
            min(rate_key_min) = max(rate_key_max) AS one_rate
-    FROM _line_days WHERE day IS NOT NULL AND draft = $drafts GROUP BY tier_group, day
+    FROM _line_weeks WHERE week IS NOT NULL AND draft = $drafts GROUP BY tier_group, week
 ),
 positioned AS (
     SELECT *, sum(quantity) OVER (
-        PARTITION BY tier_group ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        PARTITION BY tier_group ORDER BY week ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) - quantity AS position_start
-    FROM days
+    FROM weeks
 ),
 placed AS (
-    SELECT p.tier_group, p.day, p.position_start, t.tier_key
+    SELECT p.tier_group, p.week, p.position_start, t.tier_key
     FROM positioned p
     LEFT JOIN _contract_rate_tiers t
       ON p.one_rate AND t.rate_key = p.rate_key
@@ -173,56 +174,57 @@ placed AS (
      AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
      AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)
 )
--- by line and day: what a priced window finds by its own line key
-SELECT g.line_key, g.day, p.tier_group, p.position_start, p.tier_key
-FROM (SELECT DISTINCT line_key, tier_group, day FROM _line_days WHERE day IS NOT NULL AND draft = $drafts) g
-JOIN placed p ON p.tier_group = g.tier_group AND p.day = g.day
+-- by line and week: what a priced window finds by its own line key
+SELECT g.line_key, g.week, p.tier_group, p.position_start, p.tier_key
+FROM (SELECT DISTINCT line_key, tier_group, week FROM _line_weeks WHERE week IS NOT NULL AND draft = $drafts) g
+JOIN placed p ON p.tier_group = g.tier_group AND p.week = g.week
 """
 
 
 def priced_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
     """One row per window into `_priced_windows`: a FLAT window in its one tier, a tiered window
-    in its day's tier; the windows of days placed window by window are left to edge_windows_sql."""
+    in its week's tier; the windows of weeks placed window by window are left to edge_windows_sql."""
     return f"""
 SELECT $run_id AS run_id, w.line_key, w.rate_key,
        CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE d.tier_key END AS tier_key,
        w.inclusive_start AS window_start, w.quantity
 FROM ({_priced_rows_sql(table=table, rows=rows)}) w
-LEFT JOIN _day_tiers d
+LEFT JOIN _week_tiers d
   ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
- AND d.day = epoch_us(w.inclusive_start) // 86400000000
+ AND d.week = epoch_us(w.inclusive_start) // 604800000000
 WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)
 """
 
 
-# The contracts' days DAY_TIERS could not place (into `_edge_days`).
-EDGE_DAYS = """
-SELECT DISTINCT g.contract_id AS edge_contract_id, g.day AS edge_day
-FROM _day_tiers d JOIN _line_days g ON g.line_key = d.line_key AND g.day = d.day
+# The contracts' products' weeks WEEK_TIERS could not place (into `_edge_weeks`).
+EDGE_WEEKS = """
+SELECT DISTINCT g.contract_id AS edge_contract_id, g.product_id AS edge_product_id, g.week AS edge_week
+FROM _week_tiers d JOIN _line_weeks g ON g.line_key = d.line_key AND g.week = d.week
 WHERE d.tier_key IS NULL
 """
 
 
 def edge_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
-    """The windows of the days DAY_TIERS could not place, one row per tier each reaches: read
-    again (`rows` may be read for `_edge_days` only: load.rows_sql(on_days=)), and each given
+    """The windows of the weeks WEEK_TIERS could not place, one row per tier each reaches: read
+    again (`rows` may be read for `_edge_weeks` only: load.rows_sql(on_weeks=)), and each given
     `position_end`, the quantity of its tier group up to and including it, in time order (ties:
     line, window, line key); a window crossing a tier edge is split there, each part exact."""
     edge_rows = f"""(
     SELECT u.* FROM {rows} u
-    SEMI JOIN _edge_days e
-      ON e.edge_contract_id = u.contract_id AND e.edge_day = epoch_us(u.inclusive_start) // 86400000000
+    SEMI JOIN _edge_weeks e
+      ON e.edge_contract_id = u.contract_id AND e.edge_product_id = u.product_id
+     AND e.edge_week = epoch_us(u.inclusive_start) // 604800000000
 )"""
     return f"""
 WITH positioned AS (
     SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, d.position_start + sum(w.quantity) OVER (
-        PARTITION BY d.tier_group, d.day
+        PARTITION BY d.tier_group, d.week
         ORDER BY w.inclusive_start, w.line_index, w.window_index, w.line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
     FROM ({_priced_rows_sql(table=table, rows=edge_rows)}) w
-    JOIN _day_tiers d
-      ON d.line_key = w.line_key AND d.day = epoch_us(w.inclusive_start) // 86400000000
+    JOIN _week_tiers d
+      ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // 604800000000
     WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL
 ),
 parts AS (

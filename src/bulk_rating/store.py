@@ -374,8 +374,8 @@ class Store:
         )
 
     def check_rows(self, sql: str) -> None:
-        """Fill `_line_days` (validate.line_days_sql): the one scan that checks rows."""
-        self.replace_with("_line_days", sql)
+        """Fill `_line_weeks` (validate.line_weeks_sql): the one scan that checks rows."""
+        self.replace_with("_line_weeks", sql)
 
     def replace_with(self, table: str, sql: str, params: dict[str, Any] | None = None) -> None:
         """A working table's rows replaced, inside the run's transaction (no DDL)."""
@@ -392,19 +392,19 @@ class Store:
         drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        """Run the pricing kernel over `rows`, `_line_days`, `usage_lines` and `usage_invoices`;
-        `edge_rows`: the same rows, read only for `_edge_days` (faster), when there is such a
+        """Run the pricing kernel over `rows`, `_line_weeks`, `usage_lines` and `usage_invoices`;
+        `edge_rows`: the same rows, read only for `_edge_weeks` (faster), when there is such a
         relation."""
         params = {"run_id": run_id}
         windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
             table=table, rows=rows, drafts=drafts
         )
         try:
-            self.replace_with("_day_tiers", rate.DAY_TIERS, {"drafts": drafts})
+            self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
             self.tracked(
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
             )
-            self.replace_with("_edge_days", rate.EDGE_DAYS)
+            self.replace_with("_edge_weeks", rate.EDGE_WEEKS)
             self.con.execute(
                 "INSERT INTO _priced_windows "
                 + rate.edge_windows_sql(table=table, rows=edge_rows or rows, drafts=drafts),

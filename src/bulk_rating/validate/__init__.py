@@ -10,7 +10,7 @@ from bulk_rating.validate.catalog import validate_catalog
 from bulk_rating.validate.rows import (
     HOUR_US,
     UNIQUE_ROWS,
-    line_days_sql,
+    line_weeks_sql,
     lines_sql,
     repeated_windows_sql,
     row_issues_sql,
@@ -21,7 +21,7 @@ __all__ = [
     "HOUR_US",
     "UNIQUE_ROWS",
     "References",
-    "line_days_sql",
+    "line_weeks_sql",
     "lines_sql",
     "issue_frame",
     "repeated_windows_sql",

@@ -2,7 +2,7 @@
 
 The rows of a usage table (load.rows_sql) or of a JSON batch (load.json_rows), resolved against
 contracts, periods and rates (rate.resolved_sql), are checked in the same scan that groups them
-into lines (line_days_sql, then lines_sql): a valid import reads its rows twice, here and to
+into lines (line_weeks_sql, then lines_sql): a valid import reads its rows twice, here and to
 price them. Only when a rule fails does row_issues_sql name every failing row.
 """
 
@@ -17,6 +17,9 @@ from bulk_rating.money import (
 )
 
 HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
+# Tiered rows are placed in their tiers week by week (UTC weeks from the epoch, Thursday to
+# Wednesday): few enough groups for the check to hold, few enough rows on the weeks with an edge.
+WEEK_US = 7 * DAY_US
 # A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
 OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -113,7 +116,7 @@ _NEEDS = {
 _TEXT_RULES = {"INVALID_TIMESTAMP", "TIMESTAMP_WITHOUT_OFFSET"}
 
 
-# Rules the check evaluates once per group of rows (line_days_sql), from the group's bounds and
+# Rules the check evaluates once per group of rows (line_weeks_sql), from the group's bounds and
 # the small tables joined to it. Some over-approximate (they may fire where no row breaks the
 # rule): that is safe, row_issues_sql then names the rows that do, if any.
 _GROUP_RULES = {
@@ -372,16 +375,16 @@ def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
     return rules
 
 
-# The day a tiered row is placed in its tier by (rate.DAY_TIERS): untiered rows group by line.
-TIER_DAY_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {DAY_US} END"
+# The week a tiered row is placed in its tier by (rate.WEEK_TIERS): untiered rows group by line.
+TIER_WEEK_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} END"
 
 
 def _repeated_windows_sql(slots: int) -> str:
-    """Per group of rows (a line, or a line's day for tiered rows): rows beyond the first for each
+    """Per group of rows (a line, or a line's week for tiered rows): rows beyond the first for each
     window start, counted with a bitmap of hour slots (a distinct count of starts costs ten times
-    more). A slot is the hour since the day (tiered) or the period (else) began; null when a start
+    more). A slot is the hour since the week (tiered) or the period (else) began; null when a start
     has no slot (not on a whole hour, or past `slots` hours), then repeated_windows_sql counts."""
-    base = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {DAY_US} * {DAY_US} ELSE epoch_us(invoice_period_start) END"
+    base = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} * {WEEK_US} ELSE epoch_us(invoice_period_start) END"
     offset = f"(epoch_us(inclusive_start) - ({base}))"
     slot = f"""CASE WHEN epoch_us(inclusive_start) % {HOUR_US} = 0 AND {offset} >= 0
                  AND {offset} < {slots} * {HOUR_US} THEN {offset} // {HOUR_US} END"""
@@ -400,7 +403,7 @@ def _line_columns(table: bool) -> list[str]:
 
 
 def _group_columns(table: bool) -> list[str]:
-    """The columns `_line_days` groups rows by: the line's (its credit type comes with its rate
+    """The columns `_line_weeks` groups rows by: the line's (its credit type comes with its rate
     piece), those its rows should share, and the rate piece."""
     line = [c for c in _line_columns(table) if c != "invoice_credit_type_id"]
     return list(dict.fromkeys([*line, *_UNIFORM_COLUMNS.split(", "), "rate_key"]))
@@ -443,7 +446,7 @@ def _content_columns(kinds: Mapping[str, str] | None) -> str:
     )
 
 
-def line_days_sql(
+def line_weeks_sql(
     quantity_kind: str,
     *,
     table: bool,
@@ -451,9 +454,9 @@ def line_days_sql(
     slots: int = 24 * 31,
     kinds: Mapping[str, str] | None = None,
 ) -> str:
-    """The one scan that checks rows (into `_line_days`): the rows grouped by their line's
+    """The one scan that checks rows (into `_line_weeks`): the rows grouped by their line's
     columns, the columns a line's rows should share and their rate piece, a tiered line's rows by
-    day too, with what the check needs (counts of rows that break a rule and of repeated
+    week too, with what the check needs (counts of rows that break a rule and of repeated
     windows, bounds for the rules checked per group) and what pricing needs (each group's
     quantity). Keys are hashed per group, not per row; rules on what a line's rows share are left
     to lines_sql. `slots`: the hours of the longest billing period expected (at least 24)."""
@@ -492,17 +495,17 @@ FROM (
            c.ending_before AS contract_end, c.generation_starts_at,
            kp.product_id IS NOT NULL AS known_product, kt.credit_type_id IS NOT NULL AS known_credit_type
     FROM (
-        SELECT {grouped}, {nulls}{TIER_DAY_SQL} AS day,
+        SELECT {grouped}, {nulls}{TIER_WEEK_SQL} AS week,
                min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
                max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
                count(exclusive_end) AS ends,
                {issue}, min(source) AS source, count(*) AS rows,
                sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
-               {_repeated_windows_sql(max(slots, 24))} AS repeated_windows,
+               {_repeated_windows_sql(max(slots, WEEK_US // HOUR_US))} AS repeated_windows,
                count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
                sum(quantity) AS quantity
         FROM ({rate.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
-        GROUP BY {grouped}, {TIER_DAY_SQL}
+        GROUP BY {grouped}, {TIER_WEEK_SQL}
     ) g
     LEFT JOIN contract_rates r ON r.rate_key = g.rate_key
     LEFT JOIN _contract_refs c ON c.contract_id = g.contract_id
@@ -513,7 +516,7 @@ FROM (
 
 
 def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None) -> str:
-    """The lines of `_line_days`, checked: each line's count of problems (its rows' and, once per
+    """The lines of `_line_weeks`, checked: each line's count of problems (its rows' and, once per
     line, the rules on what its rows share; a line whose rows disagree on those counts one, and
     row_issues_sql then checks its rows one by one) and of repeated windows (null: count them
     exactly). Lines and invoices are made from this; a second hash of the same key columns tells
@@ -547,12 +550,12 @@ FROM (
                  OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
                     NOT IN (0, sum(rows)) AS billable_differs,
                min(source) AS source, sum(rows)::BIGINT AS rows,
-               sum(hash({", ".join(_group_columns(table))}, day, content_sum))::HUGEINT AS content_sum,
+               sum(hash({", ".join(_group_columns(table))}, week, content_sum))::HUGEINT AS content_sum,
                CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
                  AS repeated_windows,
                sum(problems) AS row_problems, bool_or(draft) AS draft,
                min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
-        FROM _line_days
+        FROM _line_weeks
         GROUP BY line_key
     ) l
     LEFT JOIN _known_customers kc ON kc.customer_id = l.customer_id

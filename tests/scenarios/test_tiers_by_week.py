@@ -1,6 +1,6 @@
-"""Tiers placed by day: a day inside one tier takes it whole, a day with a tier edge inside is
-placed window by window. Hand-checked on acme's storage product: the first 1,000 units of a
-period at 2.5 cents, the rest at 1.75 (METRONOME.md rule 7)."""
+"""Tiers placed by week: a UTC week (Thursday to Wednesday) inside one tier takes it whole, a week
+with a tier edge inside is placed window by window. Hand-checked on acme's storage product: the
+first 1,000 units of a period at 2.5 cents, the rest at 1.75 (METRONOME.md rule 7)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import acme, invoice, line, query, run_cli, write_dataset
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
-FIRST = datetime(2024, 6, 1, tzinfo=UTC)
+FIRST = datetime(2024, 6, 6, tzinfo=UTC)  # a Thursday: a week starts
 
 
 def _hours(quantities: list[str]) -> list[tuple[datetime, datetime, str]]:
@@ -75,26 +75,26 @@ def _tiers(db: Path) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("form", ["json", "parquet"])
-def test_a_day_ending_exactly_at_the_edge_and_a_zero_window_after_it(
+def test_a_week_ending_exactly_at_the_edge_and_a_zero_window_after_it(
     tmp_path: Path, form: str
 ) -> None:
-    # Day 1: 23 hours of 40 and one of 80 = exactly 1,000, the edge. Day 2 opens with a zero
+    # Week 1: 160 hours of 6 and 8 of 5 = exactly 1,000, the edge. Week 2 opens with a zero
     # window (its position is the edge: the lower tier), then 23 hours of 10 in the upper tier.
-    quantities = ["40"] * 23 + ["80"] + ["0"] + ["10"] * 23
+    quantities = ["6"] * 160 + ["5"] * 8 + ["0"] + ["10"] * 23
     db = _import(tmp_path, _hours(quantities), form)
 
     (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
     assert total == (Decimal(1000) * Decimal("2.5") + Decimal(230) * Decimal("1.75"),)  # 2,902.5
     rows = _tiers(db)
-    assert len(rows) == 48  # no window split: none crosses the edge
-    assert {r[1] for r in rows[:25]} == {1}  # day 1 and the zero window at the edge
-    assert rows[24][2] == 0
-    assert {r[1] for r in rows[25:]} == {2}
+    assert len(rows) == 192  # no window split: none crosses the edge
+    assert {r[1] for r in rows[:169]} == {1}  # week 1 and the zero window at the edge
+    assert rows[168][2] == 0
+    assert {r[1] for r in rows[169:]} == {2}
 
 
 @pytest.mark.parametrize("form", ["json", "parquet"])
-def test_a_window_crossing_the_edge_mid_day_is_split(tmp_path: Path, form: str) -> None:
-    # 30 hours of 35: the 29th window (hour 28, on day 2) runs from 980 to 1,015.
+def test_a_window_crossing_the_edge_mid_week_is_split(tmp_path: Path, form: str) -> None:
+    # 30 hours of 35: the 29th window (hour 28) runs from 980 to 1,015.
     db = _import(tmp_path, _hours(["35"] * 30), form)
 
     (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
