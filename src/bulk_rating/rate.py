@@ -253,11 +253,33 @@ LINE_ITEM_COLUMNS = (
     " starting_at, ending_before, tier_level, tier_starting_at, tier_size, granularity, pricing_group_values,"
     " presentation_group_values, run_id, invoice_index, line_index, rate_key, tier_key, line_key"
 )
-LINE_ITEMS = """
-WITH items AS (
+
+
+def line_items_sql(*, from_groups: bool, drafts: bool = False) -> str:
+    """Line items. Their quantities come from what the check counted (`_line_weeks`, in the
+    tiers `_week_tiers` gave their weeks) and the parts of edge weeks (`_edge_parts`); or, when
+    the rows priced are not the rows the check counted (exact duplicates collapsed), from the
+    run's priced windows."""
+    items = (
+        f"""
+    SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity FROM (
+        SELECT g.line_key, g.rate_key,
+               CASE WHEN g.week IS NULL THEN {FLAT_TIER} ELSE t.tier_key END AS tier_key, g.quantity
+        FROM _line_weeks g
+        LEFT JOIN _week_tiers t ON t.line_key = g.line_key AND t.week = g.week
+        WHERE g.draft = {str(drafts).lower()} AND (g.week IS NULL OR t.tier_key IS NOT NULL)
+        UNION ALL
+        SELECT line_key, rate_key, tier_key, quantity FROM _edge_parts
+    ) GROUP BY ALL"""
+        if from_groups
+        else """
     SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity
-    FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL
-),
+    FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL"""
+    )
+    return f"WITH items AS ({items}\n),{_LINE_ITEMS}"
+
+
+_LINE_ITEMS = """
 invoice_ids AS (
     SELECT invoice_index, contract_id, credit_type_id,
            invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS invoice_id

@@ -390,11 +390,12 @@ class Store:
         rows: str = "usage_rows",
         edge_rows: str | None = None,
         drafts: bool = False,
+        counted: bool = True,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
         """Run the pricing kernel over `rows`, `_line_weeks`, `usage_lines` and `usage_invoices`;
         `edge_rows`: the same rows, read only for `_edge_weeks` (faster), when there is such a
-        relation."""
+        relation; `counted`: the rows are those `_line_weeks` counted (no duplicate collapsed)."""
         params = {"run_id": run_id}
         windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
             table=table, rows=rows, drafts=drafts
@@ -405,17 +406,18 @@ class Store:
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
             )
             self.replace_with("_edge_weeks", rate.EDGE_WEEKS)
-            self.con.execute(
-                "INSERT INTO _priced_windows "
-                + rate.edge_windows_sql(table=table, rows=edge_rows or rows, drafts=drafts),
+            self.replace_with(
+                "_edge_parts",
+                rate.edge_windows_sql(table=table, rows=edge_rows or rows, drafts=drafts),
                 params,
             )
+            self.con.execute("INSERT INTO _priced_windows SELECT * FROM _edge_parts")
+            items = rate.line_items_sql(from_groups=counted, drafts=drafts)
             self.tracked(
                 "rating invoices",
                 progress,
                 lambda: self.con.execute(
-                    f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + rate.LINE_ITEMS,
-                    params,
+                    f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + items, params
                 ),
             )
         except duckdb.OutOfRangeException as exc:

@@ -64,6 +64,17 @@ def _import(tmp_path: Path, windows: list[tuple[datetime, datetime, str]], form:
     return db
 
 
+def _items_add_up(db: Path) -> None:
+    """Each line item's quantity (counted by week) is the sum of its stored windows."""
+    apart = query(
+        db,
+        """SELECT l.line_item_id, l.quantity, coalesce(sum(b.quantity), 0)
+           FROM invoice_line_items l LEFT JOIN invoice_breakdowns b USING (line_item_id)
+           WHERE l.type = 'usage' GROUP BY ALL HAVING l.quantity <> coalesce(sum(b.quantity), 0)""",
+    )
+    assert apart == []
+
+
 def _tiers(db: Path) -> list[tuple[Any, ...]]:
     """Each breakdown row: its window, tier level and quantity, in time order."""
     return query(
@@ -85,6 +96,7 @@ def test_a_week_ending_exactly_at_the_edge_and_a_zero_window_after_it(
 
     (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
     assert total == (Decimal(1000) * Decimal("2.5") + Decimal(230) * Decimal("1.75"),)  # 2,902.5
+    _items_add_up(db)
     rows = _tiers(db)
     assert len(rows) == 192  # no window split: none crosses the edge
     assert {r[1] for r in rows[:169]} == {1}  # week 1 and the zero window at the edge
@@ -99,6 +111,7 @@ def test_a_window_crossing_the_edge_mid_week_is_split(tmp_path: Path, form: str)
 
     (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
     assert total == (Decimal(1000) * Decimal("2.5") + Decimal(50) * Decimal("1.75"),)  # 2,587.5
+    _items_add_up(db)
     rows = _tiers(db)
     crossing = FIRST + timedelta(hours=28)
     split = [(tier, quantity) for start, tier, quantity in rows if start == crossing]
