@@ -21,7 +21,6 @@ from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings, utc_now
 from bulk_rating.store import Limits, Store
 
-
 # A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
 MAX_SLOTS = 24 * 367
 
