@@ -523,9 +523,13 @@ def _usage_table(
     return pa.table(columns)
 
 
-def _dated_table(starts: list[datetime | None], products: list[str] | None = None) -> pa.Table:
-    """Daily rows of one unit each at the given UTC starts (typed timestamps: the checks that
-    run once per group of rows, not per row)."""
+def _dated_table(
+    starts: list[datetime | None],
+    products: list[str] | None = None,
+    width: timedelta = timedelta(days=1),
+) -> pa.Table:
+    """Rows of one unit each at the given UTC starts, a day wide unless said (typed timestamps:
+    the checks that run once per group of rows, not per row)."""
     n = len(starts)
     return pa.table(
         {
@@ -534,7 +538,7 @@ def _dated_table(starts: list[datetime | None], products: list[str] | None = Non
             "product_id": pa.array(products or ["prod_api_calls"] * n),
             "inclusive_start_date": pa.array(starts, type=UTC_US),
             "exclusive_end_date": pa.array(
-                [s + timedelta(days=1) if s else datetime(2024, 6, 3, tzinfo=UTC) for s in starts],
+                [s + width if s else datetime(2024, 6, 3, tzinfo=UTC) for s in starts],
                 type=UTC_US,
             ),
             "quantity": pa.array([1.0] * n),
@@ -637,6 +641,29 @@ PARQUET_CASES: dict[str, Case] = {
             _dated_table([datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 9, 2, tzinfo=UTC)])
         ),
         "INVOICE_AFTER_GENERATION_START",
+        "inclusive_start_date",
+        2,
+    ),
+    "an hour window off the hour": Case(
+        "usage.parquet",
+        _write_parquet(
+            _dated_table(
+                [datetime(2024, 6, 1, 0, tzinfo=UTC), datetime(2024, 6, 1, 1, 30, tzinfo=UTC)],
+                width=timedelta(hours=1),
+            )
+        ),
+        "WINDOW_NOT_ALIGNED",
+        "inclusive_start_date",
+        2,
+    ),
+    "a day window off midnight": Case(
+        "usage.parquet",
+        _write_parquet(
+            _dated_table(
+                [datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 2, 6, tzinfo=UTC)],
+            )
+        ),
+        "WINDOW_NOT_ALIGNED",
         "inclusive_start_date",
         2,
     ),

@@ -64,11 +64,17 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
             f"NOT {well_formed}",
             f"'quantity `' || {shown} || '` is not a finite decimal number'",
         ),
-        (
-            "TOO_MANY_DECIMALS",
-            "quantity",
-            f"{well_formed} AND {too_many}",
-            f"'quantity ' || {shown} || ' has more than {QUANTITY_SCALE} decimals'",
+        *(
+            []
+            if too_many == "false"
+            else [
+                (
+                    "TOO_MANY_DECIMALS",
+                    "quantity",
+                    f"{well_formed} AND {too_many}",
+                    f"'quantity ' || {shown} || ' has more than {QUANTITY_SCALE} decimals'",
+                )
+            ]
         ),
         ("NEGATIVE_QUANTITY", "quantity", f"{q} < 0", f"'quantity ' || {shown} || ' is negative'"),
         (
@@ -145,6 +151,14 @@ _GROUP_RULES = {
     ("QUANTITY_SPANS_RATE_CHANGE", "quantity"): (
         "granularity = 'NONE' AND rate_ending_before < end_max"
     ),
+    ("NEGATIVE_QUANTITY", "quantity"): "quantity_min < 0",
+    ("NUMBER_TOO_LARGE", "quantity"): (
+        f"quantities < rows OR quantity_max >= {MAX_QUANTITY:f} OR quantity_min <= -{MAX_QUANTITY:f}"
+    ),
+    # hour windows on a whole hour have a slot (_repeated_windows_sql); day windows start at 0:00
+    ("WINDOW_NOT_ALIGNED", "inclusive_start_date"): (
+        "(granularity = 'HOUR' AND slotted < starts) OR (granularity = 'DAY' AND day_offset_max > 0)"
+    ),
 }
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
 _NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
@@ -160,6 +174,14 @@ def _group_condition(rule: Rule, kinds: Mapping[str, str] | None) -> str | None:
         return None  # rows may carry invoice columns of their own: checked row by row
     if (code, field) == ("WINDOW_WRONG_WIDTH", "exclusive_end_date"):
         return _NO_GRANULARITY if "granularity IS NULL" in condition else None
+    if code == "INVALID_NUMBER":  # an empty quantity, or (typed columns) one that did not convert
+        return (
+            "quantities < rows"
+            if condition == "quantity_raw IS NULL" or (condition == "NOT quantity_raw IS NOT NULL")
+            else None
+        )
+    if code == "INVALID_PERIOD" and "breakdown_granularity" not in kinds:
+        return "granularity IS NULL"  # an inferred granularity is a positive width
     return _GROUP_RULES.get((code, field))
 
 
@@ -379,18 +401,18 @@ def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
 TIER_WEEK_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} END"
 
 
-def _repeated_windows_sql(slots: int) -> str:
-    """Per group of rows (a line, or a line's week for tiered rows): rows beyond the first for each
-    window start, counted with a bitmap of hour slots (a distinct count of starts costs ten times
-    more). A slot is the hour since the week (tiered) or the period (else) began; null when a start
-    has no slot (not on a whole hour, or past `slots` hours), then repeated_windows_sql counts."""
+def _slot_aggregates_sql(slots: int) -> str:
+    """Per group of rows (a line, or a line's week for tiered rows): how many starts have an hour
+    slot, and how many distinct slots they fill; rows repeat a window when the two differ. A
+    bitmap of slots costs a tenth of a distinct count of starts. A slot is the hour since the
+    week (tiered) or the period (else) began; a start has none when it is not on a whole hour,
+    or past `slots` hours (then repeated_windows_sql counts)."""
     base = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} * {WEEK_US} ELSE epoch_us(invoice_period_start) END"
     offset = f"(epoch_us(inclusive_start) - ({base}))"
     slot = f"""CASE WHEN epoch_us(inclusive_start) % {HOUR_US} = 0 AND {offset} >= 0
                  AND {offset} < {slots} * {HOUR_US} THEN {offset} // {HOUR_US} END"""
-    return f"""CASE WHEN count(inclusive_start) <= 1 THEN 0
-            WHEN count(inclusive_start) = count({slot})
-            THEN count(inclusive_start) - bit_count(bitstring_agg({slot}, 0, {slots - 1})) END"""
+    return f"""count({slot}) AS slotted,
+               coalesce(bit_count(bitstring_agg({slot}, 0, {slots - 1})), 0) AS slots_filled"""
 
 
 def _line_columns(table: bool) -> list[str]:
@@ -470,7 +492,10 @@ def line_weeks_sql(
         f"coalesce({condition}, false)::INTEGER"
         for condition in dict.fromkeys(c for _, c in checked if c is not None)
     ]
-    any_problem = " OR ".join(f"coalesce({r[2]}, false)" for r in on_rows) or "false"
+    any_problem = (
+        " OR ".join(f"coalesce({c}, false)" for c in dict.fromkeys(r[2] for r in on_rows))
+        or "false"
+    )
     # a column null on every row is not grouped by (hashing it costs as much as any other)
     grouped = ", ".join(c for c in _group_columns(table) if not _absent(c, kinds))
     nulls = "".join(f"NULL::VARCHAR AS {c}, " for c in _group_columns(table) if _absent(c, kinds))
@@ -486,6 +511,8 @@ def line_weeks_sql(
 SELECT g.*, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
        hash({rate.tier_group_columns(table=table)}) AS tier_group,
        rate_key AS rate_key_min, rate_key AS rate_key_max,
+       CASE WHEN starts <= 1 THEN 0 WHEN slotted = starts THEN starts - slots_filled END
+         AS repeated_windows,
        row_problems + {" + ".join(on_groups) or "0"} AS problems
 FROM (
     SELECT g.*, coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
@@ -501,7 +528,10 @@ FROM (
                count(exclusive_end) AS ends,
                {issue}, min(source) AS source, count(*) AS rows,
                sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
-               {_repeated_windows_sql(max(slots, WEEK_US // HOUR_US))} AS repeated_windows,
+               {_slot_aggregates_sql(max(slots, WEEK_US // HOUR_US))},
+               max(epoch_us(inclusive_start) % {DAY_US}) AS day_offset_max,
+               count(quantity) AS quantities, min(quantity) AS quantity_min,
+               max(quantity) AS quantity_max,
                count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
                sum(quantity) AS quantity
         FROM ({rate.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
