@@ -39,7 +39,7 @@ sql: $(STAMP) ## run a read-only query on DB: make sql Q="SELECT ..."
 	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT ..." [DB=file.duckdb]'; exit 2; }
 	$(BIN)/bulk-rating sql "$(Q)" --db $(DB)
 
-test: $(STAMP) ## fast tests (about a minute)
+test: $(STAMP) ## fast tests (about three minutes)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP) ## only the slow tests (big data, kill loops)
