@@ -155,13 +155,27 @@ def plan(
     products = {**stored_products, **{p.id: p for p in (catalog.products if catalog else [])}}
     rates_rows: list[dict[str, Any]] = []
     tier_rows: list[dict[str, Any]] = []
+    # Contracts on the same rate card with the same overrides have the same effective rates:
+    # computed once, then given each contract's id and rate keys.
+    computed: dict[tuple[str, str, str], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for contract in result.new_contracts:
         if contract.rate_card_id in cards:
-            contract_rates, tiers = rate.contract_rate_rows(
-                contract, cards[contract.rate_card_id], products, next_rate_key + len(rates_rows)
+            same = (
+                contract.rate_card_id,
+                contract.multiplier_override_prioritization,
+                json.dumps([o.model_dump(mode="json") for o in contract.overrides], sort_keys=True),
             )
-            rates_rows += contract_rates
-            tier_rows += tiers
+            if same not in computed:
+                computed[same] = rate.contract_rate_rows(
+                    contract, cards[contract.rate_card_id], products
+                )
+            contract_rates, tiers = computed[same]
+            first = next_rate_key + len(rates_rows)
+            rates_rows += [
+                {**r, "contract_id": contract.id, "rate_key": first + r["rate_key"]}
+                for r in contract_rates
+            ]
+            tier_rows += [{**t, "rate_key": first + t["rate_key"]} for t in tiers]
     segments = [
         row
         for contract in result.new_contracts

@@ -66,11 +66,12 @@ def periods(contract: Contract, until: datetime | None = None) -> Iterator[Perio
     end = contract.ending_before
     stop = until if end is None else (end if until is None else min(end, until))
     k = _index_at_or_before(contract, contract.starting_at)
+    boundary = _boundary(contract, k)
     while True:
-        start = max(_boundary(contract, k), contract.starting_at)
+        start = max(boundary, contract.starting_at)
         if stop is not None and start >= stop:
             return
-        boundary = _boundary(contract, k + 1)
+        boundary = _boundary(contract, k + 1)  # this period's end, the next one's start
         yield Period(start, boundary if end is None else min(boundary, end))
         k += 1
 
