@@ -113,18 +113,19 @@ def run_import(
                 )
                 with stages("rate"):
                     unique = "_unique" if report.notices.height else ""
+                    if unique:  # tiers and line items count each exact duplicate once
+                        store.check_rows(_line_weeks_sql(store, table, rows="usage_rows_unique"))
                     store.price(
                         run_id,
                         table=table is not None,
                         rows="usage_rows" + unique,
                         edge_rows="edge_rows" + unique if table is not None else None,
-                        counted=not unique,
                         progress=progress,
                     )
                     _draw_down(store, run_id)
                     store.total_invoices(run_id)
                     if has_drafts:
-                        _rate_drafts(store, run_id)
+                        _rate_drafts(store, run_id, rows="usage_rows" + unique)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -306,11 +307,15 @@ def _usage_issues(
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
 
 
-def _line_weeks_sql(store: Store, table: load.UsageTable | None) -> str:
+def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:
     if table is None:
         return validate.line_weeks_sql("text", table=False, slots=_slots(store, table))
     return validate.line_weeks_sql(
-        table.kinds["quantity"], table=True, slots=_slots(store, table), kinds=table.kinds
+        table.kinds["quantity"],
+        table=True,
+        rows=rows,
+        slots=_slots(store, table),
+        kinds=table.kinds,
     )
 
 
@@ -350,9 +355,10 @@ def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> 
     )
 
 
-def _rate_drafts(store: Store, run_id: int) -> None:
-    """D8: a draft is rated from all the usage of its period given so far, again when more comes."""
-    store.keep_draft_usage(run_id)
+def _rate_drafts(store: Store, run_id: int, rows: str) -> None:
+    """D8: a draft is rated from all the usage of its period given so far, again when more comes
+    (each exact duplicate once, as history)."""
+    store.keep_draft_usage(run_id, rows)
     if not store.clear_drafts():
         return
     store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))

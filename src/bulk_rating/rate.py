@@ -255,13 +255,12 @@ LINE_ITEM_COLUMNS = (
 )
 
 
-def line_items_sql(*, from_groups: bool, drafts: bool = False) -> str:
+def line_items_sql(*, drafts: bool = False) -> str:
     """Line items. Their quantities come from what the check counted (`_line_weeks`, in the
-    tiers `_week_tiers` gave their weeks) and the parts of edge weeks (`_edge_parts`); or, when
-    the rows priced are not the rows the check counted (exact duplicates collapsed), from the
-    run's priced windows."""
-    items = (
-        f"""
+    tiers `_week_tiers` gave their weeks) and the parts of edge weeks (`_edge_parts`), not from
+    reading every priced window again."""
+    return f"""
+WITH items AS (
     SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity FROM (
         SELECT g.line_key, g.rate_key,
                CASE WHEN g.week IS NULL THEN {FLAT_TIER} ELSE t.tier_key END AS tier_key, g.quantity
@@ -270,13 +269,8 @@ def line_items_sql(*, from_groups: bool, drafts: bool = False) -> str:
         WHERE g.draft = {str(drafts).lower()} AND (g.week IS NULL OR t.tier_key IS NOT NULL)
         UNION ALL
         SELECT line_key, rate_key, tier_key, quantity FROM _edge_parts
-    ) GROUP BY ALL"""
-        if from_groups
-        else """
-    SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity
-    FROM _priced_windows WHERE run_id = $run_id GROUP BY ALL"""
-    )
-    return f"WITH items AS ({items}\n),{_LINE_ITEMS}"
+    ) GROUP BY ALL
+),{_LINE_ITEMS}"""
 
 
 _LINE_ITEMS = """

@@ -390,12 +390,11 @@ class Store:
         rows: str = "usage_rows",
         edge_rows: str | None = None,
         drafts: bool = False,
-        counted: bool = True,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        """Run the pricing kernel over `rows`, `_line_weeks`, `usage_lines` and `usage_invoices`;
-        `edge_rows`: the same rows, read only for `_edge_weeks` (faster), when there is such a
-        relation; `counted`: the rows are those `_line_weeks` counted (no duplicate collapsed)."""
+        """Run the pricing kernel over `rows` (the rows `_line_weeks` counted), `_line_weeks`,
+        `usage_lines` and `usage_invoices`; `edge_rows`: the same rows, read only for
+        `_edge_weeks` (faster), when there is such a relation."""
         params = {"run_id": run_id}
         windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
             table=table, rows=rows, drafts=drafts
@@ -412,7 +411,7 @@ class Store:
                 params,
             )
             self.con.execute("INSERT INTO _priced_windows SELECT * FROM _edge_parts")
-            items = rate.line_items_sql(from_groups=counted, drafts=drafts)
+            items = rate.line_items_sql(drafts=drafts)
             self.tracked(
                 "rating invoices",
                 progress,
@@ -428,12 +427,13 @@ class Store:
 
     # --- drafts: the periods a contract bills itself -----------------------------------------
 
-    def keep_draft_usage(self, run_id: int) -> None:
-        """The run's rows that fall in a DRAFT period join those kept before (validated already)."""
+    def keep_draft_usage(self, run_id: int, rows: str = "usage_rows") -> None:
+        """The run's rows that fall in a DRAFT period join those kept before (validated already;
+        `rows`: with exact duplicates collapsed when there were some)."""
         self.con.execute(
-            """INSERT INTO _draft_usage BY NAME
+            f"""INSERT INTO _draft_usage BY NAME
                 SELECT * EXCLUDE (quantity_raw), quantity_raw::VARCHAR AS quantity_raw, $run AS run_id
-                FROM usage_rows u
+                FROM {rows} u
                 SEMI JOIN _draft_periods dp
                   ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start
                  AND u.inclusive_start < dp.exclusive_end""",

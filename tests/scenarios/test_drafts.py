@@ -128,3 +128,29 @@ def test_a_preview_of_more_usage_shows_the_rated_draft_and_writes_nothing(tmp_pa
     assert preview.exit_code == 0, preview.stdout
     assert preview.json()["drafts"][0]["subtotal"] == 18750
     assert db.read_bytes() == before
+
+
+def test_exact_duplicate_rows_in_the_draft_period_are_priced_once(tmp_path: Path) -> None:
+    # Five August days (1,250 cents a call), the first three sent twice: the copies are
+    # collapsed and reported, and the draft is rated from 5 calls, not 8 (6,250 cents).
+    db = tmp_path / "store.duckdb"
+    result = run_cli(
+        "import",
+        _set(tmp_path / "set", _days(1, 5) + _days(1, 3)),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert result.exit_code == 0, result.stdout
+    document = result.json()
+    assert {n["code"] for n in document["notices"]} == {"DUPLICATE_ROW"}
+    assert len(document["notices"]) == 3
+    (draft,) = document["drafts"]
+    assert draft["subtotal"] == 6250
+    assert query(db, "SELECT count(*) FROM _draft_usage") == [(5,)]
+    assert query(
+        db, "SELECT count(*) FROM invoice_breakdowns WHERE window_start >= '2024-08-01'"
+    ) == [(5,)]

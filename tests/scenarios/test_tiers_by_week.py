@@ -119,3 +119,17 @@ def test_a_window_crossing_the_edge_mid_week_is_split(tmp_path: Path, form: str)
     assert len(rows) == 31
     assert all(tier == 1 for start, tier, _ in rows if start < crossing)
     assert all(tier == 2 for start, tier, _ in rows if start > crossing)
+
+
+def test_exact_duplicate_rows_do_not_move_the_tier_edge(tmp_path: Path) -> None:
+    # Week 1 holds 500 units (100 hours of 5), its first 20 rows sent twice: collapsed, they do
+    # not count. Week 2 (168 hours of 3) then crosses 1,000 in its window 166 (998 to 1,001).
+    windows = _hours(["5"] * 100 + ["0"] * 68 + ["3"] * 168)
+    db = _import(tmp_path, windows + windows[:20], "parquet")
+
+    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(4) * Decimal("1.75"),)  # 2,507
+    _items_add_up(db)
+    crossing = FIRST + timedelta(hours=168 + 166)
+    split = [(tier, quantity) for start, tier, quantity in _tiers(db) if start == crossing]
+    assert split == [(1, Decimal(2)), (2, Decimal(1))]
