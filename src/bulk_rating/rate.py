@@ -6,8 +6,10 @@ price a JSON batch of ten windows or a usage table of a hundred million. It read
 the contracts it is given (plus their rates): it can run partition by partition.
 
 Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
-against `_contract_refs`, `_period_days` and `contract_rates` (resolved_sql); `usage_lines`
-(frames.STORE_LINES) and `usage_invoices` (frames.INVOICES).
+against `_contract_refs`, `_period_days` and `contract_rates` (resolved_sql); what the check
+counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
+`usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, EDGE_WEEKS and
+edge_windows_sql, line_items_sql, INVOICES.
 
 Rules (METRONOME.md D4-D6, rules 4, 5, 7, 8, 9, 21):
 - each window is priced at the contract's effective rate in effect at its start (half-open),
