@@ -35,6 +35,7 @@ from bulk_rating.models import (
     HistoricalInvoicesRequest,
 )
 from bulk_rating.money import QUANTITY_SQL
+from bulk_rating.rate import WEEK_US
 
 CATALOG_FILE = "catalog.json"
 CONTRACTS_FILE = "contracts.json"
@@ -666,7 +667,7 @@ def _on_weeks(weeks: str | None, start: str) -> str:
         return ""
     return f"""
 SEMI JOIN {weeks} ON edge_contract_id = {_ident("contract_id")} AND edge_product_id = {_ident("product_id")}
- AND edge_week = epoch_us({start}) // 604800000000"""
+ AND edge_week = epoch_us({start}) // {WEEK_US}"""
 
 
 def _group_sql(kinds: dict[str, str], group: str) -> str:

@@ -31,6 +31,8 @@ from bulk_rating.frames import canonical_json
 from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
 
 FLAT_TIER = 0
+# Tiered windows are placed week by week: UTC weeks since the epoch (Thursday to Wednesday).
+WEEK_US = 7 * 86_400_000_000
 
 
 def invoice_key_columns(*, table: bool) -> str:
@@ -153,8 +155,7 @@ FROM (
 # Tiers by week (METRONOME.md rule 7 without sorting every window): a tiered tier group's UTC
 # weeks, in order, each with the quantity of its tier group before it (`position_start`). A week
 # whose windows all fall in one tier of one rate piece gets that tier (`tier_key`); the few other
-# weeks
-# (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
+# weeks (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
 WEEK_TIERS = """
 WITH weeks AS (
     SELECT tier_group, week, sum(quantity) AS quantity, min(rate_key_min) AS rate_key,
@@ -193,7 +194,7 @@ SELECT $run_id AS run_id, w.line_key, w.rate_key,
 FROM ({_priced_rows_sql(table=table, rows=rows)}) w
 LEFT JOIN _week_tiers d
   ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
- AND d.week = epoch_us(w.inclusive_start) // 604800000000
+ AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
 WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)
 """
 
@@ -215,7 +216,7 @@ def edge_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = Fa
     SELECT u.* FROM {rows} u
     SEMI JOIN _edge_weeks e
       ON e.edge_contract_id = u.contract_id AND e.edge_product_id = u.product_id
-     AND e.edge_week = epoch_us(u.inclusive_start) // 604800000000
+     AND e.edge_week = epoch_us(u.inclusive_start) // {WEEK_US}
 )"""
     return f"""
 WITH positioned AS (
@@ -226,7 +227,7 @@ WITH positioned AS (
     ) AS position_end
     FROM ({_priced_rows_sql(table=table, rows=edge_rows)}) w
     JOIN _week_tiers d
-      ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // 604800000000
+      ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
     WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL
 ),
 parts AS (

@@ -17,9 +17,9 @@ from bulk_rating.money import (
 )
 
 HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
-# Tiered rows are placed in their tiers week by week (UTC weeks from the epoch, Thursday to
-# Wednesday): few enough groups for the check to hold, few enough rows on the weeks with an edge.
-WEEK_US = 7 * DAY_US
+# Tiered rows are placed in their tiers week by week (rate.WEEK_US): few enough groups for the
+# check to hold at scale, few enough rows on the weeks with an edge.
+WEEK_US = rate.WEEK_US
 # A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
 OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
