@@ -283,11 +283,17 @@ def _usage_issues(
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds)))
+    repeats = []
     if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
-        repeats = store.frame(validate.repeated_windows_sql(table=is_table))
+        repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
+    if has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
+        # windows an earlier run gave for the same draft
+        repeats.append(store.frame(validate.KEPT_DRAFT_REPEATS))
+    if repeats:
+        repeated = pl.concat(repeats, how="diagonal_relaxed")
         duplicate = pl.col("code") == "DUPLICATE_ROW"
-        found.append(repeats.filter(~duplicate))
-        report.notices = _sorted(repeats.filter(duplicate & (pl.col("copy_number") > 1)))
+        found.append(repeated.filter(~duplicate))
+        report.notices = _sorted(repeated.filter(duplicate & (pl.col("copy_number") > 1)))
     if any(f.height for f in found):
         return found, content_sum, has_drafts
     if not assemble.keys_are_unique(

@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import balances, rate, reconcile
+from bulk_rating import balances, rate, reconcile, validate
 from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -429,14 +429,16 @@ class Store:
 
     def keep_draft_usage(self, run_id: int, rows: str = "usage_rows") -> None:
         """The run's rows that fall in a DRAFT period join those kept before (validated already;
-        `rows`: with exact duplicates collapsed when there were some)."""
+        `rows`: with exact duplicates collapsed when there were some; a row kept before is not
+        kept again)."""
         self.con.execute(
             f"""INSERT INTO _draft_usage BY NAME
                 SELECT * EXCLUDE (quantity_raw), quantity_raw::VARCHAR AS quantity_raw, $run AS run_id
                 FROM {rows} u
                 SEMI JOIN _draft_periods dp
                   ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start
-                 AND u.inclusive_start < dp.exclusive_end""",
+                 AND u.inclusive_start < dp.exclusive_end
+                ANTI JOIN _draft_usage k ON {validate.same_row("u", "k")}""",
             {"run": run_id},
         )
 

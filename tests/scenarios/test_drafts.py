@@ -154,3 +154,48 @@ def test_exact_duplicate_rows_in_the_draft_period_are_priced_once(tmp_path: Path
     assert query(
         db, "SELECT count(*) FROM invoice_breakdowns WHERE window_start >= '2024-08-01'"
     ) == [(5,)]
+
+
+def test_draft_rows_sent_again_are_priced_once_and_a_changed_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    # August 1-5 imported; then 3-7: days 3-5 again, unchanged (collapsed and reported, the
+    # draft counts 7 calls, 8,750 cents); then day 6 again with another quantity: refused.
+    db = tmp_path / "store.duckdb"
+    first = run_cli(
+        "import", _set(tmp_path / "a", _days(1, 5)), "--db", db, "--as-of", "2024-08-15", "--json"
+    )
+    assert first.exit_code == 0, first.stdout
+    again = run_cli(
+        "import",
+        _set(tmp_path / "b", _days(3, 7), catalog=False),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert again.exit_code == 0, again.stdout
+    assert [n["code"] for n in again.json()["notices"]] == ["DUPLICATE_ROW"] * 3
+    (draft,) = again.json()["drafts"]
+    assert draft["subtotal"] == 8750
+    assert query(db, "SELECT count(*) FROM _draft_usage") == [(7,)]
+
+    changed = [["2024-08-06T00:00:00Z", "2024-08-07T00:00:00Z", "2", "DAY"]]
+    before = query(db, "SELECT total, subtotal FROM invoices WHERE status = 'DRAFT'")
+    refused = run_cli(
+        "import",
+        _set(tmp_path / "c", changed, catalog=False),
+        "--db",
+        db,
+        "--as-of",
+        "2024-08-15",
+        "--json",
+    )
+
+    assert refused.exit_code == 1, refused.stdout
+    assert [(i["code"], i["row"]) for i in refused.json()["issues"]] == [
+        ("CONFLICTING_DUPLICATE", 1)
+    ]
+    assert query(db, "SELECT total, subtotal FROM invoices WHERE status = 'DRAFT'") == before

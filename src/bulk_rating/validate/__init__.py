@@ -9,16 +9,19 @@ from bulk_rating.validate.batch import References, issue_frame, validate_batch, 
 from bulk_rating.validate.catalog import validate_catalog
 from bulk_rating.validate.rows import (
     HOUR_US,
+    KEPT_DRAFT_REPEATS,
     UNIQUE_ROWS,
     line_weeks_sql,
     lines_sql,
     repeated_windows_sql,
     row_issues_sql,
     row_rules,
+    same_row,
 )
 
 __all__ = [
     "HOUR_US",
+    "KEPT_DRAFT_REPEATS",
     "UNIQUE_ROWS",
     "References",
     "issue_frame",
@@ -27,6 +30,7 @@ __all__ = [
     "repeated_windows_sql",
     "row_issues_sql",
     "row_rules",
+    "same_row",
     "validate_batch",
     "validate_catalog",
     "validate_invoices",

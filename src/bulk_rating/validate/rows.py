@@ -671,3 +671,36 @@ SELECT source, row, invoice_index, line_index, window_index, copy_number, 'inclu
        || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
 FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
 """
+
+
+def _same(columns: str, left: str, right: str) -> str:
+    """Column by column equality, nulls equal (a join condition)."""
+    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns.split(", "))
+
+
+def same_row(left: str, right: str) -> str:
+    """Two usage rows say the same (their file and row number aside): a join condition."""
+    return f"{_same(ROW_IDENTITY, left, right)} AND {_same(ROW_CONTENT, left, right)}"
+
+
+# A usage table's row for a window of a current DRAFT period whose usage an earlier run kept
+# (`_draft_usage`): the same row again is an exact duplicate (collapsed, reported), another
+# row for that window a CONFLICTING_DUPLICATE, as within one run.
+KEPT_DRAFT_REPEATS = f"""
+SELECT source, row, invoice_index, line_index, window_index, 2 AS copy_number,
+       'inclusive_start_date' AS field,
+       CASE WHEN same THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END AS code,
+       'row ' || row || ': the window starting ' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ')
+         || ' was given by import run ' || kept_by
+         || CASE WHEN same THEN ' with the same values' ELSE ' with other values' END AS message
+FROM (
+    SELECT u.source, u.row, u.invoice_index, u.line_index, u.window_index, u.inclusive_start,
+           bool_or({_same(ROW_CONTENT, "u", "k")}) AS same, min(k.run_id) AS kept_by
+    FROM usage_rows u
+    JOIN _draft_usage k ON {_same(ROW_IDENTITY, "u", "k")}
+    JOIN _draft_periods dp
+      ON dp.contract_id = k.contract_id AND dp.inclusive_start <= k.inclusive_start
+     AND k.inclusive_start < dp.exclusive_end
+    GROUP BY ALL
+)
+"""
