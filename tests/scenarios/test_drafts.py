@@ -14,7 +14,7 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
-from tests.conftest import SAMPLES, query, run_cli
+from tests.conftest import SAMPLES, CliResult, query, run_cli
 
 HEADER = [
     "customer_id",
@@ -40,6 +40,10 @@ def _set(directory: Path, rows: list[list[str]], *, catalog: bool = True) -> Pat
     return directory
 
 
+def _import(directory: Path, db: Path) -> CliResult:
+    return run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
+
+
 def _days(first: int, last: int) -> list[list[str]]:
     return [
         [f"2024-08-{d:02d}T00:00:00Z", f"2024-08-{d + 1:02d}T00:00:00Z", "1", "DAY"]
@@ -53,15 +57,7 @@ def test_the_august_draft_consumes_what_history_left_and_is_rated_again(tmp_path
         ["2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z", "10", "NONE"],
         ["2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z", "20", "NONE"],
     ]
-    first = run_cli(
-        "import",
-        _set(tmp_path / "first", history + _days(1, 5)),
-        "--db",
-        db,
-        "--as-of",
-        "2024-08-15",
-        "--json",
-    )
+    first = _import(_set(tmp_path / "first", history + _days(1, 5)), db)
 
     assert first.exit_code == 0, first.stdout
     assert [i["total"] for i in first.json()["data"]] == [0, 0]
@@ -69,15 +65,7 @@ def test_the_august_draft_consumes_what_history_left_and_is_rated_again(tmp_path
     assert (draft["status"], draft["subtotal"], draft["total"]) == ("DRAFT", 6250, 0)
     assert query(db, "SELECT remaining FROM segment_balances") == [(Decimal(6250),)]
 
-    more = run_cli(
-        "import",
-        _set(tmp_path / "more", _days(6, 15), catalog=False),
-        "--db",
-        db,
-        "--as-of",
-        "2024-08-15",
-        "--json",
-    )
+    more = _import(_set(tmp_path / "more", _days(6, 15), catalog=False), db)
 
     assert more.exit_code == 0, more.stdout
     (draft,) = more.json()["drafts"]
@@ -162,19 +150,9 @@ def test_draft_rows_sent_again_are_priced_once_and_a_changed_one_is_refused(
     # August 1-5 imported; then 3-7: days 3-5 again, unchanged (collapsed and reported, the
     # draft counts 7 calls, 8,750 cents); then day 6 again with another quantity: refused.
     db = tmp_path / "store.duckdb"
-    first = run_cli(
-        "import", _set(tmp_path / "a", _days(1, 5)), "--db", db, "--as-of", "2024-08-15", "--json"
-    )
+    first = _import(_set(tmp_path / "a", _days(1, 5)), db)
     assert first.exit_code == 0, first.stdout
-    again = run_cli(
-        "import",
-        _set(tmp_path / "b", _days(3, 7), catalog=False),
-        "--db",
-        db,
-        "--as-of",
-        "2024-08-15",
-        "--json",
-    )
+    again = _import(_set(tmp_path / "b", _days(3, 7), catalog=False), db)
 
     assert again.exit_code == 0, again.stdout
     assert [n["code"] for n in again.json()["notices"]] == ["DUPLICATE_ROW"] * 3
@@ -184,15 +162,7 @@ def test_draft_rows_sent_again_are_priced_once_and_a_changed_one_is_refused(
 
     changed = [["2024-08-06T00:00:00Z", "2024-08-07T00:00:00Z", "2", "DAY"]]
     before = query(db, "SELECT total, subtotal FROM invoices WHERE status = 'DRAFT'")
-    refused = run_cli(
-        "import",
-        _set(tmp_path / "c", changed, catalog=False),
-        "--db",
-        db,
-        "--as-of",
-        "2024-08-15",
-        "--json",
-    )
+    refused = _import(_set(tmp_path / "c", changed, catalog=False), db)
 
     assert refused.exit_code == 1, refused.stdout
     assert [(i["code"], i["row"]) for i in refused.json()["issues"]] == [
