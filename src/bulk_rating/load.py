@@ -614,8 +614,7 @@ def rows_sql(table: UsageTable, *, on_weeks: str | None = None) -> str:
     Typed columns are read as they are; text columns are parsed here and kept beside their parse
     (`*_text`) so that validation can name what did not parse. With `on_weeks` (a relation of
     `edge_contract_id, edge_product_id, edge_week`), only the rows of those contracts' products'
-    UTC weeks (rate.WEEK_TIERS), filtered before any
-    column is parsed.
+    UTC weeks (rate.WEEK_TIERS), filtered before any column is parsed.
     """
     kinds = table.kinds
 

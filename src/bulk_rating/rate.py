@@ -158,8 +158,8 @@ FROM (
 # weeks (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
 WEEK_TIERS = """
 WITH weeks AS (
-    SELECT tier_group, week, sum(quantity) AS quantity, min(rate_key_min) AS rate_key,
-           min(rate_key_min) = max(rate_key_max) AS one_rate
+    SELECT tier_group, week, sum(quantity) AS quantity, min(rate_key) AS rate_key,
+           min(rate_key) = max(rate_key) AS one_rate
     FROM _line_weeks WHERE week IS NOT NULL AND draft = $drafts GROUP BY tier_group, week
 ),
 positioned AS (

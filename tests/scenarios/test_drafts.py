@@ -122,15 +122,7 @@ def test_exact_duplicate_rows_in_the_draft_period_are_priced_once(tmp_path: Path
     # Five August days (1,250 cents a call), the first three sent twice: the copies are
     # collapsed and reported, and the draft is rated from 5 calls, not 8 (6,250 cents).
     db = tmp_path / "store.duckdb"
-    result = run_cli(
-        "import",
-        _set(tmp_path / "set", _days(1, 5) + _days(1, 3)),
-        "--db",
-        db,
-        "--as-of",
-        "2024-08-15",
-        "--json",
-    )
+    result = _import(_set(tmp_path / "set", _days(1, 5) + _days(1, 3)), db)
 
     assert result.exit_code == 0, result.stdout
     document = result.json()

@@ -155,7 +155,7 @@ _GROUP_RULES = {
     ("NUMBER_TOO_LARGE", "quantity"): (
         f"quantities < rows OR quantity_max >= {MAX_QUANTITY:f} OR quantity_min <= -{MAX_QUANTITY:f}"
     ),
-    # hour windows on a whole hour have a slot (_repeated_windows_sql); day windows start at 0:00
+    # hour windows on a whole hour have a slot (_slot_aggregates_sql); day windows start at 0:00
     ("WINDOW_NOT_ALIGNED", "inclusive_start_date"): (
         "(granularity = 'HOUR' AND slotted < starts) OR (granularity = 'DAY' AND day_offset_max > 0)"
     ),
@@ -163,6 +163,14 @@ _GROUP_RULES = {
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
 _NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
 _INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
+# What line_weeks_sql looks up for each group, which the line rules read.
+_LOOKED_UP = (
+    "known_customer",
+    "known_contract",
+    "contract_customer_id",
+    "known_product",
+    "known_credit_type",
+)
 
 
 def _group_condition(rule: Rule, kinds: Mapping[str, str] | None) -> str | None:
@@ -510,7 +518,6 @@ def line_weeks_sql(
     return f"""
 SELECT g.*, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
        hash({rate.tier_group_columns(table=table)}) AS tier_group,
-       rate_key AS rate_key_min, rate_key AS rate_key_max,
        CASE WHEN starts <= 1 THEN 0 WHEN slotted = starts THEN starts - slots_filled END
          AS repeated_windows,
        row_problems + {" + ".join(on_groups) or "0"} AS problems
@@ -518,9 +525,10 @@ FROM (
     SELECT g.*, coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            r.entitled, r.credit_type_id AS rate_credit_type_id, r.ending_before AS rate_ending_before,
            r.continues AS rate_continues,
-           c.contract_id IS NOT NULL AS known_contract, c.starting_at AS contract_start,
-           c.ending_before AS contract_end, c.generation_starts_at,
-           kp.product_id IS NOT NULL AS known_product, kt.credit_type_id IS NOT NULL AS known_credit_type
+           c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
+           c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
+           kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
+           kt.credit_type_id IS NOT NULL AS known_credit_type
     FROM (
         SELECT {grouped}, {nulls}{TIER_WEEK_SQL} AS week,
                min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
@@ -539,6 +547,7 @@ FROM (
     ) g
     LEFT JOIN contract_rates r ON r.rate_key = g.rate_key
     LEFT JOIN _contract_refs c ON c.contract_id = g.contract_id
+    LEFT JOIN _known_customers kc ON kc.customer_id = g.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = g.product_id
     LEFT JOIN _known_credit_types kt ON kt.credit_type_id = g.credit_type_id
 ) g
@@ -555,9 +564,11 @@ def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | Non
     per_line = [r for r in rules if (r[0], r[1]) in _LINE_RULES]
     line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
     columns = _line_columns(table)
+    # what the line rules read: the same on every group of a uniform line (`_line_weeks` looked
+    # each group's ids up)
     attributes = ", ".join(
         f"any_value({column}) AS {column}"
-        for column in dict.fromkeys([*columns, *_UNIFORM_COLUMNS.split(", ")])
+        for column in dict.fromkeys([*columns, *_UNIFORM_COLUMNS.split(", "), *_LOOKED_UP])
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
@@ -565,33 +576,23 @@ SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, i
        content_sum, repeated_windows, draft,
        (row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END)::BIGINT AS problems
 FROM (
-    SELECT l.*, kc.customer_id IS NOT NULL AS known_customer,
-           c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
-           kp.product_id IS NOT NULL AS known_product,
-           kt.credit_type_id IS NOT NULL AS known_credit_type
-    FROM (
-        SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
-               min(line_check) <> max(line_check) AS key_collision,
-               max(issue_max) AS issued_at,
-               coalesce(min(issue_min) <> max(issue_max), false)
-                 OR sum(issue_count) NOT IN (0, sum(rows)) AS issue_dates_differ,
-               coalesce(min(billable_status), 'billable') AS line_billable_status,
-               coalesce(min(billable_status) <> max(billable_status), false)
-                 OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
-                    NOT IN (0, sum(rows)) AS billable_differs,
-               min(source) AS source, sum(rows)::BIGINT AS rows,
-               sum(hash({", ".join(_group_columns(table))}, week, content_sum))::HUGEINT AS content_sum,
-               CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
-                 AS repeated_windows,
-               sum(problems) AS row_problems, bool_or(draft) AS draft,
-               min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
-        FROM _line_weeks
-        GROUP BY line_key
-    ) l
-    LEFT JOIN _known_customers kc ON kc.customer_id = l.customer_id
-    LEFT JOIN _contract_refs c ON c.contract_id = l.contract_id
-    LEFT JOIN _known_products kp ON kp.product_id = l.product_id
-    LEFT JOIN _known_credit_types kt ON kt.credit_type_id = l.credit_type_id
+    SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+           min(line_check) <> max(line_check) AS key_collision,
+           max(issue_max) AS issued_at,
+           coalesce(min(issue_min) <> max(issue_max), false)
+             OR sum(issue_count) NOT IN (0, sum(rows)) AS issue_dates_differ,
+           coalesce(min(billable_status), 'billable') AS line_billable_status,
+           coalesce(min(billable_status) <> max(billable_status), false)
+             OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
+                NOT IN (0, sum(rows)) AS billable_differs,
+           min(source) AS source, sum(rows)::BIGINT AS rows,
+           sum(hash({", ".join(_group_columns(table))}, week, content_sum))::HUGEINT AS content_sum,
+           CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
+             AS repeated_windows,
+           sum(problems) AS row_problems, bool_or(draft) AS draft,
+           min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
+    FROM _line_weeks
+    GROUP BY line_key
 )
 """
 
@@ -685,7 +686,8 @@ def same_row(left: str, right: str) -> str:
 
 # A usage table's row for a window of a current DRAFT period whose usage an earlier run kept
 # (`_draft_usage`): the same row again is an exact duplicate (collapsed, reported), another
-# row for that window a CONFLICTING_DUPLICATE, as within one run.
+# row for that window a CONFLICTING_DUPLICATE, as within one run. Shaped as repeated_windows_sql
+# (the kept row is the window's first copy, so this one is copy 2).
 KEPT_DRAFT_REPEATS = f"""
 SELECT source, row, invoice_index, line_index, window_index, 2 AS copy_number,
        'inclusive_start_date' AS field,
