@@ -35,7 +35,6 @@ from bulk_rating.models import (
     HistoricalInvoicesRequest,
 )
 from bulk_rating.money import QUANTITY_SQL
-from bulk_rating.rate import WEEK_US
 
 CATALOG_FILE = "catalog.json"
 CONTRACTS_FILE = "contracts.json"
@@ -608,13 +607,11 @@ FROM _json_rows
 """
 
 
-def rows_sql(table: UsageTable, *, on_weeks: str | None = None) -> str:
+def rows_sql(table: UsageTable) -> str:
     """The normalized usage rows of a table (frames.USAGE_ROWS), as one DuckDB scan.
 
     Typed columns are read as they are; text columns are parsed here and kept beside their parse
-    (`*_text`) so that validation can name what did not parse. With `on_weeks` (a relation of
-    `edge_contract_id, edge_product_id, edge_week`), only the rows of those contracts' products'
-    UTC weeks (rate.WEEK_TIERS), filtered before any column is parsed.
+    (`*_text`) so that validation can name what did not parse.
     """
     kinds = table.kinds
 
@@ -657,16 +654,8 @@ SELECT {source} AS source, {row}::BIGINT AS row,
        {_group_sql(kinds, "pricing")} AS pricing_group_values,
        {_group_sql(kinds, "presentation")} AS presentation_group_values,
        lower(trim({column("billable_status")})) AS billable_status
-FROM read_parquet([{files}]{options}){_on_weeks(on_weeks, timestamp("inclusive_start_date"))}
+FROM read_parquet([{files}]{options})
 """
-
-
-def _on_weeks(weeks: str | None, start: str) -> str:
-    if weeks is None:
-        return ""
-    return f"""
-SEMI JOIN {weeks} ON edge_contract_id = {_ident("contract_id")} AND edge_product_id = {_ident("product_id")}
- AND edge_week = epoch_us({start}) // {WEEK_US}"""
 
 
 def _group_sql(kinds: dict[str, str], group: str) -> str:

@@ -119,7 +119,6 @@ def run_import(
                         run_id,
                         table=table is not None,
                         rows="usage_rows" + unique,
-                        edge_rows="edge_rows" + unique if table is not None else None,
                         progress=progress,
                     )
                     _draw_down(store, run_id)
@@ -251,11 +250,7 @@ def _prepare(
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
     store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
-    store.temp_table_like("_edge_weeks", rate.EDGE_WEEKS)
     store.temp_table_like("_edge_parts", "SELECT * FROM _priced_windows")
-    if table is not None:
-        store.temp_view("edge_rows", load.rows_sql(table, on_weeks="_edge_weeks"))
-        store.temp_view("edge_rows_unique", validate.UNIQUE_ROWS.replace("usage_rows", "edge_rows"))
     return table
 
 

@@ -8,8 +8,8 @@ the contracts it is given (plus their rates): it can run partition by partition.
 Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
 against `_contract_refs`, `_period_days` and `contract_rates` (resolved_sql); what the check
 counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
-`usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, EDGE_WEEKS and
-edge_windows_sql, line_items_sql, INVOICES.
+`usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, edge_windows_sql,
+line_items_sql, INVOICES.
 
 Rules (METRONOME.md D4-D6, rules 4, 5, 7, 8, 9, 21):
 - each window is priced at the contract's effective rate in effect at its start (half-open),
@@ -184,9 +184,14 @@ JOIN placed p ON p.tier_group = g.tier_group AND p.week = g.week
 """
 
 
-def priced_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
+def priced_windows_sql(
+    *, table: bool, rows: str = "usage_rows", drafts: bool = False, keep_edges: bool = False
+) -> str:
     """One row per window into `_priced_windows`: a FLAT window in its one tier, a tiered window
-    in its week's tier; the windows of weeks placed window by window are left to edge_windows_sql."""
+    in its week's tier. The windows of weeks placed window by window (edge_windows_sql) are left
+    out, or with `keep_edges` stored as read with no tier (`tier_key` NULL, in no line item), for
+    edge_windows_sql to place from there instead of reading the rows again."""
+    edges = "OR d.tier_key IS NULL" if keep_edges else ""
     return f"""
 SELECT $run_id AS run_id, w.line_key, w.rate_key,
        CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE d.tier_key END AS tier_key,
@@ -195,29 +200,28 @@ FROM ({_priced_rows_sql(table=table, rows=rows)}) w
 LEFT JOIN _week_tiers d
   ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
  AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
-WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)
+WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL {edges})
 """
 
 
-# The contracts' products' weeks WEEK_TIERS could not place (into `_edge_weeks`).
-EDGE_WEEKS = """
-SELECT DISTINCT g.contract_id AS edge_contract_id, g.product_id AS edge_product_id, g.week AS edge_week
-FROM _week_tiers d JOIN _line_weeks g ON g.line_key = d.line_key AND g.week = d.week
-WHERE d.tier_key IS NULL
-"""
-
-
-def edge_windows_sql(*, table: bool, rows: str = "usage_rows", drafts: bool = False) -> str:
+def edge_windows_sql(
+    *, table: bool, rows: str = "usage_rows", drafts: bool = False, kept: bool = False
+) -> str:
     """The windows of the weeks WEEK_TIERS could not place, one row per tier each reaches: read
-    again (`rows` may be read for `_edge_weeks` only: load.rows_sql(on_weeks=)), and each given
-    `position_end`, the quantity of its tier group up to and including it, in time order (ties:
-    line, window, line key); a window crossing a tier edge is split there, each part exact."""
-    edge_rows = f"""(
-    SELECT u.* FROM {rows} u
-    SEMI JOIN _edge_weeks e
-      ON e.edge_contract_id = u.contract_id AND e.edge_product_id = u.product_id
-     AND e.edge_week = epoch_us(u.inclusive_start) // {WEEK_US}
-)"""
+    again from `rows`, or with `kept` from the run's windows priced_windows_sql kept without a
+    tier. Each is given `position_end`, the quantity of its tier group up to and including it,
+    in time order (ties: line, window, line key; a usage table has no line or window order); a
+    window crossing a tier edge is split there, each part exact."""
+    if kept:
+        windows = """
+    SELECT w.line_key, w.rate_key, w.window_start AS inclusive_start, w.quantity,
+           NULL::BIGINT AS line_index, NULL::BIGINT AS window_index
+    FROM _priced_windows w
+    WHERE w.run_id = $run_id AND w.tier_key IS NULL"""
+    else:
+        windows = f"""
+    SELECT * FROM ({_priced_rows_sql(table=table, rows=rows)})
+    WHERE in_draft = {str(drafts).lower()} AND rate_type = 'TIERED'"""
     return f"""
 WITH positioned AS (
     SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, d.position_start + sum(w.quantity) OVER (
@@ -225,10 +229,11 @@ WITH positioned AS (
         ORDER BY w.inclusive_start, w.line_index, w.window_index, w.line_key
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS position_end
-    FROM ({_priced_rows_sql(table=table, rows=edge_rows)}) w
+    FROM ({windows}
+    ) w
     JOIN _week_tiers d
       ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
-    WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL
+    WHERE d.tier_key IS NULL
 ),
 parts AS (
     SELECT p.line_key, p.rate_key, t.tier_key, p.inclusive_start, p.quantity,

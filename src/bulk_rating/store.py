@@ -388,26 +388,25 @@ class Store:
         *,
         table: bool,
         rows: str = "usage_rows",
-        edge_rows: str | None = None,
         drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
         """Run the pricing kernel over `rows` (the rows `_line_weeks` counted), `_line_weeks`,
-        `usage_lines` and `usage_invoices`; `edge_rows`: the same rows, read only for
-        `_edge_weeks` (faster), when there is such a relation."""
+        `usage_lines` and `usage_invoices`. A usage table's windows in weeks with a tier edge are
+        stored once without a tier and placed from there (reading the table once)."""
         params = {"run_id": run_id}
+        keep_edges = table and not drafts  # a batch's ties follow its line order, not stored
         windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
-            table=table, rows=rows, drafts=drafts
+            table=table, rows=rows, drafts=drafts, keep_edges=keep_edges
         )
         try:
             self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
             self.tracked(
                 "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
             )
-            self.replace_with("_edge_weeks", rate.EDGE_WEEKS)
             self.replace_with(
                 "_edge_parts",
-                rate.edge_windows_sql(table=table, rows=edge_rows or rows, drafts=drafts),
+                rate.edge_windows_sql(table=table, rows=rows, drafts=drafts, kept=keep_edges),
                 params,
             )
             self.con.execute("INSERT INTO _priced_windows SELECT * FROM _edge_parts")
@@ -611,7 +610,7 @@ class Store:
                    invoices = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT'),
                    drafts = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE'),
                    line_items = (SELECT count(*) FROM invoice_line_items WHERE run_id = $run),
-                   windows = (SELECT count(*) FROM _priced_windows WHERE run_id = $run),
+                   windows = (SELECT count(*) FROM _priced_windows WHERE run_id = $run AND tier_key IS NOT NULL),
                    contracts = $contracts
                WHERE run_id = $run""",
             {"run": row["run_id"], "contracts": contracts_created},
@@ -703,7 +702,7 @@ class Store:
         counts = self.rows(
             """SELECT (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT') AS invoices,
                       (SELECT count(*) FROM invoice_line_items WHERE run_id = $run) AS line_items,
-                      (SELECT count(*) FROM _priced_windows WHERE run_id = $run) AS windows,
+                      (SELECT count(*) FROM _priced_windows WHERE run_id = $run AND tier_key IS NOT NULL) AS windows,
                       (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE') AS drafts""",
             {"run": run_id},
         )[0]

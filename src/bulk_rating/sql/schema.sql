@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS _priced_windows (
     run_id BIGINT, line_key UBIGINT, rate_key BIGINT, tier_key INTEGER,
     window_start TIMESTAMPTZ, quantity DECIMAL(38,9)
 );
-COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s quantity in one line item (a window crossing a tier edge has one row per tier); its amount is that quantity times the line item''s unit price, exactly. Read through invoice_breakdowns; line_key is the line''s key within its run.';
+COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s quantity in one line item (a window crossing a tier edge has one row per tier); its amount is that quantity times the line item''s unit price, exactly. A usage table''s window in a week with a tier edge is also kept once as read, with no tier (tier_key NULL, in no line item): its tiers were placed from it. Read through invoice_breakdowns; line_key is the line''s key within its run.';
 
 CREATE TABLE IF NOT EXISTS reconciliation_runs (
     reconciliation_id BIGINT, run_at TIMESTAMPTZ, legacy_files VARCHAR[], tolerance DECIMAL(38,9),
