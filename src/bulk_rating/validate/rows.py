@@ -515,8 +515,27 @@ def line_weeks_sql(
     )
     needs = " ".join(r[2] for r in on_rows)
     keys = rate.line_key_columns(table=table)
+    # kept: what lines_sql, the tiers and the line items read (not the bounds the rules used)
+    kept = ", ".join(
+        dict.fromkeys(
+            [
+                *_group_columns(table),
+                "week",
+                "invoice_credit_type_id",
+                "issue_min",
+                "issue_max",
+                "issue_count",
+                "source",
+                "rows",
+                "content_sum",
+                "draft",
+                "quantity",
+                *_LOOKED_UP,
+            ]
+        )
+    )
     return f"""
-SELECT g.*, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
+SELECT {kept}, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
        hash({rate.tier_group_columns(table=table)}) AS tier_group,
        CASE WHEN starts <= 1 THEN 0 WHEN slotted = starts THEN starts - slots_filled END
          AS repeated_windows,
