@@ -67,6 +67,7 @@ def keys_are_unique(checked: pl.DataFrame, *, table: bool) -> bool:
     groups = checked.select([*group, "tier_group"]).unique()
     return (
         not checked["key_collision"].any()
+        and checked["line_key"].n_unique() == checked.height
         and groups["tier_group"].n_unique() == groups.height
         and groups.select(group).n_unique() == groups.height
     )

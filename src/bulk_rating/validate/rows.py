@@ -584,10 +584,12 @@ def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | Non
     line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
     columns = _line_columns(table)
     # what the line rules read: the same on every group of a uniform line (`_line_weeks` looked
-    # each group's ids up)
-    attributes = ", ".join(
-        f"any_value({column}) AS {column}"
-        for column in dict.fromkeys([*columns, *_UNIFORM_COLUMNS.split(", "), *_LOOKED_UP])
+    # each group's ids up); the line's own columns are grouped by (they make its key, cheaper
+    # than carrying them: a collision of keys then shows as a key on two rows)
+    attributes = "".join(
+        f"any_value({column}) AS {column}, "
+        for column in dict.fromkeys([*_UNIFORM_COLUMNS.split(", "), *_LOOKED_UP])
+        if column not in columns
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
@@ -595,7 +597,7 @@ SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, i
        content_sum, repeated_windows, draft,
        (row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END)::BIGINT AS problems
 FROM (
-    SELECT line_key, {attributes}, any_value(tier_group) AS tier_group,
+    SELECT line_key, {", ".join(columns)}, {attributes}any_value(tier_group) AS tier_group,
            min(line_check) <> max(line_check) AS key_collision,
            max(issue_max) AS issued_at,
            coalesce(min(issue_min) <> max(issue_max), false)
@@ -611,7 +613,7 @@ FROM (
            sum(problems) AS row_problems, bool_or(draft) AS draft,
            min(hash({_UNIFORM_COLUMNS})) = max(hash({_UNIFORM_COLUMNS})) AS uniform
     FROM _line_weeks
-    GROUP BY line_key
+    GROUP BY line_key, {", ".join(columns)}
 )
 """
 
