@@ -367,8 +367,6 @@ USAGE_OPTIONAL = (
     "presentation_group_values",
     "billable_status",
 )
-# Columns that put a row in an invoice of its own: without them, rows go to their schedule's periods.
-INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
 TIMESTAMP_COLUMNS = (
     "inclusive_start_date",
     "exclusive_end_date",

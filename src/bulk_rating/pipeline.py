@@ -119,7 +119,6 @@ def run_import(
                         run_id,
                         table=table is not None,
                         rows="usage_rows" + unique,
-                        pieces=table is not None and _by_schedule(table),
                         progress=progress,
                     )
                     _draw_down(store, run_id)
@@ -252,8 +251,6 @@ def _prepare(
     store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
     store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
     store.temp_table_like("_edge_parts", "SELECT * FROM _priced_windows")
-    if table is not None and _by_schedule(table):
-        store.temp_table_like("_pieces", rate.PIECES)
     return table
 
 
@@ -309,11 +306,6 @@ def _usage_issues(
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
-
-
-def _by_schedule(table: load.UsageTable) -> bool:
-    """The table's rows belong to their contract's billing periods (it has no invoice columns)."""
-    return not any(c in table.kinds for c in load.INVOICE_COLUMNS)
 
 
 def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:

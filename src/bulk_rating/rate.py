@@ -184,44 +184,6 @@ JOIN placed p ON p.tier_group = g.tier_group AND p.week = g.week
 """
 
 
-# A usage table's pricing pieces (into `_pieces`, after WEEK_TIERS): each rate piece of each
-# contract cut by its billing periods (not the DRAFT ones) and by UTC week, with what a window
-# starting inside it is priced at: its rate, its line's period and credit type, its tier (FLAT:
-# the one; TIERED: its week's, NULL in a week placed window by window). A row finds its piece with
-# one equality join plus a range, instead of one join to its period, one to its rate and one to
-# its week's tier. Valid rows only (the check passed): a row's credit type, if given, is its
-# rate's, and its pricing group values are its rate's, so the tier group is the piece's.
-PIECES = f"""
-WITH periods AS (
-    SELECT DISTINCT contract_id, inclusive_start, exclusive_end FROM _period_days WHERE NOT draft
-),
-cut AS (
-    SELECT r.contract_id, r.product_id, r.pricing_group_values, r.rate_key, r.rate_type,
-           r.credit_type_id AS invoice_credit_type_id, p.inclusive_start AS invoice_period_start,
-           p.exclusive_end AS invoice_period_end,
-           greatest(r.starting_at, p.inclusive_start) AS cut_start,
-           least(coalesce(r.ending_before, p.exclusive_end), p.exclusive_end) AS cut_end
-    FROM contract_rates r
-    JOIN periods p
-      ON p.contract_id = r.contract_id AND r.starting_at < p.exclusive_end
-     AND (r.ending_before IS NULL OR p.inclusive_start < r.ending_before)
-),
-weeks AS (
-    SELECT *, unnest(range(epoch_us(cut_start) // {WEEK_US}, (epoch_us(cut_end) - 1) // {WEEK_US} + 1))
-      AS week
-    FROM cut
-)
-SELECT w.contract_id, w.product_id, coalesce(w.pricing_group_values, '') AS group_key, w.week,
-       greatest(w.cut_start, make_timestamptz(w.week * {WEEK_US})) AS piece_start,
-       least(w.cut_end, make_timestamptz((w.week + 1) * {WEEK_US})) AS piece_end,
-       w.invoice_period_start, w.invoice_period_end, w.invoice_credit_type_id, w.rate_key,
-       CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE t.tier_key END AS tier_key
-FROM weeks w
-LEFT JOIN (SELECT DISTINCT tier_group, week, tier_key FROM _week_tiers) t
-  ON t.week = w.week AND t.tier_group = hash({tier_group_columns(table=True)})
-"""
-
-
 def priced_windows_sql(
     *, table: bool, rows: str = "usage_rows", drafts: bool = False, keep_edges: bool = False
 ) -> str:
@@ -239,27 +201,6 @@ LEFT JOIN _week_tiers d
   ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
  AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
 WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL {edges})
-"""
-
-
-def pieces_windows_sql(rows: str = "usage_rows") -> str:
-    """priced_windows_sql with `keep_edges` for a usage table priced by its schedule's periods:
-    each row joined to its piece (`_pieces`) alone. A row in a DRAFT period has no piece."""
-    return f"""
-SELECT $run_id AS run_id, hash({line_key_columns(table=True)}) AS line_key, rate_key, tier_key,
-       inclusive_start AS window_start, quantity
-FROM (
-    SELECT u.contract_id, p.invoice_period_start, p.invoice_period_end,
-           coalesce(u.credit_type_id, p.invoice_credit_type_id) AS invoice_credit_type_id, u.product_id,
-           u.pricing_group_values, u.presentation_group_values, u.granularity, p.rate_key,
-           p.tier_key, u.inclusive_start, u.quantity
-    FROM {rows} u
-    JOIN _pieces p
-      ON p.contract_id = u.contract_id AND p.product_id = u.product_id
-     AND p.group_key = coalesce(u.pricing_group_values, '')
-     AND p.week = epoch_us(u.inclusive_start) // {WEEK_US}
-     AND p.piece_start <= u.inclusive_start AND u.inclusive_start < p.piece_end
-)
 """
 
 

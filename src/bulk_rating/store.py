@@ -24,12 +24,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from bulk_rating import balances, rate, reconcile, validate
-from bulk_rating.errors import (
-    AmountOverflowError,
-    BulkRatingError,
-    DatabaseLockedError,
-    UsageError,
-)
+from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.progress import NULL_PROGRESS, Progress
 
@@ -394,40 +389,21 @@ class Store:
         table: bool,
         rows: str = "usage_rows",
         drafts: bool = False,
-        pieces: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
         """Run the pricing kernel over `rows` (the rows `_line_weeks` counted), `_line_weeks`,
         `usage_lines` and `usage_invoices`. A usage table's windows in weeks with a tier edge are
-        stored once without a tier and placed from there (reading the table once). `pieces`: the
-        rows belong to their schedule's periods (no invoice columns): each finds its price with
-        one join (rate.PIECES), and every row not in a DRAFT must be stored."""
+        stored once without a tier and placed from there (reading the table once)."""
         params = {"run_id": run_id}
         keep_edges = table and not drafts  # a batch's ties follow its line order, not stored
-        windows = "INSERT INTO _priced_windows " + (
-            rate.pieces_windows_sql(rows)
-            if pieces
-            else rate.priced_windows_sql(
-                table=table, rows=rows, drafts=drafts, keep_edges=keep_edges
-            )
+        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
+            table=table, rows=rows, drafts=drafts, keep_edges=keep_edges
         )
         try:
             self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
-            if pieces:
-                self.replace_with("_pieces", rate.PIECES)
-            stored = self.tracked(
-                "pricing and storing rows",
-                progress,
-                lambda: self.con.execute(windows, params).fetchall()[0][0],
+            self.tracked(
+                "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
             )
-            if pieces:
-                expected = self.scalar(
-                    "SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft"
-                )
-                if stored != expected:  # never a row priced twice or left out
-                    raise BulkRatingError(
-                        f"internal error: {stored} windows priced for {expected} rows checked"
-                    )
             self.replace_with(
                 "_edge_parts",
                 rate.edge_windows_sql(table=table, rows=rows, drafts=drafts, kept=keep_edges),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bulk_rating import rate
-from bulk_rating.load import INVOICE_COLUMNS
 from bulk_rating.money import (
     MAX_QUANTITY,
     QUANTITY_SCALE,
@@ -163,6 +162,7 @@ _GROUP_RULES = {
 }
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
 _NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
+_INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
 # What line_weeks_sql looks up for each group, which the line rules read.
 _LOOKED_UP = (
     "known_customer",
@@ -178,7 +178,7 @@ def _group_condition(rule: Rule, kinds: Mapping[str, str] | None) -> str | None:
     code, field, condition = rule[0], rule[1], rule[2]
     if kinds is None:  # a JSON batch or kept draft rows: few rows, every rule row by row
         return None
-    if "invoice_start IS NULL" in condition and any(c in kinds for c in INVOICE_COLUMNS):
+    if "invoice_start IS NULL" in condition and any(c in kinds for c in _INVOICE_COLUMNS):
         return None  # rows may carry invoice columns of their own: checked row by row
     if (code, field) == ("WINDOW_WRONG_WIDTH", "exclusive_end_date"):
         return _NO_GRANULARITY if "granularity IS NULL" in condition else None
