@@ -24,7 +24,12 @@ import polars as pl
 from pydantic import BaseModel
 
 from bulk_rating import balances, rate, reconcile, validate
-from bulk_rating.errors import AmountOverflowError, DatabaseLockedError, UsageError
+from bulk_rating.errors import (
+    AmountOverflowError,
+    BulkRatingError,
+    DatabaseLockedError,
+    UsageError,
+)
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.progress import NULL_PROGRESS, Progress
 
@@ -401,9 +406,19 @@ class Store:
         )
         try:
             self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
-            self.tracked(
-                "pricing and storing rows", progress, lambda: self.con.execute(windows, params)
+            stored = self.tracked(
+                "pricing and storing rows",
+                progress,
+                lambda: self.con.execute(windows, params).fetchall()[0][0],
             )
+            if keep_edges:
+                expected = self.scalar(
+                    "SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft"
+                )
+                if stored != expected:  # every row checked is stored once, none twice
+                    raise BulkRatingError(
+                        f"internal error: {stored} windows priced for {expected} rows checked"
+                    )
             self.replace_with(
                 "_edge_parts",
                 rate.edge_windows_sql(table=table, rows=rows, drafts=drafts, kept=keep_edges),
