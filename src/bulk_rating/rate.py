@@ -32,7 +32,8 @@ from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
 
 FLAT_TIER = 0
 # Tiered windows are placed week by week: UTC weeks since the epoch (Thursday to Wednesday).
-WEEK_US = 7 * 86_400_000_000
+DAY_US = 86_400_000_000
+WEEK_US = 7 * DAY_US
 
 
 def invoice_key_columns(*, table: bool) -> str:
@@ -152,11 +153,26 @@ FROM (
 """
 
 
+def _one_tier_sql(buckets: str, bucket: str) -> str:
+    """Each bucket of a tier group (`buckets`: tier_group, `bucket`, position_start, quantity,
+    rate_key, one_rate) in the one tier all its windows fall in, or in none (tier_key NULL) when a
+    tier edge or a rate change lies inside it."""
+    return f"""
+    SELECT p.tier_group, p.{bucket}, p.position_start, t.tier_key
+    FROM {buckets} p
+    LEFT JOIN _contract_rate_tiers t
+      ON p.one_rate AND t.rate_key = p.rate_key
+     -- a zero window at an edge belongs to the lower tier (as in edge_windows_sql)
+     AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
+     AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)"""
+
+
 # Tiers by week (METRONOME.md rule 7 without sorting every window): a tiered tier group's UTC
 # weeks, in order, each with the quantity of its tier group before it (`position_start`). A week
 # whose windows all fall in one tier of one rate piece gets that tier (`tier_key`); the few other
-# weeks (a tier edge or a rate change inside) are placed window by window (edge_windows_sql).
-WEEK_TIERS = """
+# weeks (a tier edge or a rate change inside) are placed day by day, then window by window
+# (edge_windows_sql).
+WEEK_TIERS = f"""
 WITH weeks AS (
     SELECT tier_group, week, sum(quantity) AS quantity, min(rate_key) AS rate_key,
            min(rate_key) = max(rate_key) AS one_rate
@@ -168,14 +184,7 @@ positioned AS (
     ) - quantity AS position_start
     FROM weeks
 ),
-placed AS (
-    SELECT p.tier_group, p.week, p.position_start, t.tier_key
-    FROM positioned p
-    LEFT JOIN _contract_rate_tiers t
-      ON p.one_rate AND t.rate_key = p.rate_key
-     -- a zero window at an edge belongs to the lower tier (as in edge_windows_sql)
-     AND (t.tier_start < p.position_start OR (t.tier_start = 0 AND p.position_start = 0))
-     AND (t.tier_end IS NULL OR p.position_start + p.quantity <= t.tier_end)
+placed AS ({_one_tier_sql("positioned", "week")}
 )
 -- by line and week: what a priced window finds by its own line key
 SELECT g.line_key, g.week, p.tier_group, p.position_start, p.tier_key
@@ -209,9 +218,11 @@ def edge_windows_sql(
 ) -> str:
     """The windows of the weeks WEEK_TIERS could not place, one row per tier each reaches: read
     again from `rows`, or with `kept` from the run's windows priced_windows_sql kept without a
-    tier. Each is given `position_end`, the quantity of its tier group up to and including it,
-    in time order (ties: line, window, line key; a usage table has no line or window order); a
-    window crossing a tier edge is split there, each part exact."""
+    tier. Their UTC days are placed as WEEK_TIERS places weeks; a day with a tier edge or a rate
+    change inside has its windows placed one by one: each given `position_end`, the quantity of
+    its tier group up to and including it, in time order (ties: line, window, line key; a usage
+    table has no line or window order), a window crossing a tier edge split there, each part
+    exact."""
     if kept:
         windows = """
     SELECT w.line_key, w.rate_key, w.window_start AS inclusive_start, w.quantity,
@@ -223,17 +234,40 @@ def edge_windows_sql(
     SELECT * FROM ({_priced_rows_sql(table=table, rows=rows)})
     WHERE in_draft = {str(drafts).lower()} AND rate_type = 'TIERED'"""
     return f"""
-WITH positioned AS (
-    SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, d.position_start + sum(w.quantity) OVER (
-        PARTITION BY d.tier_group, d.week
-        ORDER BY w.inclusive_start, w.line_index, w.window_index, w.line_key
-        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-    ) AS position_end
+WITH edge AS (
+    SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, w.line_index, w.window_index,
+           d.tier_group, d.week, d.position_start AS week_position,
+           epoch_us(w.inclusive_start) // {DAY_US} AS day
     FROM ({windows}
     ) w
     JOIN _week_tiers d
       ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
     WHERE d.tier_key IS NULL
+),
+days AS (
+    SELECT tier_group, day, any_value(week) AS week, any_value(week_position) AS week_position,
+           sum(quantity) AS quantity, min(rate_key) AS rate_key, min(rate_key) = max(rate_key) AS one_rate
+    FROM edge GROUP BY tier_group, day
+),
+day_positions AS (
+    SELECT *, week_position + sum(quantity) OVER (
+        PARTITION BY tier_group, week ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) - quantity AS position_start
+    FROM days
+),
+day_tiers AS MATERIALIZED ({_one_tier_sql("day_positions", "day")}
+),
+placed AS (
+    SELECT e.*, t.position_start AS day_position, t.tier_key AS day_tier
+    FROM edge e JOIN day_tiers t ON t.tier_group = e.tier_group AND t.day = e.day
+),
+positioned AS (
+    SELECT line_key, rate_key, inclusive_start, quantity, day_position + sum(quantity) OVER (
+        PARTITION BY tier_group, day
+        ORDER BY inclusive_start, line_index, window_index, line_key
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS position_end
+    FROM placed WHERE day_tier IS NULL
 ),
 parts AS (
     SELECT p.line_key, p.rate_key, t.tier_key, p.inclusive_start, p.quantity,
@@ -251,6 +285,9 @@ WHERE portion > 0
    -- the position is in, the lower one at an edge
    OR (quantity = 0 AND ((position_start = 0 AND tier_start = 0)
         OR (tier_start < position_start AND (tier_end IS NULL OR position_start <= tier_end))))
+UNION ALL
+SELECT $run_id, line_key, rate_key, day_tier, inclusive_start, quantity FROM placed
+WHERE day_tier IS NOT NULL
 """
 
 

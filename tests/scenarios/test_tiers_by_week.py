@@ -1,5 +1,6 @@
-"""Tiers placed by week: a UTC week (Thursday to Wednesday) inside one tier takes it whole, a week
-with a tier edge inside is placed window by window. Hand-checked on acme's storage product: the
+"""Tiers placed by week: a UTC week (Thursday to Wednesday) inside one tier takes it whole; in a
+week with a tier edge inside, a UTC day inside one tier takes it whole, and a day with the edge
+inside is placed window by window. Hand-checked on acme's storage product: the
 first 1,000 units of a period at 2.5 cents, the rest at 1.75 (METRONOME.md rule 7)."""
 
 from __future__ import annotations
@@ -119,6 +120,25 @@ def test_a_window_crossing_the_edge_mid_week_is_split(tmp_path: Path, form: str)
     assert len(rows) == 31
     assert all(tier == 1 for start, tier, _ in rows if start < crossing)
     assert all(tier == 2 for start, tier, _ in rows if start > crossing)
+
+
+@pytest.mark.parametrize("form", ["json", "parquet"])
+def test_in_a_week_with_an_edge_whole_days_take_their_tier(tmp_path: Path, form: str) -> None:
+    # Week 1: 168 hours of 2 (336). Week 2, day 1: 24 hours of 14 (672); day 2: 16 hours of
+    # 20.5 and 8 zero hours, ending exactly at the edge (1,000): both days lie in the first tier.
+    # Day 3 opens with a zero window at the edge (the lower tier), then 23 hours of 10; days 4
+    # to 7 (96 hours of 1) lie in the second tier.
+    quantities = ["2"] * 168 + ["14"] * 24 + ["20.5"] * 16 + ["0"] * 9 + ["10"] * 23 + ["1"] * 96
+    db = _import(tmp_path, _hours(quantities), form)
+
+    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(326) * Decimal("1.75"),)  # 3,070.5
+    _items_add_up(db)
+    rows = _tiers(db)
+    assert len(rows) == 336  # no window split: none crosses the edge
+    assert {r[1] for r in rows[:217]} == {1}  # week 1, days 1 and 2, and day 3's zero window
+    assert rows[216][0] == FIRST + timedelta(hours=216) and rows[216][2] == 0
+    assert {r[1] for r in rows[217:]} == {2}
 
 
 def test_exact_duplicate_rows_do_not_move_the_tier_edge(tmp_path: Path) -> None:
