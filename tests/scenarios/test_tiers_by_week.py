@@ -86,6 +86,19 @@ def _tiers(db: Path) -> list[tuple[Any, ...]]:
     )
 
 
+def _lower_tier_through_the_zero_window(db: Path, zero_hour: int, upper_units: int) -> None:
+    """The first 1,000 units and the zero window at the edge (hour `zero_hour`) in the first
+    tier, every window after it in the second; no window split (none crosses the edge)."""
+    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
+    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(upper_units) * Decimal("1.75"),)
+    _items_add_up(db)
+    rows = _tiers(db)
+    assert [r[0] for r in rows] == [FIRST + timedelta(hours=n) for n in range(len(rows))]
+    assert rows[zero_hour][2] == 0
+    assert {r[1] for r in rows[: zero_hour + 1]} == {1}
+    assert {r[1] for r in rows[zero_hour + 1 :]} == {2}
+
+
 @pytest.mark.parametrize("form", ["json", "parquet"])
 def test_a_week_ending_exactly_at_the_edge_and_a_zero_window_after_it(
     tmp_path: Path, form: str
@@ -93,16 +106,7 @@ def test_a_week_ending_exactly_at_the_edge_and_a_zero_window_after_it(
     # Week 1: 160 hours of 6 and 8 of 5 = exactly 1,000, the edge. Week 2 opens with a zero
     # window (its position is the edge: the lower tier), then 23 hours of 10 in the upper tier.
     quantities = ["6"] * 160 + ["5"] * 8 + ["0"] + ["10"] * 23
-    db = _import(tmp_path, _hours(quantities), form)
-
-    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
-    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(230) * Decimal("1.75"),)  # 2,902.5
-    _items_add_up(db)
-    rows = _tiers(db)
-    assert len(rows) == 192  # no window split: none crosses the edge
-    assert {r[1] for r in rows[:169]} == {1}  # week 1 and the zero window at the edge
-    assert rows[168][2] == 0
-    assert {r[1] for r in rows[169:]} == {2}
+    _lower_tier_through_the_zero_window(_import(tmp_path, _hours(quantities), form), 168, 230)
 
 
 @pytest.mark.parametrize("form", ["json", "parquet"])
@@ -129,16 +133,7 @@ def test_in_a_week_with_an_edge_whole_days_take_their_tier(tmp_path: Path, form:
     # Day 3 opens with a zero window at the edge (the lower tier), then 23 hours of 10; days 4
     # to 7 (96 hours of 1) lie in the second tier.
     quantities = ["2"] * 168 + ["14"] * 24 + ["20.5"] * 16 + ["0"] * 9 + ["10"] * 23 + ["1"] * 96
-    db = _import(tmp_path, _hours(quantities), form)
-
-    (total,) = query(db, "SELECT total FROM invoices WHERE origin = 'HISTORICAL_IMPORT'")
-    assert total == (Decimal(1000) * Decimal("2.5") + Decimal(326) * Decimal("1.75"),)  # 3,070.5
-    _items_add_up(db)
-    rows = _tiers(db)
-    assert len(rows) == 336  # no window split: none crosses the edge
-    assert {r[1] for r in rows[:217]} == {1}  # week 1, days 1 and 2, and day 3's zero window
-    assert rows[216][0] == FIRST + timedelta(hours=216) and rows[216][2] == 0
-    assert {r[1] for r in rows[217:]} == {2}
+    _lower_tier_through_the_zero_window(_import(tmp_path, _hours(quantities), form), 216, 326)
 
 
 def test_exact_duplicate_rows_do_not_move_the_tier_edge(tmp_path: Path) -> None:
