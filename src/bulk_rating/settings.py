@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     as_of: Annotated[datetime, BeforeValidator(parse_as_of)] | None = None
     preview: bool = False
     # DuckDB's memory limit; past it, work spills to disk (<db>.tmp) instead of growing.
-    memory_limit: str = "640MB"
+    memory_limit: str = "512MB"
     threads: int | None = None
 
     def as_of_or_now(self) -> datetime:

@@ -66,7 +66,7 @@ def _sql(name: str) -> str:
 class Limits:
     """How much of the machine a run may use. DuckDB spills what does not fit to `temp_directory`."""
 
-    memory: str = "640MB"
+    memory: str = "512MB"
     threads: int | None = None
     temp_directory: str | None = None
 
