@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from dateutil.relativedelta import relativedelta
 
@@ -42,7 +43,13 @@ def _boundary(contract: Contract, k: int) -> datetime:
     frequency = contract.usage_statement_schedule.frequency
     if frequency == "WEEKLY":
         return anchor + timedelta(weeks=k)
-    return anchor + relativedelta(months=k * MONTHS_PER_PERIOD[frequency])
+    return _months_after(anchor, k * MONTHS_PER_PERIOD[frequency])
+
+
+@lru_cache(maxsize=65536)
+def _months_after(anchor: datetime, months: int) -> datetime:
+    """Contracts share anchors (the 1st of a month, an anchor day): each boundary computed once."""
+    return anchor + relativedelta(months=months)
 
 
 def _index_at_or_before(contract: Contract, moment: datetime) -> int:
