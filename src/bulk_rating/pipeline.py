@@ -243,8 +243,8 @@ def _prepare(
     else:
         contracts = [*store.contract_models(), *plan.new_contracts]
         store.temp_table(
-            "_period_days",
-            assemble.period_days(contracts, store.frame("SELECT * FROM _draft_periods")),
+            "_period_weeks",
+            assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
         )
         store.temp_view("usage_rows", load.rows_sql(table))
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
@@ -324,7 +324,7 @@ def _slots(store: Store, table: load.UsageTable | None) -> int:
     """Hours of the longest billing period the rows fall in (at least a day): the size of each
     line's bitmap of windows."""
     source = (
-        "_period_days"
+        "_period_weeks"
         if table is not None
         else "(SELECT invoice_start AS inclusive_start,"
         " invoice_end AS exclusive_end FROM usage_rows)"

@@ -6,7 +6,7 @@ price a JSON batch of ten windows or a usage table of a hundred million. It read
 the contracts it is given (plus their rates): it can run partition by partition.
 
 Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
-against `_contract_refs`, `_period_days` and `contract_rates` (resolved_sql); what the check
+against `_contract_refs`, `_period_weeks` and `contract_rates` (resolved_sql); what the check
 counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
 `usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, edge_windows_sql,
 line_items_sql, INVOICES.
@@ -58,9 +58,9 @@ def line_key_columns(*, table: bool) -> str:
 def _period_join(table: bool) -> str:
     if not table:
         return ""
-    return """
-LEFT JOIN _period_days d
-  ON d.contract_id = u.contract_id AND d.day = epoch_us(u.inclusive_start) // 86400000000
+    return f"""
+LEFT JOIN _period_weeks d
+  ON d.contract_id = u.contract_id AND d.week = epoch_us(u.inclusive_start) // {WEEK_US}
  AND d.inclusive_start <= u.inclusive_start AND u.inclusive_start < d.exclusive_end"""
 
 
