@@ -29,8 +29,8 @@ def period_weeks(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.Data
     """Each contract's importable billing periods (those ending by generation start) and its
     DRAFT periods (`draft`), one row per UTC week they touch (rate.WEEK_US), so a row finds its
     period by an equality join on (contract, week) and its range; a week holding a period
-    boundary has a row for each side. (By day, the table was seven times larger: at 100M rows
-    the lookup every row makes no longer stayed in the processor's caches.)"""
+    boundary has a row for each side. (By day, the table was seven times larger, and at 100M
+    rows each scan's join to it about 0.3 s slower.)"""
     periods = pl.concat(
         [
             pl.DataFrame(
