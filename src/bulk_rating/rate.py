@@ -31,8 +31,8 @@ from bulk_rating.frames import canonical_json
 from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
 
 FLAT_TIER = 0
+DAY_US = 86_400_000_000  # a UTC day in microseconds
 # Tiered windows are placed week by week: UTC weeks since the epoch (Thursday to Wednesday).
-DAY_US = 86_400_000_000
 WEEK_US = 7 * DAY_US
 
 
@@ -197,9 +197,9 @@ def priced_windows_sql(
     *, table: bool, rows: str = "usage_rows", drafts: bool = False, keep_edges: bool = False
 ) -> str:
     """One row per window into `_priced_windows`: a FLAT window in its one tier, a tiered window
-    in its week's tier. The windows of weeks placed window by window (edge_windows_sql) are left
-    out, or with `keep_edges` stored as read with no tier (`tier_key` NULL, in no line item), for
-    edge_windows_sql to place from there instead of reading the rows again."""
+    in its week's tier. The windows of weeks with a tier edge inside (placed by edge_windows_sql)
+    are left out, or with `keep_edges` stored as read with no tier (`tier_key` NULL, in no line
+    item), for edge_windows_sql to place from there instead of reading the rows again."""
     edges = "OR d.tier_key IS NULL" if keep_edges else ""
     return f"""
 SELECT $run_id AS run_id, w.line_key, w.rate_key,

@@ -16,7 +16,8 @@ from bulk_rating.money import (
     QUANTITY_SCALE,
 )
 
-HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000  # UTC hours and days are whole microsecond counts
+HOUR_US = 3_600_000_000  # UTC hours and days are whole microsecond counts
+DAY_US = rate.DAY_US
 # Tiered rows are placed in their tiers week by week (rate.WEEK_US): few enough groups for the
 # check to hold at scale, few enough rows on the weeks with an edge.
 WEEK_US = rate.WEEK_US
