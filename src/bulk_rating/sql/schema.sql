@@ -3,9 +3,9 @@
 -- Timestamps are TIMESTAMPTZ in UTC; every period is half-open [start, end).
 
 CREATE OR REPLACE MACRO stable_id(key) AS
-    -- A deterministic UUID-shaped id from a text key (same input, same id; re-runs refer to the same rows).
-    lower(substr(md5(key), 1, 8) || '-' || substr(md5(key), 9, 4) || '-' || substr(md5(key), 13, 4)
-          || '-' || substr(md5(key), 17, 4) || '-' || substr(md5(key), 21, 12));
+    -- A deterministic UUID-shaped id from a text key (same input, same id; re-runs refer to the same rows):
+    -- the key's md5 digest, written 8-4-4-4-12 in lower case (one digest, read as a UUID).
+    md5(key)::UUID::VARCHAR;
 
 CREATE OR REPLACE MACRO invoice_id(contract_id, credit_type_id, inclusive_start, exclusive_end) AS
     -- One invoice per contract, credit type and period (periods of one contract never overlap).

@@ -156,9 +156,9 @@ _GROUP_RULES = {
     ("NUMBER_TOO_LARGE", "quantity"): (
         f"quantities < rows OR quantity_max >= {MAX_QUANTITY:f} OR quantity_min <= -{MAX_QUANTITY:f}"
     ),
-    # hour windows on a whole hour have a slot (_slot_aggregates_sql); day windows start at 0:00
+    # hour windows start on a whole hour, day windows at 0:00
     ("WINDOW_NOT_ALIGNED", "inclusive_start_date"): (
-        "(granularity = 'HOUR' AND slotted < starts) OR (granularity = 'DAY' AND day_offset_max > 0)"
+        "(granularity = 'HOUR' AND hour_offset_max > 0) OR (granularity = 'DAY' AND day_offset_max > 0)"
     ),
 }
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
@@ -411,16 +411,15 @@ TIER_WEEK_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) 
 
 
 def _slot_aggregates_sql(slots: int) -> str:
-    """Per group of rows (a line, or a line's week for tiered rows): how many starts have an hour
-    slot, and how many distinct slots they fill; rows repeat a window when the two differ. A
-    bitmap of slots costs a tenth of a distinct count of starts. A slot is the hour since the
-    week (tiered) or the period (else) began; a start has none when it is not on a whole hour,
-    or past `slots` hours (then repeated_windows_sql counts)."""
-    base = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} * {WEEK_US} ELSE epoch_us(invoice_period_start) END"
-    offset = f"(epoch_us(inclusive_start) - ({base}))"
-    slot = f"""CASE WHEN epoch_us(inclusive_start) % {HOUR_US} = 0 AND {offset} >= 0
-                 AND {offset} < {slots} * {HOUR_US} THEN {offset} // {HOUR_US} END"""
-    return f"""count({slot}) AS slotted,
+    """Per group of rows (a line, or a line's week for tiered rows): how far its starts lie from a
+    whole UTC hour (the most), and how many distinct slots they fill in a bitmap of `slots` hours,
+    a start's slot being its hour since the epoch modulo `slots`. When every start is on a whole
+    hour and they span less than `slots` hours, no two hours share a slot: the group repeats
+    `starts - slots_filled` windows (repeated_windows_sql counts the others). A bitmap costs a
+    tenth of a distinct count; a slot by plain arithmetic costs a third of one bounded by CASE."""
+    hour = f"epoch_us(inclusive_start) // {HOUR_US}"
+    slot = f"(({hour}) % {slots} + {slots}) % {slots}"  # never negative, even before 1970
+    return f"""max(abs(epoch_us(inclusive_start) % {HOUR_US})) AS hour_offset_max,
                coalesce(bit_count(bitstring_agg({slot}, 0, {slots - 1})), 0) AS slots_filled"""
 
 
@@ -516,6 +515,8 @@ def line_weeks_sql(
     )
     needs = " ".join(r[2] for r in on_rows)
     keys = rate.line_key_columns(table=table)
+    slot_count = max(slots, WEEK_US // HOUR_US)  # a tiered group is a week
+    slot_span = slot_count * HOUR_US
     # kept: what lines_sql, the tiers and the line items read (not the bounds the rules used)
     kept = ", ".join(
         dict.fromkeys(
@@ -538,8 +539,9 @@ def line_weeks_sql(
     return f"""
 SELECT {kept}, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
        hash({rate.tier_group_columns(table=table)}) AS tier_group,
-       CASE WHEN starts <= 1 THEN 0 WHEN slotted = starts THEN starts - slots_filled END
-         AS repeated_windows,
+       CASE WHEN starts <= 1 THEN 0
+            WHEN hour_offset_max = 0 AND epoch_us(start_max) - epoch_us(start_min) < {slot_span}
+            THEN starts - slots_filled END AS repeated_windows,
        row_problems + {" + ".join(on_groups) or "0"} AS problems
 FROM (
     SELECT g.*, coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
@@ -556,7 +558,7 @@ FROM (
                count(exclusive_end) AS ends,
                {issue}, min(source) AS source, count(*) AS rows,
                sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
-               {_slot_aggregates_sql(max(slots, WEEK_US // HOUR_US))},
+               {_slot_aggregates_sql(slot_count)},
                max(epoch_us(inclusive_start) % {DAY_US}) AS day_offset_max,
                count(quantity) AS quantities, min(quantity) AS quantity_min,
                max(quantity) AS quantity_max,
