@@ -70,3 +70,36 @@ def test_the_same_rows_in_other_files_are_already_imported(tmp_path: Path, db: P
     assert again.exit_code == 0, again.stdout
     assert again.json()["summary"]["status"] == "already_imported"
     assert query(db, "SELECT count(*) FROM _runs") == [(1,)]
+
+
+def test_windows_a_whole_bitmap_apart_are_not_duplicates(tmp_path: Path, db: Path) -> None:
+    # The check gives each window a slot, its hour modulo the longest period (744 hours here);
+    # in one two-month invoice, June 1 and July 2 are 744 hours apart and share a slot: they
+    # are still two windows.
+    directory = tmp_path / "set"
+    directory.mkdir()
+    for name in ("catalog.json", "contracts.json"):
+        shutil.copyfile(SAMPLES / "acme-daily-csv" / name, directory / name)
+    invoice = "2024-06-01T00:00:00Z,2024-08-01T00:00:00Z"
+    days = [
+        ("2024-06-01", "2024-06-02", 1),
+        ("2024-07-02", "2024-07-03", 2),
+        ("2024-06-03", "2024-06-04", 2),
+    ]
+    (directory / "usage.csv").write_text(
+        "customer_id,contract_id,product_id,inclusive_start_date,exclusive_end_date,quantity,"
+        "breakdown_granularity,invoice_inclusive_start_date,invoice_exclusive_end_date\n"
+        + "".join(
+            f"cus_acme,con_acme_2024,prod_api_calls,{a}T00:00:00Z,{b}T00:00:00Z,{q},DAY,{invoice}\n"
+            for a, b, q in days
+        )
+    )
+
+    result = run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert result.exit_code == 0, result.stdout
+    document = result.json()
+    assert document["notices"] == []
+    assert document["summary"]["duplicates_collapsed"] == 0
+    assert [i["total"] for i in document["data"]] == [6250]  # 5 calls at 1,250 cents
+    assert query(db, "SELECT count(*) FROM invoice_breakdowns") == [(3,)]
