@@ -416,7 +416,8 @@ def _slot_aggregates_sql(slots: int) -> str:
     a start's slot being its hour since the epoch modulo `slots`. When every start is on a whole
     hour and they span less than `slots` hours, no two hours share a slot: the group repeats
     `starts - slots_filled` windows (repeated_windows_sql counts the others). A bitmap costs a
-    tenth of a distinct count; a slot by plain arithmetic costs a third of one bounded by CASE."""
+    tenth of a distinct count; at 100M rows, slots by plain arithmetic saved the check about 3 of
+    its 50 CPU seconds against slots bounded by a CASE."""
     hour = f"epoch_us(inclusive_start) // {HOUR_US}"
     slot = f"(({hour}) % {slots} + {slots}) % {slots}"  # never negative, even before 1970
     return f"""max(abs(epoch_us(inclusive_start) % {HOUR_US})) AS hour_offset_max,
