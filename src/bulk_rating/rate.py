@@ -200,7 +200,8 @@ def priced_windows_sql(
     in its week's tier. The windows of weeks with a tier edge inside (placed by edge_windows_sql)
     are left out, or with `keep_edges` stored as read with no tier (`tier_key` NULL, in no line
     item), for edge_windows_sql to place from there instead of reading the rows again."""
-    edges = "OR d.tier_key IS NULL" if keep_edges else ""
+    # without `keep_edges`, a tiered window whose week has no tier is left to edge_windows_sql
+    placed = "" if keep_edges else " AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)"
     return f"""
 SELECT $run_id AS run_id, w.line_key, w.rate_key,
        CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE d.tier_key END AS tier_key,
@@ -209,7 +210,7 @@ FROM ({_priced_rows_sql(table=table, rows=rows)}) w
 LEFT JOIN _week_tiers d
   ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
  AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
-WHERE w.in_draft = {str(drafts).lower()} AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL {edges})
+WHERE w.in_draft = {str(drafts).lower()}{placed}
 """
 
 
