@@ -393,6 +393,7 @@ class UsageTable:
     files: tuple[str, ...]
     kinds: dict[str, str]  # column -> text | timestamp | decimal:<scale> | integer | float | nested
     staged: bool
+    sources: tuple[str, ...]  # the file each of `files` was read from (a staged CSV's own path)
 
     def kind(self, column: str) -> str | None:
         return self.kinds.get(column)
@@ -453,6 +454,7 @@ def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
                 files=tuple(staged) if fmt == "csv" else tuple(str(p) for p in files),
                 kinds=first,
                 staged=fmt == "csv",
+                sources=tuple(str(p) for p in files),
             )
         )
 
@@ -602,7 +604,8 @@ GRANULARITY_SQL = """coalesce(upper(trim(granularity_given)),
 
 # The rows of a JSON batch (registered as `_json_rows`, frames.USAGE_ROWS) in the same shape.
 JSON_ROWS_SQL = f"""
-SELECT *, TRY_CAST(quantity_raw AS {QUANTITY_SQL}) AS quantity, {GRANULARITY_SQL} AS granularity
+SELECT *, NULL::BIGINT AS file_index, TRY_CAST(quantity_raw AS {QUANTITY_SQL}) AS quantity,
+       {GRANULARITY_SQL} AS granularity
 FROM _json_rows
 """
 
@@ -637,7 +640,7 @@ def rows_sql(table: UsageTable) -> str:
     source, row = ("_source", "_row") if table.staged else ("filename", "file_row_number + 1")
     options = "" if table.staged else ", filename = true, file_row_number = true"
     return f"""
-SELECT {source} AS source, {row}::BIGINT AS row,
+SELECT {source} AS source, file_index::BIGINT AS file_index, {row}::BIGINT AS row,
        NULL::BIGINT AS invoice_index, NULL::BIGINT AS line_index, NULL::BIGINT AS window_index,
        customer_id, contract_id, product_id, {column("credit_type_id")} AS credit_type_id,
        {timestamp("inclusive_start_date")} AS inclusive_start, {timestamp("exclusive_end_date")} AS exclusive_end,

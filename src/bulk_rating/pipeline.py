@@ -234,7 +234,9 @@ def _prepare(
     store.temp_table("_applications", frames.empty(frames.APPLICATIONS))
     store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
     store.temp_table("_draft_periods", _draft_periods(store, plan, as_of))
-    store.temp_view("draft_rows", "SELECT * EXCLUDE (run_id) FROM _draft_usage")
+    store.temp_view(
+        "draft_rows", "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index FROM _draft_usage"
+    )
     if table is None:
         store.temp_table(
             "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
@@ -272,6 +274,11 @@ def _usage_issues(
         lambda: store.check_rows(_line_weeks_sql(store, table)),
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
+    if table is not None:  # each line named by its first file
+        names = dict(enumerate(table.sources))
+        checked = checked.with_columns(
+            source=pl.col("file_index").replace_strict(names, return_dtype=pl.String())
+        )
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
     has_drafts = bool(checked["draft"].any())

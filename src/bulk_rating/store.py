@@ -447,7 +447,8 @@ class Store:
         kept again)."""
         self.con.execute(
             f"""INSERT INTO _draft_usage BY NAME
-                SELECT * EXCLUDE (quantity_raw), quantity_raw::VARCHAR AS quantity_raw, $run AS run_id
+                SELECT * EXCLUDE (quantity_raw, file_index), quantity_raw::VARCHAR AS quantity_raw,
+                       $run AS run_id
                 FROM {rows} u
                 SEMI JOIN _draft_periods dp
                   ON dp.contract_id = u.contract_id AND dp.inclusive_start <= u.inclusive_start

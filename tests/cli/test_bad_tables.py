@@ -449,6 +449,30 @@ def test_each_bad_file_is_named_with_its_own_rows(stored_db: Path, tmp_path: Pat
     }
 
 
+def test_an_invoice_problem_names_the_file_its_rows_are_in(stored_db: Path, tmp_path: Path) -> None:
+    """A problem of a whole invoice (no one row to blame) names the first file holding its rows."""
+    directory = _copy_catalog_and_contracts(tmp_path / "set")
+    (directory / "usage").mkdir()
+    first, second = directory / "a.csv", directory / "usage" / "b.csv"
+    header = HEADER + ",issue_date"
+    first.write_bytes(_csv(GOOD + ",2024-07-01T00:00:00Z", header=header))
+    second.write_bytes(
+        _csv(
+            _row("2024-07-10T00:00:00Z", "2024-07-11T00:00:00Z") + ",2024-08-01T00:00:00Z",
+            _row("2024-07-11T00:00:00Z", "2024-07-12T00:00:00Z") + ",2024-08-02T00:00:00Z",
+            header=header,
+        )
+    )
+    before = file_digest(stored_db)
+
+    result = run_cli("import", directory, "--db", stored_db, *AS_OF, "--json")
+
+    issues = _expect_rejected(
+        result, stored_db, before, second, "INVALID_VALUE", "issue_date", None
+    )
+    assert [(i["code"], i["source"]) for i in issues] == [("INVALID_VALUE", str(second))]
+
+
 def _totals(result: Any) -> list[Decimal]:
     return [invoice["total"] for invoice in result.json()["data"]]
 

@@ -515,6 +515,13 @@ def line_weeks_sql(
         " count(issue_date) AS issue_count"
     )
     needs = " ".join(r[2] for r in on_rows)
+    # a table's line is named by its first file: a file's index is far cheaper to carry than its
+    # name (lines_sql's result is about a second faster at 100M rows); the run gives the name
+    source = (
+        "NULL::VARCHAR AS source, min(file_index) AS file_index"
+        if table
+        else "min(source) AS source, NULL::BIGINT AS file_index"
+    )
     keys = rate.line_key_columns(table=table)
     slot_count = max(slots, WEEK_US // HOUR_US)  # a tiered group is a week
     slot_span = slot_count * HOUR_US
@@ -529,6 +536,7 @@ def line_weeks_sql(
                 "issue_max",
                 "issue_count",
                 "source",
+                "file_index",
                 "rows",
                 "content_sum",
                 "draft",
@@ -557,7 +565,7 @@ FROM (
                min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
                max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
                count(exclusive_end) AS ends,
-               {issue}, min(source) AS source, count(*) AS rows,
+               {issue}, {source}, count(*) AS rows,
                sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
                {_slot_aggregates_sql(slot_count)},
                max(epoch_us(inclusive_start) % {DAY_US}) AS day_offset_max,
@@ -597,7 +605,8 @@ def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | Non
     )
     return f"""
 SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
-       issue_dates_differ, line_billable_status AS billable_status, billable_differs, source, rows,
+       issue_dates_differ, line_billable_status AS billable_status, billable_differs, source,
+       file_index, rows,
        content_sum, repeated_windows, draft,
        (row_problems + CASE WHEN uniform THEN {line_problems} ELSE 1 END)::BIGINT AS problems
 FROM (
@@ -610,7 +619,7 @@ FROM (
            coalesce(min(billable_status) <> max(billable_status), false)
              OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
                 NOT IN (0, sum(rows)) AS billable_differs,
-           min(source) AS source, sum(rows)::BIGINT AS rows,
+           min(source) AS source, min(file_index) AS file_index, sum(rows)::BIGINT AS rows,
            sum(hash({", ".join(_group_columns(table))}, week, content_sum))::HUGEINT AS content_sum,
            CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
              AS repeated_windows,
