@@ -427,6 +427,31 @@ def test_every_bad_row_is_reported_not_just_the_first(stored_db: Path, tmp_path:
     assert {i["source"] for i in issues} == {str(source)}
 
 
+def test_rows_without_a_rate_are_each_named(stored_db: Path, tmp_path: Path) -> None:
+    """Rows that find no rate piece share the check's groups; each is still named."""
+    directory = _copy_catalog_and_contracts(tmp_path / "set")
+    source = directory / "usage.csv"
+    source.write_bytes(
+        _csv(
+            GOOD,
+            _row(product="prod_nope"),
+            _row("2024-06-03T00:00:00Z", "2024-06-04T00:00:00Z", product="prod_other"),
+            _row(contract="con_nope"),
+            _row("2024-06-04T00:00:00Z", "2024-06-05T00:00:00Z"),
+        )
+    )
+    before = file_digest(stored_db)
+
+    result = run_cli("import", directory, "--db", stored_db, *AS_OF, "--json")
+
+    issues = _expect_rejected(result, stored_db, before, source, "UNKNOWN_PRODUCT", "product_id", 2)
+    assert {(i["code"], i["row"]) for i in issues} == {
+        ("UNKNOWN_PRODUCT", 2),
+        ("UNKNOWN_PRODUCT", 3),
+        ("UNKNOWN_CONTRACT", 4),
+    }
+
+
 def test_each_bad_file_is_named_with_its_own_rows(stored_db: Path, tmp_path: Path) -> None:
     directory = _copy_catalog_and_contracts(tmp_path / "set")
     (directory / "usage").mkdir()

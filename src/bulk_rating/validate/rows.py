@@ -440,6 +440,10 @@ def _group_columns(table: bool) -> list[str]:
     return list(dict.fromkeys([*line, *_UNIFORM_COLUMNS.split(", "), "rate_key"]))
 
 
+# What a usage table row's rate piece (contract_rates.rate_key) decides: the piece is joined on
+# them (rate.resolved_sql).
+_RATE_DETERMINES = ("contract_id", "product_id", "pricing_group_values")
+
 # Usage row columns that are null on every row when the input has none of these columns.
 _FROM_COLUMNS = {
     "presentation_group_values": ("presentation_group_values", "presentation."),
@@ -506,7 +510,14 @@ def line_weeks_sql(
         or "false"
     )
     # a column null on every row is not grouped by (hashing it costs as much as any other)
-    grouped = ", ".join(c for c in _group_columns(table) if not _absent(c, kinds))
+    present = [c for c in _group_columns(table) if not _absent(c, kinds)]
+    # A table row's rate piece is of its contract, product and pricing group values: grouped by
+    # the piece, those three come with it (at 100M rows, half a second less than hashing them).
+    # Rows without a piece all have a problem: whatever their group, the rows are then checked
+    # one by one (row_issues_sql).
+    by_rate = [c for c in _RATE_DETERMINES if c in present] if table else []
+    grouped = ", ".join(c for c in present if c not in by_rate)
+    carried = "".join(f"any_value({c}) AS {c}, " for c in by_rate)
     nulls = "".join(f"NULL::VARCHAR AS {c}, " for c in _group_columns(table) if _absent(c, kinds))
     issue = (
         "NULL::TIMESTAMPTZ AS issue_min, NULL::TIMESTAMPTZ AS issue_max, 0 AS issue_count"
@@ -561,7 +572,7 @@ FROM (
            kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
            kt.credit_type_id IS NOT NULL AS known_credit_type
     FROM (
-        SELECT {grouped}, {nulls}{TIER_WEEK_SQL} AS week,
+        SELECT {grouped}, {carried}{nulls}{TIER_WEEK_SQL} AS week,
                min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
                max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
                count(exclusive_end) AS ends,
