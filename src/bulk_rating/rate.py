@@ -234,8 +234,11 @@ def edge_windows_sql(
         windows = f"""
     SELECT * FROM ({_priced_rows_sql(table=table, rows=rows)})
     WHERE in_draft = {str(drafts).lower()} AND rate_type = 'TIERED'"""
+    # `edge` and `placed` are read twice each: computed twice (a scan of the kept windows and two
+    # small joins), not materialized, which at 100M rows spilled their 4M rows to disk and cost
+    # about twice as much
     return f"""
-WITH edge AS (
+WITH edge AS NOT MATERIALIZED (
     SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, w.line_index, w.window_index,
            d.tier_group, d.week, d.position_start AS week_position,
            epoch_us(w.inclusive_start) // {DAY_US} AS day
@@ -258,7 +261,7 @@ day_positions AS (
 ),
 day_tiers AS MATERIALIZED ({_one_tier_sql("day_positions", "day")}
 ),
-placed AS (
+placed AS NOT MATERIALIZED (
     SELECT e.*, t.position_start AS day_position, t.tier_key AS day_tier
     FROM edge e JOIN day_tiers t ON t.tier_group = e.tier_group AND t.day = e.day
 ),
