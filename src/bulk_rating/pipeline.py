@@ -274,11 +274,6 @@ def _usage_issues(
         lambda: store.check_rows(_line_weeks_sql(store, table)),
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
-    if table is not None:  # each line named by its first file
-        names = dict(enumerate(table.sources))
-        checked = checked.with_columns(
-            source=pl.col("file_index").replace_strict(names, return_dtype=pl.String())
-        )
     report.rows_read = int(checked["rows"].sum())
     content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
     has_drafts = bool(checked["draft"].any())
@@ -308,8 +303,9 @@ def _usage_issues(
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
         return [], content_sum, has_drafts
-    history = checked.filter(~pl.col("draft"))  # a draft period's rows are rated with its draft
-    invoices, lines, disagreements = assemble.table_invoices_and_lines(history)
+    # a draft period's rows are rated with its draft (no copy of the lines when there is none)
+    history = checked.filter(~pl.col("draft")) if has_drafts else checked
+    invoices, lines, disagreements = assemble.table_invoices_and_lines(history, table.sources)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
     return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
