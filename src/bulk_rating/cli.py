@@ -180,8 +180,9 @@ def _render_report(report: RunReport, console: Console) -> None:
             f"... and {hidden:,} more invoices (all of them with --json, or in the database)"
         )
     console.print(
-        f"{summary['invoices']} invoices, {summary['line_items']} lines, {summary['windows']} windows;"
-        f" {summary['contracts_created']} contracts created, {summary['drafts']} drafts"
+        f"{_count(summary['invoices'], 'invoice')}, {_count(summary['line_items'], 'line')},"
+        f" {_count(summary['windows'], 'window')}; {_count(summary['contracts_created'], 'contract')}"
+        f" created, {_count(summary['drafts'], 'draft')}"
     )
     if summary["duplicates_collapsed"]:
         console.print(
@@ -189,6 +190,11 @@ def _render_report(report: RunReport, console: Console) -> None:
         )
     for total in summary["totals"]:
         console.print(f"total {total['total']:,} {total['credit_type_name']}")
+
+
+def _count(number: int, noun: str) -> str:
+    """`1 invoice`, `2,500 invoices`."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def _render_issues(issues: pl.DataFrame, console: Console) -> None:
@@ -413,7 +419,8 @@ def nightly_command(
             "close": closed,
         }
         out.print(
-            f"close: {closed['finalized']} drafts finalized, {closed['invoices_created']} invoices created"
+            f"close: {_count(closed['finalized'], 'draft')} finalized,"
+            f" {_count(closed['invoices_created'], 'invoice')} created"
         )
         if reconciled is not None:
             result, daily = reconciled
@@ -510,7 +517,8 @@ def close_command(
     def action() -> int:
         done = pipeline.run_close(_settings(db=db, as_of=as_of))
         out.print(
-            f"{done['finalized']} drafts finalized, {done['invoices_created']} invoices created"
+            f"{_count(done['finalized'], 'draft')} finalized,"
+            f" {_count(done['invoices_created'], 'invoice')} created"
         )
         return 0
 

@@ -56,7 +56,7 @@ def test_the_human_summary_names_totals_and_the_draft(db: Path) -> None:
     assert result.exit_code == 0
     assert "total 37,500 USD (cents)" in result.stdout
     assert "DRAFT" in result.stdout
-    assert "1 drafts" in result.stdout
+    assert "2 invoices, 2 lines, 2 windows; 1 contract created, 1 draft" in result.stdout
 
 
 def test_preview_computes_the_same_invoices_and_writes_nothing(db: Path) -> None:

@@ -21,7 +21,7 @@ def test_only_the_generated_invoice_is_exported(db: Path, tmp_path: Path) -> Non
     export = run_cli("export-provider", "--provider", "stripe", "--out", exported, "--db", db)
 
     assert closed.exit_code == 0, closed.stderr
-    assert "1 drafts finalized, 1 invoices created" in closed.stdout
+    assert "1 draft finalized, 1 invoice created" in closed.stdout
     invoices = query(
         db,
         """SELECT strftime(start_timestamp, '%Y-%m'), origin, status FROM invoices
