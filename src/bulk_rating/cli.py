@@ -197,8 +197,16 @@ def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
+def _closed(done: dict[str, int]) -> str:
+    """What a close did: `1 draft finalized, 2 invoices created`."""
+    return (
+        f"{_count(done['finalized'], 'draft')} finalized,"
+        f" {_count(done['invoices_created'], 'invoice')} created"
+    )
+
+
 def _render_issues(issues: pl.DataFrame, console: Console) -> None:
-    console.print(f"[red]{issues.height} problems found; nothing was written[/red]")
+    console.print(f"[red]{_count(issues.height, 'problem')} found; nothing was written[/red]")
     counts = issues.group_by("code").len().sort("code")
     for code, count in counts.iter_rows():
         console.print(f"  [bold]{code}[/bold]: {count}")
@@ -275,7 +283,7 @@ def samples_command(
             _emit_json(written)
         else:
             out.print(
-                f"wrote {written['rows']:,} usage rows for {customers} customers to {directory}"
+                f"wrote {written['rows']:,} usage rows for {_count(customers, 'customer')} to {directory}"
                 f" (history {written['history_start']} to {written['history_end']})"
             )
         return 0
@@ -367,7 +375,9 @@ def _render_reconciliation(result: reconcile.Reconciliation, console: Console) -
         console.print(
             f"difference {difference['difference']:,} (whole units) in {difference['credit_type_id']}"
         )
-    console.print(f"{result.differences} differences beyond a tolerance of {result.tolerance}")
+    console.print(
+        f"{_count(result.differences, 'difference')} beyond a tolerance of {result.tolerance}"
+    )
 
 
 @app.command("nightly")
@@ -408,7 +418,7 @@ def nightly_command(
             )
             out.print(
                 f"{name}: {report.status}"
-                + (f" ({report.issues.height} problems)" if report.issues.height else "")
+                + (f" ({_count(report.issues.height, 'problem')})" if report.issues.height else "")
             )
             if report.issues.height:
                 report.issues.write_csv(folder / f"{name}.issues.csv")
@@ -418,16 +428,13 @@ def nightly_command(
             "imports": entries,
             "close": closed,
         }
-        out.print(
-            f"close: {_count(closed['finalized'], 'draft')} finalized,"
-            f" {_count(closed['invoices_created'], 'invoice')} created"
-        )
+        out.print(f"close: {_closed(closed)}")
         if reconciled is not None:
             result, daily = reconciled
             _write_reconciliation(result, daily, folder / "reconciliation")
             document["reconciliation"] = result.summary()
             out.print(
-                f"reconciliation: {result.differences} differences beyond a tolerance of {tolerance}"
+                f"reconciliation: {_count(result.differences, 'difference')} beyond a tolerance of {tolerance}"
             )
         (folder / "nightly.json").write_text(dumps_exact(document) + "\n")
         out.print(f"report: {folder}")
@@ -516,10 +523,7 @@ def close_command(
 
     def action() -> int:
         done = pipeline.run_close(_settings(db=db, as_of=as_of))
-        out.print(
-            f"{_count(done['finalized'], 'draft')} finalized,"
-            f" {_count(done['invoices_created'], 'invoice')} created"
-        )
+        out.print(_closed(done))
         return 0
 
     _guarded(action, as_json=False, debug=False)
@@ -543,7 +547,7 @@ def export_provider_command(
         with to.open("w", encoding="utf-8") as handle:
             for item in exported:
                 handle.write(dumps_exact(item, indent=False) + "\n")
-        out.print(f"{len(exported)} invoices exported to {to}")
+        out.print(f"{_count(len(exported), 'invoice')} exported to {to}")
         return 0
 
     _guarded(action, as_json=False, debug=False)
