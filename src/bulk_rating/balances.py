@@ -223,11 +223,10 @@ WITH bounds AS (
 windows AS (
     SELECT l.line_item_id, ui.contract_id, w.window_start, w.quantity * l.unit_price AS amount
     FROM _priced_windows w
-    JOIN invoice_line_items l
-      ON l.run_id = w.run_id AND l.line_key = w.line_key AND l.rate_key = w.rate_key AND l.tier_key = w.tier_key
+    JOIN invoice_line_items l ON l.item_key = w.item_key
     JOIN usage_invoices ui
       ON invoice_id(ui.contract_id, ui.credit_type_id, ui.inclusive_start, ui.exclusive_end) = l.invoice_id
-    WHERE w.run_id = $run_id AND ui.contract_id IN (SELECT contract_id FROM commit_segments)
+    WHERE l.run_id = $run_id AND ui.contract_id IN (SELECT contract_id FROM commit_segments)
 )
 SELECT w.line_item_id, b.boundary AS piece_start, sum(w.amount) AS amount
 FROM windows w ASOF LEFT JOIN bounds b ON w.contract_id = b.contract_id AND w.window_start >= b.boundary

@@ -252,7 +252,11 @@ def _prepare(
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
     store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
-    store.temp_table_like("_edge_parts", "SELECT * FROM _priced_windows")
+    store.temp_table_like(
+        "_edge_parts",
+        "SELECT NULL::UBIGINT AS line_key, NULL::BIGINT AS rate_key, NULL::INTEGER AS tier_key,"
+        " window_start, quantity FROM _priced_windows",
+    )
     return table
 
 

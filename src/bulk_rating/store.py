@@ -37,7 +37,25 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
+
+# Version 12 names a breakdown row's line item by one key (schema.sql item_key) instead of its
+# run, line, rate piece and tier: older breakdown rows are rewritten so, and their line items keyed
+# and given their counts of windows.
+_KEY_PRICED_WINDOWS = """
+UPDATE invoice_line_items SET item_key = item_key(run_id, line_key, rate_key, tier_key)
+WHERE type = 'usage';
+UPDATE invoice_line_items l SET windows = c.windows
+FROM (SELECT run_id, line_key, rate_key, tier_key, count(*) AS windows FROM _priced_windows
+      WHERE tier_key IS NOT NULL GROUP BY ALL) c
+WHERE l.type = 'usage' AND l.run_id = c.run_id AND l.line_key = c.line_key
+  AND l.rate_key = c.rate_key AND l.tier_key = c.tier_key;
+CREATE TABLE _priced_windows_keyed AS
+SELECT item_key(run_id, line_key, rate_key, tier_key) AS item_key, window_start, quantity
+FROM _priced_windows;
+DROP TABLE _priced_windows;
+ALTER TABLE _priced_windows_keyed RENAME TO _priced_windows;
+"""
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -199,22 +217,28 @@ class Store:
         return int(self.scalar("SELECT max(version) FROM _schema")) if exists else None
 
     def _create_schema(self) -> None:
-        """Create or upgrade tables, views and macros; a current schema is left untouched."""
+        """Create or upgrade tables, views and macros, all or nothing; a current schema is left
+        untouched."""
         if self._schema_version() == SCHEMA_VERSION:
             return
-        self.con.execute(_sql("schema.sql"))
-        self.con.execute(_sql("views.sql"))
-        if not self.scalar(
-            "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
-        ):
-            self.con.execute(
-                "INSERT INTO credit_types VALUES (?, ?, NULL, 0)", [USD_CENTS_ID, USD_CENTS_NAME]
-            )
-        self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
-        self.con.execute("DELETE FROM _schema")
-        self.con.execute("INSERT INTO _schema VALUES (?)", [SCHEMA_VERSION])
-        if not self.throwaway:
-            self.con.execute("CHECKPOINT")
+        with self.transaction():
+            self.con.execute(_sql("schema.sql"))
+            if self.scalar(
+                "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database()"
+                " AND table_name = '_priced_windows' AND column_name = 'line_key'"
+            ):
+                self.con.execute(_KEY_PRICED_WINDOWS)
+            self.con.execute(_sql("views.sql"))
+            if not self.scalar(
+                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
+            ):
+                self.con.execute(
+                    "INSERT INTO credit_types VALUES (?, ?, NULL, 0)",
+                    [USD_CENTS_ID, USD_CENTS_NAME],
+                )
+            self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
+            self.con.execute("DELETE FROM _schema")
+            self.con.execute("INSERT INTO _schema VALUES (?)", [SCHEMA_VERSION])
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -262,7 +286,7 @@ class Store:
         frame: pl.DataFrame = relation.pl()
         return frame
 
-    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+    def scalar(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
         """The single value of a one-row query (fetched to the end, as DuckDB requires)."""
         return self.con.execute(sql, params or []).fetchall()[0][0]
 
@@ -422,9 +446,9 @@ class Store:
             self.replace_with(
                 "_edge_parts",
                 rate.edge_windows_sql(table=table, rows=rows, drafts=drafts, kept=keep_edges),
-                params,
+                params if keep_edges else None,  # kept windows are found by the run's keys
             )
-            self.con.execute("INSERT INTO _priced_windows SELECT * FROM _edge_parts")
+            self.con.execute("INSERT INTO _priced_windows " + rate.EDGE_PARTS_STORED, params)
             items = rate.line_items_sql(drafts=drafts)
             self.tracked(
                 "rating invoices",
@@ -433,6 +457,8 @@ class Store:
                     f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + items, params
                 ),
             )
+            if self.scalar(rate.SHARED_ITEM_KEYS, params):
+                raise BulkRatingError("internal error: two line items share a breakdown key")
         except duckdb.OutOfRangeException as exc:
             # Quantities and prices are bounded; only an amount of 10^15 units or more gets here.
             raise AmountOverflowError(
@@ -474,9 +500,8 @@ class Store:
             "_shown", pl.DataFrame({"invoice_id": ids}, schema={"invoice_id": pl.String()})
         )
         self.con.execute(
-            """DELETE FROM _priced_windows w USING invoice_line_items l
-               WHERE l.invoice_id IN (SELECT invoice_id FROM _shown) AND w.run_id = l.run_id
-                 AND w.line_key = l.line_key AND w.rate_key = l.rate_key AND w.tier_key = l.tier_key"""
+            """DELETE FROM _priced_windows WHERE item_key IN (
+                   SELECT item_key FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown))"""
         )
         self.con.execute(
             "DELETE FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown)"
@@ -626,7 +651,7 @@ class Store:
                    invoices = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT'),
                    drafts = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE'),
                    line_items = (SELECT count(*) FROM invoice_line_items WHERE run_id = $run),
-                   windows = (SELECT count(*) FROM _priced_windows WHERE run_id = $run AND tier_key IS NOT NULL),
+                   windows = (SELECT coalesce(sum(windows), 0) FROM invoice_line_items WHERE run_id = $run),
                    contracts = $contracts
                WHERE run_id = $run""",
             {"run": row["run_id"], "contracts": contracts_created},
@@ -718,7 +743,7 @@ class Store:
         counts = self.rows(
             """SELECT (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT') AS invoices,
                       (SELECT count(*) FROM invoice_line_items WHERE run_id = $run) AS line_items,
-                      (SELECT count(*) FROM _priced_windows WHERE run_id = $run AND tier_key IS NOT NULL) AS windows,
+                      (SELECT coalesce(sum(windows), 0) FROM invoice_line_items WHERE run_id = $run) AS windows,
                       (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'CONTRACT_SCHEDULE') AS drafts""",
             {"run": run_id},
         )[0]

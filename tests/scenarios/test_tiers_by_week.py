@@ -66,14 +66,25 @@ def _import(tmp_path: Path, windows: list[tuple[datetime, datetime, str]], form:
 
 
 def _items_add_up(db: Path) -> None:
-    """Each line item's quantity (counted by week) is the sum of its stored windows."""
+    """Each line item's quantity and count of windows (both counted by week) are those of its
+    stored windows; every stored window is in a line item but those kept as read (no tier yet)."""
     apart = query(
         db,
-        """SELECT l.line_item_id, l.quantity, coalesce(sum(b.quantity), 0)
+        """SELECT l.line_item_id, l.quantity, coalesce(sum(b.quantity), 0), l.windows, count(b.*)
            FROM invoice_line_items l LEFT JOIN invoice_breakdowns b USING (line_item_id)
-           WHERE l.type = 'usage' GROUP BY ALL HAVING l.quantity <> coalesce(sum(b.quantity), 0)""",
+           WHERE l.type = 'usage' GROUP BY ALL
+           HAVING l.quantity <> coalesce(sum(b.quantity), 0) OR l.windows <> count(b.*)""",
     )
     assert apart == []
+    ((placed, placed_in_items, kept_in_items),) = query(
+        db,
+        """SELECT count(*) FILTER (WHERE w.item_key < (1::UBIGINT << 63)),
+                  count(l.item_key) FILTER (WHERE w.item_key < (1::UBIGINT << 63)),
+                  count(l.item_key) FILTER (WHERE w.item_key >= (1::UBIGINT << 63))
+           FROM _priced_windows w LEFT JOIN invoice_line_items l USING (item_key)""",
+    )
+    assert placed == placed_in_items > 0
+    assert kept_in_items == 0
 
 
 def _tiers(db: Path) -> list[tuple[Any, ...]]:
@@ -122,6 +133,9 @@ def test_a_window_crossing_the_edge_mid_week_is_split(tmp_path: Path, form: str)
     split = [(tier, quantity) for start, tier, quantity in rows if start == crossing]
     assert split == [(1, Decimal(20)), (2, Decimal(15))]
     assert len(rows) == 31
+    # a usage table's rows of the edge week were stored once as read, then placed from there
+    kept = "SELECT count(*) FROM _priced_windows WHERE item_key >= (1::UBIGINT << 63)"
+    assert query(db, kept) == [(30 if form == "parquet" else 0,)]
     assert all(tier == 1 for start, tier, _ in rows if start < crossing)
     assert all(tier == 2 for start, tier, _ in rows if start > crossing)
 

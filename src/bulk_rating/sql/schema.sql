@@ -12,6 +12,13 @@ CREATE OR REPLACE MACRO invoice_id(contract_id, credit_type_id, inclusive_start,
     stable_id(contract_id || '|' || credit_type_id || '|' || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%S.%fZ')
               || '|' || strftime(exclusive_end, '%Y-%m-%dT%H:%M:%S.%fZ'));
 
+CREATE OR REPLACE MACRO item_key(run_id, line_key, rate_key, tier_key) AS
+    -- A breakdown row's line item in one 64-bit key (one column to store per window instead of four):
+    -- a hash of the run, line, rate piece and tier below 2^63; a window kept as read, with no tier
+    -- yet (tier_key NULL), gets the same hash at 2^63 and above, so a run finds its own by range.
+    (hash(run_id::BIGINT, line_key::UBIGINT, rate_key::BIGINT, tier_key::INTEGER) >> 1)
+      | ((tier_key IS NULL)::UBIGINT << 63);
+
 CREATE TABLE IF NOT EXISTS _runs (
     run_id BIGINT, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, inputs VARCHAR[],
     input_hash VARCHAR, preview BOOLEAN, as_of TIMESTAMPTZ, status VARCHAR,
@@ -91,11 +98,13 @@ CREATE TABLE IF NOT EXISTS invoice_line_items (
 COMMENT ON TABLE invoice_line_items IS 'One row per invoice line: an input usage line split by rate period and by tier reached.';
 COMMENT ON COLUMN invoice_line_items.granularity IS 'HOUR or DAY when the line came with subtotals (see invoice_breakdowns), NONE for a plain quantity.';
 
-CREATE TABLE IF NOT EXISTS _priced_windows (
-    run_id BIGINT, line_key UBIGINT, rate_key BIGINT, tier_key INTEGER,
-    window_start TIMESTAMPTZ, quantity DECIMAL(38,9)
-);
-COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s quantity in one line item (a window crossing a tier edge has one row per tier); its amount is that quantity times the line item''s unit price, exactly. A usage table''s window in a week with a tier edge is also kept once as read, with no tier (tier_key NULL, in no line item): its tiers were placed from it. Read through invoice_breakdowns; line_key is the line''s key within its run.';
+ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS item_key UBIGINT;
+ALTER TABLE invoice_line_items ADD COLUMN IF NOT EXISTS windows BIGINT;
+COMMENT ON COLUMN invoice_line_items.item_key IS 'Key of a usage line item''s breakdown rows in _priced_windows: item_key(run_id, line_key, rate_key, tier_key).';
+COMMENT ON COLUMN invoice_line_items.windows IS 'How many breakdown rows a usage line item has: one per window (per part of a window crossing a tier edge), one for a plain quantity.';
+
+CREATE TABLE IF NOT EXISTS _priced_windows (item_key UBIGINT, window_start TIMESTAMPTZ, quantity DECIMAL(38,9));
+COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s quantity in one line item (a window crossing a tier edge has one row per tier), the item named by its item_key; its amount is that quantity times the line item''s unit price, exactly. A usage table''s window in a week with a tier edge is also kept once as read, with no tier (item_key 2^63 and above, in no line item): its tiers were placed from it. Read through invoice_breakdowns.';
 
 CREATE TABLE IF NOT EXISTS reconciliation_runs (
     reconciliation_id BIGINT, run_at TIMESTAMPTZ, legacy_files VARCHAR[], tolerance DECIMAL(38,9),

@@ -6,7 +6,7 @@ SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id,
        w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 1 DAY END AS window_end,
        w.quantity, l.unit_price, w.quantity * l.unit_price AS amount
 FROM _priced_windows w
-JOIN invoice_line_items l USING (run_id, line_key, rate_key, tier_key)
+JOIN invoice_line_items l USING (item_key)
 JOIN invoices i ON i.invoice_id = l.invoice_id
 WHERE l.granularity IN ('HOUR', 'DAY');
 COMMENT ON VIEW invoice_breakdowns IS 'One row per hour or day window and line item: quantity and its exact amount. A line''s rows sum to its total.';

@@ -1,0 +1,59 @@
+"""A file written before breakdown rows were keyed by one item key (schema version 11: each row
+carried its run, line key, rate piece and tier) is upgraded when next opened for writing, with
+every breakdown row and total as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+from tests.conftest import SAMPLES, query, run_cli
+
+BREAKDOWNS = """SELECT line_item_id, window_start, quantity, amount FROM invoice_breakdowns
+                ORDER BY ALL"""
+ITEMS = "SELECT line_item_id, windows FROM invoice_line_items WHERE type = 'usage' ORDER BY ALL"
+
+
+def _as_version_11(db: Path) -> None:
+    """Rewrite the file's breakdown rows and line items in the shape version 11 stored."""
+    con = duckdb.connect(str(db))
+    con.execute(
+        """CREATE TABLE _old_windows AS
+           SELECT l.run_id, l.line_key, l.rate_key, l.tier_key, w.window_start, w.quantity
+           FROM _priced_windows w JOIN invoice_line_items l USING (item_key)"""
+    )
+    con.execute("DROP TABLE _priced_windows")
+    con.execute("ALTER TABLE _old_windows RENAME TO _priced_windows")
+    con.execute("ALTER TABLE invoice_line_items DROP COLUMN item_key")
+    con.execute("ALTER TABLE invoice_line_items DROP COLUMN windows")
+    con.execute("UPDATE _schema SET version = 11")
+    con.close()
+
+
+def test_an_older_file_is_upgraded_with_its_breakdowns_unchanged(db: Path) -> None:
+    imported = run_cli(
+        "import", SAMPLES / "acme-daily-parquet", "--db", db, "--as-of", "2024-08-15"
+    )
+    assert imported.exit_code == 0, imported.stderr
+    breakdowns, items = query(db, BREAKDOWNS), query(db, ITEMS)
+    totals = query(db, "SELECT invoice_id, total FROM invoices ORDER BY ALL")
+    assert len(breakdowns) > 0
+    assert all(windows > 0 for _, windows in items)
+    _as_version_11(db)
+
+    refused = run_cli("sql", "SELECT 1", "--db", db)  # read-only: names the version
+    assert refused.exit_code == 2
+    assert "another version" in refused.stderr
+    closed = run_cli("close", "--db", db, "--as-of", "2024-08-15")  # opens it for writing
+    assert closed.exit_code == 0, closed.stderr
+
+    assert query(db, BREAKDOWNS) == breakdowns
+    assert query(db, ITEMS) == items
+    assert query(db, "SELECT invoice_id, total FROM invoices ORDER BY ALL") == totals
+    assert query(db, "SELECT max(version) FROM _schema") == [(12,)]
+    (columns,) = query(
+        db,
+        "SELECT list(column_name ORDER BY column_index) FROM duckdb_columns()"
+        " WHERE table_name = '_priced_windows'",
+    )
+    assert columns == (["item_key", "window_start", "quantity"],)
