@@ -160,7 +160,7 @@ def run_once(kind: str, data: Path, as_of: str, out: Path, timeout: float) -> di
             try:
                 row = con.execute(
                     """SELECT (SELECT count(*) FROM invoices), (SELECT count(*) FROM invoice_line_items),
-                              (SELECT count(*) FROM _priced_windows WHERE tier_key IS NOT NULL), (SELECT sum(total) FROM invoices)"""
+                              (SELECT sum(windows) FROM invoice_line_items), (SELECT sum(total) FROM invoices)"""
                 ).fetchone()
                 assert row is not None
                 measured["summary"] = {
