@@ -235,7 +235,13 @@ def _prepare(
     store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
     store.temp_table("_draft_periods", _draft_periods(store, plan, as_of))
     store.temp_view(
-        "draft_rows", "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index FROM _draft_usage"
+        "draft_rows",
+        "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index,"
+        " pricing_group_values AS pricing_key FROM _draft_usage",
+    )
+    store.temp_view(rate.rates_of("draft_rows"), load.rates_keyed_sql(None))
+    store.temp_view(
+        rate.rates_of("usage_rows"), load.rates_keyed_sql(None if table is None else table.kinds)
     )
     if table is None:
         store.temp_table(

@@ -49,9 +49,10 @@ def invoice_key_columns(*, table: bool) -> str:
 def line_key_columns(*, table: bool) -> str:
     if not table:
         return "invoice_index, line_index"
+    # the pricing key, not the JSON text of the values: the same line, cheaper per row
     return (
         "contract_id, invoice_period_start, invoice_period_end, invoice_credit_type_id, product_id,"
-        " pricing_group_values, presentation_group_values, granularity"
+        " pricing_key, presentation_group_values, granularity"
     )
 
 
@@ -64,10 +65,17 @@ LEFT JOIN _period_weeks d
  AND d.inclusive_start <= u.inclusive_start AND u.inclusive_start < d.exclusive_end"""
 
 
-_RATE_JOIN = """
-LEFT JOIN contract_rates r
+def rates_of(rows: str) -> str:
+    """The contract rates keyed as the rows of `rows` are (load.rates_keyed_sql): kept draft
+    usage carries canonical JSON; the run's usage rows, their table's key."""
+    return "_json_rates" if rows == "draft_rows" else "_usage_rates"
+
+
+def _rate_join(rows: str) -> str:
+    return f"""
+LEFT JOIN {rates_of(rows)} r
   ON r.contract_id = u.contract_id AND r.product_id = u.product_id
- AND coalesce(r.pricing_group_values, '') = coalesce(u.pricing_group_values, '')
+ AND r.pricing_key IS NOT DISTINCT FROM u.pricing_key
  AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)"""
 
 
@@ -134,7 +142,7 @@ FROM (
            r.ending_before AS rate_ending_before, r.continues AS rate_continues,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
     FROM {rows} u
-    {" ".join(join for join, _ in lookups)}{_period_join(table)}{_RATE_JOIN}
+    {" ".join(join for join, _ in lookups)}{_period_join(table)}{_rate_join(rows)}
 )
 """
 
@@ -144,11 +152,11 @@ def _priced_rows_sql(*, table: bool, rows: str) -> str:
     return f"""
 SELECT *, hash({line_key_columns(table=table)}) AS line_key
 FROM (
-    SELECT u.contract_id, u.product_id, u.pricing_group_values, u.presentation_group_values,
+    SELECT u.contract_id, u.product_id, u.pricing_key, u.presentation_group_values,
            u.granularity, u.invoice_index, u.line_index, u.window_index, u.inclusive_start, u.quantity,
            {_period_columns(table)}, r.rate_key, r.rate_type,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
-    FROM {rows} u{_period_join(table)}{_RATE_JOIN}
+    FROM {rows} u{_period_join(table)}{_rate_join(rows)}
 )
 """
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tests.conftest import (
     acme,
     add_events_with_a_price_change,
@@ -13,6 +16,7 @@ from tests.conftest import (
     line,
     query,
     run_cli,
+    write_dataset,
 )
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
@@ -249,3 +253,81 @@ def test_a_json_file_alone_uses_the_stored_catalog_and_contracts(
     assert result.exit_code == 0, result.stdout
     assert [i["total"] for i in result.json()["data"]] == [25000]
     assert query(db, "SELECT count(*) FROM invoices")[0][0] == 3  # June, July and the August draft
+
+
+def _regional_table(tmp_path: Path, form: str, regions: list[str | None]) -> Path:
+    """acme with two more compute rates and a usage table of one compute hour per region (June
+    3), its pricing group values as one `pricing.region` column or as a JSON text column."""
+    files = acme()
+    del files["invoices"]
+    card = files["catalog"]["rate_cards"][0]
+    for values, price in (({"region": 'zürich "a\\b"'}, 7), ({"region": ""}, 3)):
+        card["rates"].append(
+            {
+                "product_id": "prod_compute",
+                "starting_at": "2024-01-01T00:00:00Z",
+                "entitled": True,
+                "rate_type": "FLAT",
+                "price": price,
+                "pricing_group_values": values,
+            }
+        )
+    hours = [_hour(h) for h in range(len(regions))]
+    columns = {
+        "customer_id": ["cus_acme"] * len(regions),
+        "contract_id": ["con_acme_2024"] * len(regions),
+        "product_id": ["prod_compute"] * len(regions),
+        "inclusive_start_date": [a for a, _ in hours],
+        "exclusive_end_date": [b for _, b in hours],
+        "quantity": ["2"] * len(regions),
+    }
+    if form == "column":
+        columns["pricing.region"] = regions
+    else:
+        columns["pricing_group_values"] = [
+            None if r is None else json.dumps({"region": r}) for r in regions
+        ]
+    (tmp_path / "usage").mkdir(parents=True)
+    pq.write_table(pa.table(columns), tmp_path / "usage" / "part-0.parquet")
+    return write_dataset(tmp_path, files)
+
+
+def test_one_pricing_column_matches_rates_on_its_exact_values(tmp_path: Path) -> None:
+    # One hour of 2 vCPU each: us-east-1 at 4.8 twice (19.2), the quoted and escaped value at 7
+    # (14) and the empty text at 3 (6): 39.2. Read from a `pricing.region` column or from JSON
+    # text, the same invoice.
+    regions = ["us-east-1", 'zürich "a\\b"', "", "us-east-1"]
+    results = []
+    for form in ("column", "json"):
+        data = _regional_table(tmp_path / form, form, regions)
+        db = tmp_path / form / "store.duckdb"
+        result = run_cli("import", data, "--db", db, "--as-of", "2024-08-15", "--json")
+        assert result.exit_code == 0, result.stdout + result.stderr
+        (june,) = result.json()["data"]
+        results.append(
+            (
+                june["total"],
+                sorted(
+                    (i["pricing_group_values"]["region"], i["quantity"], i["total"])
+                    for i in june["line_items"]
+                ),
+            )
+        )
+    assert (
+        results[0]
+        == results[1]
+        == (
+            Decimal("39.2"),
+            [("", 2, 6), ("us-east-1", 4, Decimal("19.2")), ('zürich "a\\b"', 2, 14)],
+        )
+    )
+
+
+def test_a_row_without_a_region_takes_no_regional_rate(tmp_path: Path) -> None:
+    # prod_compute is priced by region only: a row with none has no rate, not the empty one's.
+    data = _regional_table(tmp_path, "column", ["us-east-1", None])
+    result = run_cli(
+        "import", data, "--db", tmp_path / "store.duckdb", "--as-of", "2024-08-15", "--json"
+    )
+    assert result.exit_code == 1
+    assert [(i["code"], i["row"]) for i in result.json()["issues"]] == [("NO_RATE", 2)]

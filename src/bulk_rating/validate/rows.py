@@ -433,6 +433,13 @@ def _line_columns(table: bool) -> list[str]:
     )
 
 
+def _hashed_columns(table: bool) -> str:
+    """The group columns a table's content hash reads: the values' text, not the pricing key
+    (the same rows give the same hash whatever the form of their pricing group values)."""
+    named = ("pricing_group_values" if c == "pricing_key" else c for c in _group_columns(table))
+    return ", ".join(dict.fromkeys(named))
+
+
 def _group_columns(table: bool) -> list[str]:
     """The columns `_line_weeks` groups rows by: the line's (its credit type comes with its rate
     piece), those its rows should share, and the rate piece."""
@@ -442,12 +449,13 @@ def _group_columns(table: bool) -> list[str]:
 
 # What a usage table row's rate piece (contract_rates.rate_key) decides: the piece is joined on
 # them (rate.resolved_sql).
-_RATE_DETERMINES = ("contract_id", "product_id", "pricing_group_values")
+_RATE_DETERMINES = ("contract_id", "product_id", "pricing_key")
 
 # Usage row columns that are null on every row when the input has none of these columns.
 _FROM_COLUMNS = {
     "presentation_group_values": ("presentation_group_values", "presentation."),
     "pricing_group_values": ("pricing_group_values", "pricing."),
+    "pricing_key": ("pricing_group_values", "pricing."),
     "credit_type_id": ("credit_type_id",),
     "billable_status": ("billable_status",),
     "granularity_given": ("breakdown_granularity",),
@@ -510,7 +518,10 @@ def line_weeks_sql(
         or "false"
     )
     # a column null on every row is not grouped by (hashing it costs as much as any other)
-    present = [c for c in _group_columns(table) if not _absent(c, kinds)]
+    # a table's groups take their pricing group values' text from their rate piece (matched on
+    # the same values), so no row needs it
+    from_rate = ["pricing_group_values"] if table else []
+    present = [c for c in _group_columns(table) if not _absent(c, kinds) and c not in from_rate]
     # A table row's rate piece is of its contract, product and pricing group values: grouped by
     # the piece, those three come with it (at 100M rows, half a second less than hashing them).
     # Rows without a piece all have a problem: whatever their group, the rows are then checked
@@ -518,7 +529,11 @@ def line_weeks_sql(
     by_rate = [c for c in _RATE_DETERMINES if c in present] if table else []
     grouped = ", ".join(c for c in present if c not in by_rate)
     carried = "".join(f"any_value({c}) AS {c}, " for c in by_rate)
-    nulls = "".join(f"NULL::VARCHAR AS {c}, " for c in _group_columns(table) if _absent(c, kinds))
+    nulls = "".join(
+        f"NULL::VARCHAR AS {c}, "
+        for c in _group_columns(table)
+        if _absent(c, kinds) and c not in from_rate
+    )
     issue = (
         "NULL::TIMESTAMPTZ AS issue_min, NULL::TIMESTAMPTZ AS issue_max, 0 AS issue_count"
         if _absent("issue_date", kinds)
@@ -564,7 +579,7 @@ SELECT {kept}, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
             THEN starts - slots_filled END AS repeated_windows,
        row_problems + {" + ".join(on_groups) or "0"} AS problems
 FROM (
-    SELECT g.*, coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
+    SELECT g.*, {"".join(f"r.{c}, " for c in from_rate)}coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            r.entitled, r.credit_type_id AS rate_credit_type_id, r.ending_before AS rate_ending_before,
            r.continues AS rate_continues,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
@@ -631,7 +646,7 @@ FROM (
              OR coalesce(sum(rows) FILTER (WHERE billable_status IS NOT NULL), 0)
                 NOT IN (0, sum(rows)) AS billable_differs,
            min(source) AS source, min(file_index) AS file_index, sum(rows)::BIGINT AS rows,
-           sum(hash({", ".join(_group_columns(table))}, week, content_sum))::HUGEINT AS content_sum,
+           sum(hash({_hashed_columns(table)}, week, content_sum))::HUGEINT AS content_sum,
            CASE WHEN count(repeated_windows) = count(*) THEN sum(repeated_windows)::BIGINT END
              AS repeated_windows,
            sum(problems) AS row_problems, bool_or(draft) AS draft,
