@@ -233,6 +233,15 @@ KEPT_KEYS = """
 SELECT DISTINCT line_key, rate_key, item_key($run_id, line_key, rate_key, NULL) AS item_key
 FROM _line_weeks WHERE week IS NOT NULL AND NOT draft"""
 
+# Where a kept window goes: by its key and week, its line and rate piece, and its week's tier
+# group and position (WEEK_TIERS).
+KEPT_WEEKS = """
+SELECT item_key($run_id, g.line_key, g.rate_key, NULL) AS item_key, g.week, g.line_key, g.rate_key,
+       t.tier_group, t.position_start AS week_position
+FROM (SELECT DISTINCT line_key, rate_key, week FROM _line_weeks WHERE week IS NOT NULL AND NOT draft) g
+JOIN _week_tiers t ON t.line_key = g.line_key AND t.week = g.week
+WHERE t.tier_key IS NULL"""
+
 # The run's line item and kept keys that another item shares (a 63-bit hash makes it next to
 # impossible; a shared key would put one item's windows in another's).
 SHARED_ITEM_KEYS = f"""
@@ -253,35 +262,34 @@ def edge_windows_sql(
 ) -> str:
     """The windows of the weeks WEEK_TIERS could not place, one row per tier each reaches: read
     again from `rows`, or with `kept` from the run's windows priced_windows_sql kept without a
-    tier (their line and rate piece found by their key). Their UTC days are placed as WEEK_TIERS places weeks; a day with a tier edge or a rate
-    change inside has its windows placed one by one: each given `position_end`, the quantity of
+    tier (their line, rate piece and week found by their key). Their UTC days are placed as
+    WEEK_TIERS places weeks; a day with a tier edge or a rate change inside has its windows placed one by one: each given `position_end`, the quantity of
     its tier group up to and including it, in time order (ties: line, window, line key; a usage
     table has no line or window order), a window crossing a tier edge split there, each part
     exact."""
     if kept:
-        windows = f"""
+        # one join finds a kept window's line, rate piece and week (keyed by its item key)
+        edge = f"""
     SELECT k.line_key, k.rate_key, w.window_start AS inclusive_start, w.quantity,
-           NULL::BIGINT AS line_index, NULL::BIGINT AS window_index
+           NULL::BIGINT AS line_index, NULL::BIGINT AS window_index,
+           k.tier_group, k.week, k.week_position, epoch_us(w.window_start) // {DAY_US} AS day
     FROM _priced_windows w
-    JOIN ({KEPT_KEYS}) k ON k.item_key = w.item_key
+    JOIN ({KEPT_WEEKS}) k ON k.item_key = w.item_key AND k.week = epoch_us(w.window_start) // {WEEK_US}
     WHERE w.item_key >= {KEPT_FROM}"""
     else:
-        windows = f"""
-    SELECT * FROM ({_priced_rows_sql(table=table, rows=rows)})
-    WHERE in_draft = {str(drafts).lower()} AND rate_type = 'TIERED'"""
-    # `edge` and `placed` are read twice each: computed twice (a scan of the kept windows and two
-    # small joins), not materialized, which at 100M rows spilled their 4M rows to disk and cost
-    # about twice as much
-    return f"""
-WITH edge AS NOT MATERIALIZED (
+        edge = f"""
     SELECT w.line_key, w.rate_key, w.inclusive_start, w.quantity, w.line_index, w.window_index,
            d.tier_group, d.week, d.position_start AS week_position,
            epoch_us(w.inclusive_start) // {DAY_US} AS day
-    FROM ({windows}
-    ) w
+    FROM ({_priced_rows_sql(table=table, rows=rows)}) w
     JOIN _week_tiers d
       ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
-    WHERE d.tier_key IS NULL
+    WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL"""
+    # `edge` and `placed` are read twice each: computed twice (a scan of the kept windows and a
+    # small join), not materialized, which at 100M rows spilled their 4M rows to disk and cost
+    # about twice as much
+    return f"""
+WITH edge AS NOT MATERIALIZED ({edge}
 ),
 days AS (
     SELECT tier_group, day, any_value(week) AS week, any_value(week_position) AS week_position,
