@@ -6,7 +6,8 @@ price a JSON batch of ten windows or a usage table of a hundred million. It read
 the contracts it is given (plus their rates): it can run partition by partition.
 
 Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
-against `_contract_refs`, `_period_weeks` and `contract_rates` (resolved_sql); what the check
+against `_contract_refs`, `_period_weeks` and the contract rates keyed as the rows are
+(`_usage_rates` or `_json_rates`, rates_of; resolved_sql); what the check
 counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
 `usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, edge_windows_sql,
 line_items_sql, INVOICES.
@@ -227,12 +228,6 @@ WHERE w.in_draft = {str(drafts).lower()}{placed}
 # Item keys at KEPT_FROM and above are windows kept as read, without a tier (schema.sql item_key).
 KEPT_FROM = "(1::UBIGINT << 63)"
 
-# The keys the run's windows in weeks without a tier were kept under: one per line and rate piece
-# of a tiered week (those of weeks with a tier match no kept window).
-KEPT_KEYS = """
-SELECT DISTINCT line_key, rate_key, item_key($run_id, line_key, rate_key, NULL) AS item_key
-FROM _line_weeks WHERE week IS NOT NULL AND NOT draft"""
-
 # Where a kept window goes: by its key and week, its line and rate piece, and its week's tier
 # group and position (WEEK_TIERS).
 KEPT_WEEKS = """
@@ -248,7 +243,7 @@ SHARED_ITEM_KEYS = f"""
 SELECT count(*) FROM (
     SELECT item_key FROM (
         SELECT item_key FROM invoice_line_items WHERE item_key IS NOT NULL
-        UNION ALL SELECT item_key FROM ({KEPT_KEYS})
+        UNION ALL SELECT DISTINCT item_key FROM ({KEPT_WEEKS})
     ) GROUP BY item_key HAVING count(*) > 1
 )"""
 
@@ -263,10 +258,10 @@ def edge_windows_sql(
     """The windows of the weeks WEEK_TIERS could not place, one row per tier each reaches: read
     again from `rows`, or with `kept` from the run's windows priced_windows_sql kept without a
     tier (their line, rate piece and week found by their key). Their UTC days are placed as
-    WEEK_TIERS places weeks; a day with a tier edge or a rate change inside has its windows placed one by one: each given `position_end`, the quantity of
-    its tier group up to and including it, in time order (ties: line, window, line key; a usage
-    table has no line or window order), a window crossing a tier edge split there, each part
-    exact."""
+    WEEK_TIERS places weeks; a day with a tier edge or a rate change inside has its windows
+    placed one by one: each given `position_end`, the quantity of its tier group up to and
+    including it, in time order (ties: line, window, line key; a usage table has no line or
+    window order), a window crossing a tier edge split there, each part exact."""
     if kept:
         # one join finds a kept window's line, rate piece and week (keyed by its item key)
         edge = f"""
