@@ -605,7 +605,8 @@ GRANULARITY_SQL = """coalesce(upper(trim(granularity_given)),
 # The rows of a JSON batch (registered as `_json_rows`, frames.USAGE_ROWS) in the same shape.
 JSON_ROWS_SQL = f"""
 SELECT *, NULL::BIGINT AS file_index, TRY_CAST(quantity_raw AS {QUANTITY_SQL}) AS quantity,
-       {GRANULARITY_SQL} AS granularity, pricing_group_values AS pricing_key
+       {GRANULARITY_SQL} AS granularity, pricing_group_values AS pricing_key,
+       presentation_group_values AS presentation_key
 FROM _json_rows
 """
 
@@ -655,32 +656,43 @@ SELECT {source} AS source, file_index::BIGINT AS file_index, {row}::BIGINT AS ro
        upper(trim({column("breakdown_granularity")})) AS granularity_given,
        {GRANULARITY_SQL} AS granularity,
        {_group_sql(kinds, "pricing")} AS pricing_group_values,
-       {_pricing_key_sql(kinds)} AS pricing_key,
+       {group_key_sql(kinds, "pricing")} AS pricing_key,
        {_group_sql(kinds, "presentation")} AS presentation_group_values,
+       {group_key_sql(kinds, "presentation")} AS presentation_key,
        lower(trim({column("billable_status")})) AS billable_status
 FROM read_parquet([{files}]{options})
 """
 
 
-def _single_pricing_column(kinds: Mapping[str, str]) -> str | None:
-    """The one `pricing.<key>` column a table gives its pricing group values in, if so."""
-    keyed = [name for name in kinds if name.startswith("pricing.")]
-    return keyed[0] if len(keyed) == 1 and "pricing_group_values" not in kinds else None
+def _single_group_column(kinds: Mapping[str, str], group: str) -> str | None:
+    """The one `<group>.<key>` column a table gives its group values in, if so."""
+    keyed = [name for name in kinds if name.startswith(f"{group}.")]
+    return keyed[0] if len(keyed) == 1 and f"{group}_group_values" not in kinds else None
 
 
-def _pricing_key_sql(kinds: dict[str, str]) -> str:
-    """What a row's rate is matched on and its line keyed by (`pricing_key`): with one
-    `pricing.<key>` column, its value as it is (writing a JSON text per row cost each scan a
+def group_key_sql(kinds: dict[str, str], group: str) -> str:
+    """What a row's rate is matched on (pricing) and its line keyed by (`<group>_key`): with one
+    `<group>.<key>` column, its value as it is (writing a JSON text per row cost each scan a
     tenth of its time at 10M rows); otherwise the canonical JSON text itself."""
-    single = _single_pricing_column(kinds)
-    return f"{_ident(single)}::VARCHAR" if single else _group_sql(kinds, "pricing")
+    single = _single_group_column(kinds, group)
+    return f"{_ident(single)}::VARCHAR" if single else _group_sql(kinds, group)
+
+
+def group_values_sql(kinds: Mapping[str, str] | None, group: str, key: str) -> str:
+    """A group's values as canonical JSON text from its key (group_key_sql; None: rows whose key
+    is the text already)."""
+    single = None if kinds is None else _single_group_column(kinds, group)
+    if single is None:
+        return key
+    name = _literal("{" + json.dumps(single[len(group) + 1 :]) + ":")
+    return f"{name} || to_json({key}) || '}}'"  # null without a value, as the row's text
 
 
 def rates_keyed_sql(kinds: Mapping[str, str] | None) -> str:
     """The contract rates with the `pricing_key` of rows read as `kinds` say (None: rows with
     canonical JSON, a JSON batch's or kept draft usage). A rate matches a row when the key is
     the same, null included (no pricing group values on either side)."""
-    single = None if kinds is None else _single_pricing_column(kinds)
+    single = None if kinds is None else _single_group_column(kinds, "pricing")
     if single is None:
         return "SELECT *, pricing_group_values AS pricing_key FROM contract_rates"
     key = _literal(single[len("pricing.") :])

@@ -237,7 +237,8 @@ def _prepare(
     store.temp_view(
         "draft_rows",
         "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index,"
-        " pricing_group_values AS pricing_key FROM _draft_usage",
+        " pricing_group_values AS pricing_key, presentation_group_values AS presentation_key"
+        " FROM _draft_usage",
     )
     store.temp_view(rate.rates_of("draft_rows"), load.rates_keyed_sql(None))
     store.temp_view(

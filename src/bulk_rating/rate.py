@@ -50,10 +50,10 @@ def invoice_key_columns(*, table: bool) -> str:
 def line_key_columns(*, table: bool) -> str:
     if not table:
         return "invoice_index, line_index"
-    # the pricing key, not the JSON text of the values: the same line, cheaper per row
+    # the group keys, not the JSON text of the values: the same line, cheaper per row
     return (
         "contract_id, invoice_period_start, invoice_period_end, invoice_credit_type_id, product_id,"
-        " pricing_key, presentation_group_values, granularity"
+        " pricing_key, presentation_key, granularity"
     )
 
 
@@ -153,7 +153,7 @@ def _priced_rows_sql(*, table: bool, rows: str) -> str:
     return f"""
 SELECT *, hash({line_key_columns(table=table)}) AS line_key
 FROM (
-    SELECT u.contract_id, u.product_id, u.pricing_key, u.presentation_group_values,
+    SELECT u.contract_id, u.product_id, u.pricing_key, u.presentation_key,
            u.granularity, u.invoice_index, u.line_index, u.window_index, u.inclusive_start, u.quantity,
            {_period_columns(table)}, r.rate_key, r.rate_type,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id

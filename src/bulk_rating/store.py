@@ -473,7 +473,7 @@ class Store:
         kept again)."""
         self.con.execute(
             f"""INSERT INTO _draft_usage BY NAME
-                SELECT * EXCLUDE (quantity_raw, file_index, pricing_key), quantity_raw::VARCHAR AS quantity_raw,
+                SELECT * EXCLUDE (quantity_raw, file_index, pricing_key, presentation_key), quantity_raw::VARCHAR AS quantity_raw,
                        $run AS run_id
                 FROM {rows} u
                 SEMI JOIN _draft_periods dp

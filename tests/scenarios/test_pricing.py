@@ -255,9 +255,12 @@ def test_a_json_file_alone_uses_the_stored_catalog_and_contracts(
     assert query(db, "SELECT count(*) FROM invoices")[0][0] == 3  # June, July and the August draft
 
 
-def _regional_table(tmp_path: Path, form: str, regions: list[str | None]) -> Path:
+def _regional_table(
+    tmp_path: Path, form: str, regions: list[str | None], teams: list[str | None] | None = None
+) -> Path:
     """acme with two more compute rates and a usage table of one compute hour per region (June
-    3), its pricing group values as one `pricing.region` column or as a JSON text column."""
+    3), its pricing group values as one `pricing.region` column or as a JSON text column, and
+    so its presentation group values (`teams`) when given."""
     files = acme()
     del files["invoices"]
     card = files["catalog"]["rate_cards"][0]
@@ -281,12 +284,16 @@ def _regional_table(tmp_path: Path, form: str, regions: list[str | None]) -> Pat
         "exclusive_end_date": [b for _, b in hours],
         "quantity": ["2"] * len(regions),
     }
-    if form == "column":
-        columns["pricing.region"] = regions
-    else:
-        columns["pricing_group_values"] = [
-            None if r is None else json.dumps({"region": r}) for r in regions
-        ]
+    groups = {"pricing": ("region", regions), "presentation": ("team", teams)}
+    for group, (key, values) in groups.items():
+        if values is None:
+            continue
+        if form == "column":
+            columns[f"{group}.{key}"] = values
+        else:
+            columns[f"{group}_group_values"] = [
+                None if v is None else json.dumps({key: v}) for v in values
+            ]
     (tmp_path / "usage").mkdir(parents=True)
     pq.write_table(pa.table(columns), tmp_path / "usage" / "part-0.parquet")
     return write_dataset(tmp_path, files)
@@ -331,3 +338,31 @@ def test_a_row_without_a_region_takes_no_regional_rate(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert [(i["code"], i["row"]) for i in result.json()["issues"]] == [("NO_RATE", 2)]
+
+
+def test_one_presentation_column_splits_lines_as_json_text_does(tmp_path: Path) -> None:
+    # Four us-east-1 hours of 2 vCPU at 4.8: team "a" twice (19.2), team 'b "x"' once and no
+    # team once (9.6 each): three lines, 38.4 in all, the same from a column or from JSON text.
+    teams = ["a", 'b "x"', None, "a"]
+    stored = []
+    for form in ("column", "json"):
+        data = _regional_table(tmp_path / form, form, ["us-east-1"] * 4, teams)
+        db = tmp_path / form / "store.duckdb"
+        result = run_cli("import", data, "--db", db, "--as-of", "2024-08-15")
+        assert result.exit_code == 0, result.stdout + result.stderr
+        stored.append(
+            query(
+                db,
+                """SELECT presentation_group_values, quantity, total, windows FROM invoice_line_items
+                   ORDER BY ALL""",
+            )
+        )
+    assert (
+        stored[0]
+        == stored[1]
+        == [
+            ('{"team":"a"}', 4, Decimal("19.2"), 2),
+            ('{"team":"b \\"x\\""}', 2, Decimal("9.6"), 1),
+            (None, 2, Decimal("9.6"), 1),
+        ]
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bulk_rating import rate
+from bulk_rating import load, rate
 from bulk_rating.money import (
     MAX_QUANTITY,
     QUANTITY_SCALE,
@@ -426,18 +426,25 @@ def _slot_aggregates_sql(slots: int) -> str:
 
 def _line_columns(table: bool) -> list[str]:
     """What a line is: its key columns, and what its lines are made with."""
+    values = ["pricing_group_values", *(["presentation_group_values"] if table else [])]
     return list(
-        dict.fromkeys(
-            [*rate.line_key_columns(table=table).split(", "), "product_id", "pricing_group_values"]
-        )
+        dict.fromkeys([*rate.line_key_columns(table=table).split(", "), "product_id", *values])
     )
 
 
+# A table's line is keyed by its group keys (load.group_key_sql); its values' text is made once
+# per group of the check: its pricing group values from its rate piece (matched on the same
+# values), its presentation group values from its key.
+_FROM_KEYS = {
+    "pricing_key": "pricing_group_values",
+    "presentation_key": "presentation_group_values",
+}
+
+
 def _hashed_columns(table: bool) -> str:
-    """The group columns a table's content hash reads: the values' text, not the pricing key
-    (the same rows give the same hash whatever the form of their pricing group values)."""
-    named = ("pricing_group_values" if c == "pricing_key" else c for c in _group_columns(table))
-    return ", ".join(dict.fromkeys(named))
+    """The group columns a table's content hash reads: the values' text, not the keys (the same
+    rows give the same hash whatever the form of their group values)."""
+    return ", ".join(dict.fromkeys(_FROM_KEYS.get(c, c) for c in _group_columns(table)))
 
 
 def _group_columns(table: bool) -> list[str]:
@@ -456,6 +463,7 @@ _FROM_COLUMNS = {
     "presentation_group_values": ("presentation_group_values", "presentation."),
     "pricing_group_values": ("pricing_group_values", "pricing."),
     "pricing_key": ("pricing_group_values", "pricing."),
+    "presentation_key": ("presentation_group_values", "presentation."),
     "credit_type_id": ("credit_type_id",),
     "billable_status": ("billable_status",),
     "granularity_given": ("breakdown_granularity",),
@@ -518,10 +526,9 @@ def line_weeks_sql(
         or "false"
     )
     # a column null on every row is not grouped by (hashing it costs as much as any other)
-    # a table's groups take their pricing group values' text from their rate piece (matched on
-    # the same values), so no row needs it
-    from_rate = ["pricing_group_values"] if table else []
-    present = [c for c in _group_columns(table) if not _absent(c, kinds) and c not in from_rate]
+    # a table's groups make their values' text (_FROM_KEYS), so no row needs it
+    made = list(_FROM_KEYS.values()) if table else []
+    present = [c for c in _group_columns(table) if not _absent(c, kinds) and c not in made]
     # A table row's rate piece is of its contract, product and pricing group values: grouped by
     # the piece, those three come with it (at 100M rows, half a second less than hashing them).
     # Rows without a piece all have a problem: whatever their group, the rows are then checked
@@ -532,7 +539,13 @@ def line_weeks_sql(
     nulls = "".join(
         f"NULL::VARCHAR AS {c}, "
         for c in _group_columns(table)
-        if _absent(c, kinds) and c not in from_rate
+        if _absent(c, kinds) and c not in made
+    )
+    texts = (
+        "r.pricing_group_values,"
+        f" {load.group_values_sql(kinds, 'presentation', 'g.presentation_key')} AS presentation_group_values, "
+        if table
+        else ""
     )
     issue = (
         "NULL::TIMESTAMPTZ AS issue_min, NULL::TIMESTAMPTZ AS issue_max, 0 AS issue_count"
@@ -579,7 +592,7 @@ SELECT {kept}, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
             THEN starts - slots_filled END AS repeated_windows,
        row_problems + {" + ".join(on_groups) or "0"} AS problems
 FROM (
-    SELECT g.*, {"".join(f"r.{c}, " for c in from_rate)}coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
+    SELECT g.*, {texts}coalesce(g.credit_type_id, r.credit_type_id) AS invoice_credit_type_id,
            r.entitled, r.credit_type_id AS rate_credit_type_id, r.ending_before AS rate_ending_before,
            r.continues AS rate_continues,
            c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,
