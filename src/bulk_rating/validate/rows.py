@@ -642,8 +642,9 @@ def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | Non
         for column in dict.fromkeys([*_UNIFORM_COLUMNS.split(", "), *_LOOKED_UP])
         if column not in columns
     )
+    # the group keys stay here: lines are made of their values' text (less to hold at 100M rows)
     return f"""
-SELECT line_key, {", ".join(columns)}, tier_group, key_collision, customer_id, issued_at,
+SELECT line_key, {", ".join(c for c in columns if c not in _FROM_KEYS)}, tier_group, key_collision, customer_id, issued_at,
        issue_dates_differ, line_billable_status AS billable_status, billable_differs, source,
        file_index, rows,
        content_sum, repeated_windows, draft,
