@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,32 @@ def test_rows_without_a_rate_are_each_named(stored_db: Path, tmp_path: Path) -> 
         ("UNKNOWN_PRODUCT", 3),
         ("UNKNOWN_CONTRACT", 4),
     }
+
+
+def test_a_rule_broken_by_many_rows_lists_the_first_and_counts_the_rest(
+    stored_db: Path, tmp_path: Path
+) -> None:
+    # 1,003 hourly rows of an unknown product and one negative quantity: one line counts the
+    # product's rows past the first 1,000, which are named in order; the quantity's one row is
+    # named as ever.
+    directory = _copy_catalog_and_contracts(tmp_path / "set")
+    source = directory / "usage.csv"
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+    hours = [(june + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in range(1004)]
+    rows = [_row(a, b, granularity="HOUR", product="prod_nope") for a, b in pairwise(hours)]
+    source.write_bytes(_csv(*rows, _row(quantity="-1")))
+    before = file_digest(stored_db)
+
+    result = run_cli("import", directory, "--db", stored_db, *AS_OF, "--json")
+
+    issues = _expect_rejected(result, stored_db, before, source, "UNKNOWN_PRODUCT", "product_id", 1)
+    unknown = [i for i in issues if i["code"] == "UNKNOWN_PRODUCT"]
+    assert [i["row"] for i in unknown] == [None, *range(1, 1001)]  # the file's own line first
+    assert unknown[0]["message"] == "3 more rows break this rule; the first 1,000 are listed"
+    assert unknown[0]["source"] == str(source)
+    assert [(i["code"], i["row"]) for i in issues if i["code"] != "UNKNOWN_PRODUCT"] == [
+        ("NEGATIVE_QUANTITY", 1004)
+    ]
 
 
 def test_each_bad_file_is_named_with_its_own_rows(stored_db: Path, tmp_path: Path) -> None:

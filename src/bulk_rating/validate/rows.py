@@ -671,10 +671,18 @@ FROM (
 """
 
 
+# Failing rows listed per rule (code and field), in input order; the others are counted. A
+# systematic mistake in a hundred million rows (an unknown product, say) is then a report, not a
+# list of millions that outgrows the machine.
+ROWS_LISTED_PER_RULE = 1000
+
+
 def row_issues_sql(
     quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
 ) -> str:
-    """Every failing row with every rule it breaks (run only when lines_sql counted problems)."""
+    """The failing rows with every rule they break (run only when lines_sql counted problems):
+    the first ROWS_LISTED_PER_RULE rows of each rule in input order, then one line that counts
+    the rule's other rows."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     checks = ",\n        ".join(
         f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
@@ -682,19 +690,30 @@ def row_issues_sql(
         for code, field, condition, message in rules
     )
     any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    place = "source, row, invoice_index, line_index, window_index"
+    place_struct = ", ".join(f"'{c}': {c}" for c in place.split(", "))
+    listed = ROWS_LISTED_PER_RULE
     return f"""
 WITH rated AS ({rate.resolved_sql(table=table)}),
 found AS (
-    SELECT source, row, invoice_index, line_index, window_index,
+    SELECT {place},
            unnest(list_filter([
         {checks}
            ], lambda x: x IS NOT NULL)) AS issue
     FROM rated
     WHERE {any_problem}
-)
-SELECT source, row, invoice_index, line_index, window_index, issue.field AS field, issue.code AS code,
-       {_ROW_NAME} || ': ' || issue.message AS message
-FROM found
+),
+ruled AS (
+    SELECT issue.code AS code, issue.field AS field, count(*) AS occurrences,
+           arg_min({{{place_struct}, 'message': issue.message}}, {{{place_struct}}}, {listed}) AS first
+    FROM found GROUP BY ALL
+),
+listed AS (SELECT code, field, unnest(first, recursive := true) FROM ruled)
+SELECT {place}, field, code, {_ROW_NAME} || ': ' || message AS message FROM listed
+UNION ALL
+SELECT first[1].source, NULL, NULL, NULL, NULL, field, code,
+       format('{{:,}} more rows break this rule; the first {listed:,} are listed', occurrences - {listed})
+FROM ruled WHERE occurrences > {listed}
 """
 
 
