@@ -112,7 +112,7 @@ def run_import(
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    unique = "_unique" if report.notices.height else ""
+                    unique = "_unique" if report.duplicates_collapsed else ""
                     if unique:  # tiers and line items count each exact duplicate once
                         store.check_rows(_line_weeks_sql(store, table, rows="usage_rows_unique"))
                     store.price(
@@ -136,7 +136,7 @@ def run_import(
                         "as_of": as_of,
                         "status": "imported",
                         "rows_read": report.rows_read,
-                        "duplicates_collapsed": report.notices.height,
+                        "duplicates_collapsed": report.duplicates_collapsed,
                     },
                     contracts_created=len(plan.new_contracts),
                 )
@@ -301,7 +301,11 @@ def _usage_issues(
         repeated = pl.concat(repeats, how="diagonal_relaxed")
         duplicate = pl.col("code") == "DUPLICATE_ROW"
         found.append(repeated.filter(~duplicate))
-        report.notices = _sorted(repeated.filter(duplicate & (pl.col("copy_number") > 1)))
+        report.notices = _sorted(repeated.filter(duplicate))
+        # each listing (the run's rows, those an earlier run kept for a draft) counts its copies
+        for listing in repeats:
+            copies = listing.filter(duplicate)["occurrences"]
+            report.duplicates_collapsed += int(copies[0]) if copies.len() else 0
     if any(f.height for f in found):
         return found, content_sum, has_drafts
     if not assemble.keys_are_unique(

@@ -114,15 +114,17 @@ class RunReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     previous_run_id: int | None = None
     rows_read: int = 0
-    # Exact duplicate rows collapsed (priced once), one row per dropped copy, like issues.
+    # Exact duplicate rows collapsed (priced once), one row per dropped copy, like issues (past
+    # validate.ROWS_LISTED_PER_RULE of them, one line counts the rest), and how many there were.
     notices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
+    duplicates_collapsed: int = 0
     # From the store, whatever `invoices` holds: invoices, line_items, windows, drafts.
     counts: dict[str, int] = field(default_factory=dict)
     totals: list[dict[str, Any]] = field(default_factory=list)
 
     def rows_rejected(self) -> int:
         """Rows with at least one problem: every row read, when the run was rejected as a whole."""
-        return self.rows_read - self.notices.height if self.status == "rejected" else 0
+        return self.rows_read - self.duplicates_collapsed if self.status == "rejected" else 0
 
     def reject(self, issues: pl.DataFrame) -> RunReport:
         unknown = set(issues["code"]) - set(ISSUE_CODES)
@@ -147,10 +149,10 @@ class RunReport:
             "as_of": timestamp(self.as_of),
             # Nothing lost: rows read = rows priced + duplicates collapsed + rows rejected.
             "rows_read": self.rows_read,
-            "rows_priced": self.rows_read - self.notices.height
+            "rows_priced": self.rows_read - self.duplicates_collapsed
             if self.status in ("imported", "previewed")
             else 0,
-            "duplicates_collapsed": self.notices.height,
+            "duplicates_collapsed": self.duplicates_collapsed,
             "rows_rejected": self.rows_rejected(),
             **self.counts,
             "contracts_created": self.contracts_created,

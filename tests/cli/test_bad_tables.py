@@ -472,7 +472,7 @@ def test_a_rule_broken_by_many_rows_lists_the_first_and_counts_the_rest(
     issues = _expect_rejected(result, stored_db, before, source, "UNKNOWN_PRODUCT", "product_id", 1)
     unknown = [i for i in issues if i["code"] == "UNKNOWN_PRODUCT"]
     assert [i["row"] for i in unknown] == [None, *range(1, 1001)]  # the file's own line first
-    assert unknown[0]["message"] == "3 more rows break this rule; the first 1,000 are listed"
+    assert unknown[0]["message"] == "3 more rows like these; the first 1,000 are listed"
     assert unknown[0]["source"] == str(source)
     assert [(i["code"], i["row"]) for i in issues if i["code"] != "UNKNOWN_PRODUCT"] == [
         ("NEGATIVE_QUANTITY", 1004)

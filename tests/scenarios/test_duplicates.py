@@ -103,3 +103,30 @@ def test_windows_a_whole_bitmap_apart_are_not_duplicates(tmp_path: Path, db: Pat
     assert document["summary"]["duplicates_collapsed"] == 0
     assert [i["total"] for i in document["data"]] == [6250]  # 5 calls at 1,250 cents
     assert query(db, "SELECT count(*) FROM invoice_breakdowns") == [(3,)]
+
+
+def test_many_copies_are_counted_and_the_first_thousand_listed(tmp_path: Path, db: Path) -> None:
+    # June 2 sent 1,003 more times: every copy is collapsed and counted; the first 1,000 are
+    # listed in order and one line counts the other 3.
+    directory = tmp_path / "set"
+    shutil.copytree(SAMPLES / "acme-daily-csv", directory)
+    usage = directory / "usage.csv"
+    lines = usage.read_text().splitlines()
+    usage.write_text("\n".join([*lines, *[lines[2]] * 1003]) + "\n")
+
+    result = run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert result.exit_code == 0, result.stdout
+    document = result.json()
+    assert [i["total"] for i in document["data"]] == [12500, 25000]
+    summary = document["summary"]
+    assert (summary["rows_read"], summary["rows_priced"], summary["duplicates_collapsed"]) == (
+        1014,
+        11,
+        1003,
+    )
+    notices = document["notices"]
+    assert [n["row"] for n in notices] == [None, *range(12, 1012)]
+    assert notices[0]["message"] == "3 more rows like these; the first 1,000 are listed"
+    assert {n["code"] for n in notices} == {"DUPLICATE_ROW"}
+    assert query(db, "SELECT rows_read, duplicates_collapsed FROM _runs") == [(1014, 1003)]

@@ -671,18 +671,41 @@ FROM (
 """
 
 
-# Failing rows listed per rule (code and field), in input order; the others are counted. A
-# systematic mistake in a hundred million rows (an unknown product, say) is then a report, not a
-# list of millions that outgrows the machine.
+# Rows listed per rule (code and field), in input order; the others are counted. A systematic
+# mistake in a hundred million rows (an unknown product, a file sent twice) is then a report,
+# not a list of millions that outgrows the machine.
 ROWS_LISTED_PER_RULE = 1000
+_PLACE = "source, row, invoice_index, line_index, window_index"
+
+
+def listed_sql(rows: str) -> str:
+    """The rows of `rows` (_PLACE, copy_number, field, code, message): the first
+    ROWS_LISTED_PER_RULE of each rule in input order, then one line counting the rule's other
+    rows; each with its rule's count of rows (`occurrences`). An aggregate: bounded memory."""
+    place = ", ".join(f"'{c}': {c}" for c in _PLACE.split(", "))
+    listed = ROWS_LISTED_PER_RULE
+    return f"""
+WITH ruled AS (
+    SELECT code, field, count(*) AS occurrences,
+           arg_min({{{place}, 'copy_number': copy_number, 'message': message}}, {{{place}}}, {listed})
+             AS first
+    FROM ({rows}) GROUP BY ALL
+),
+listed AS (SELECT code, field, occurrences, unnest(first, recursive := true) FROM ruled)
+SELECT {_PLACE}, copy_number, field, code, message, occurrences FROM listed
+UNION ALL
+SELECT first[1].source, NULL, NULL, NULL, NULL, NULL, field, code,
+       format('{{:,}} more rows like these; the first {listed:,} are listed', occurrences - {listed}),
+       occurrences
+FROM ruled WHERE occurrences > {listed}
+"""
 
 
 def row_issues_sql(
     quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
 ) -> str:
-    """The failing rows with every rule they break (run only when lines_sql counted problems):
-    the first ROWS_LISTED_PER_RULE rows of each rule in input order, then one line that counts
-    the rule's other rows."""
+    """The failing rows with every rule they break (run only when lines_sql counted problems),
+    listed (listed_sql)."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     checks = ",\n        ".join(
         f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
@@ -690,31 +713,20 @@ def row_issues_sql(
         for code, field, condition, message in rules
     )
     any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
-    place = "source, row, invoice_index, line_index, window_index"
-    place_struct = ", ".join(f"'{c}': {c}" for c in place.split(", "))
-    listed = ROWS_LISTED_PER_RULE
-    return f"""
+    return listed_sql(f"""
 WITH rated AS ({rate.resolved_sql(table=table)}),
 found AS (
-    SELECT {place},
+    SELECT {_PLACE},
            unnest(list_filter([
         {checks}
            ], lambda x: x IS NOT NULL)) AS issue
     FROM rated
     WHERE {any_problem}
-),
-ruled AS (
-    SELECT issue.code AS code, issue.field AS field, count(*) AS occurrences,
-           arg_min({{{place_struct}, 'message': issue.message}}, {{{place_struct}}}, {listed}) AS first
-    FROM found GROUP BY ALL
-),
-listed AS (SELECT code, field, unnest(first, recursive := true) FROM ruled)
-SELECT {place}, field, code, {_ROW_NAME} || ': ' || message AS message FROM listed
-UNION ALL
-SELECT first[1].source, NULL, NULL, NULL, NULL, field, code,
-       format('{{:,}} more rows break this rule; the first {listed:,} are listed', occurrences - {listed})
-FROM ruled WHERE occurrences > {listed}
-"""
+)
+SELECT {_PLACE}, NULL::BIGINT AS copy_number, issue.field AS field, issue.code AS code,
+       {_ROW_NAME} || ': ' || issue.message AS message
+FROM found
+""")
 
 
 _ROW_NAME = """CASE WHEN row IS NOT NULL THEN 'row ' || row ELSE 'invoice ' || invoice_index || ', line ' || line_index
@@ -743,15 +755,17 @@ def repeated_windows_sql(*, table: bool) -> str:
     """Rows of one line for the same window (run only when lines_sql counted some).
 
     In a usage table, copies that agree in every column are exact duplicates: collapsed, priced
-    once and reported (code DUPLICATE_ROW, not a problem); copies that disagree are a
-    CONFLICTING_DUPLICATE. In a JSON batch two windows of one line never share a start.
+    once and reported (code DUPLICATE_ROW, not a problem; the first copy is not reported);
+    copies that disagree are a CONFLICTING_DUPLICATE. In a JSON batch two windows of one line
+    never share a start. Listed (listed_sql).
     """
     if table:
         code = "CASE WHEN variants = 1 THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END"
         what = "CASE WHEN variants = 1 THEN ' identical rows' ELSE ' rows that disagree' END"
     else:
         code, what = "'WINDOW_OVERLAP'", "' windows'"
-    return f"""
+    return listed_sql(f"""
+SELECT * FROM (
 WITH counted AS (
     SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies,
            count(DISTINCT hash({ROW_CONTENT})) OVER (PARTITION BY line_key, inclusive_start) AS variants,
@@ -764,7 +778,8 @@ SELECT source, row, invoice_index, line_index, window_index, copy_number, 'inclu
        {_ROW_NAME} || ': ' || copies || {what} || ' of the same line for the window starting '
        || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
 FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
-"""
+) WHERE code <> 'DUPLICATE_ROW' OR copy_number > 1
+""")
 
 
 def _same(columns: str, left: str, right: str) -> str:
@@ -781,7 +796,7 @@ def same_row(left: str, right: str) -> str:
 # (`_draft_usage`): the same row again is an exact duplicate (collapsed, reported), another
 # row for that window a CONFLICTING_DUPLICATE, as within one run. Shaped as repeated_windows_sql
 # (the kept row is the window's first copy, so this one is copy 2).
-KEPT_DRAFT_REPEATS = f"""
+KEPT_DRAFT_REPEATS = listed_sql(f"""
 SELECT source, row, invoice_index, line_index, window_index, 2 AS copy_number,
        'inclusive_start_date' AS field,
        CASE WHEN same THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END AS code,
@@ -798,4 +813,4 @@ FROM (
      AND k.inclusive_start < dp.exclusive_end
     GROUP BY ALL
 )
-"""
+""")
