@@ -760,24 +760,35 @@ def repeated_windows_sql(*, table: bool) -> str:
     never share a start. Listed (listed_sql).
     """
     if table:
-        code = "CASE WHEN variants = 1 THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END"
-        what = "CASE WHEN variants = 1 THEN ' identical rows' ELSE ' rows that disagree' END"
+        code = "CASE WHEN identical THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END"
+        what = "CASE WHEN identical THEN ' identical rows' ELSE ' rows that disagree' END"
     else:
         code, what = "'WINDOW_OVERLAP'", "' windows'"
+    # Repeats are found by grouping (which spills), and only their rows are numbered: window
+    # functions over every row ran DuckDB out of memory at 100M rows.
     return listed_sql(f"""
 SELECT * FROM (
-WITH counted AS (
-    SELECT *, count(*) OVER (PARTITION BY line_key, inclusive_start) AS copies,
-           count(DISTINCT hash({ROW_CONTENT})) OVER (PARTITION BY line_key, inclusive_start) AS variants,
-           row_number() OVER (PARTITION BY line_key, inclusive_start ORDER BY source, row, window_index)
-             AS copy_number
+WITH rows AS (
+    SELECT source, row, invoice_index, line_index, window_index, line_key, inclusive_start,
+           hash({ROW_CONTENT}) AS content
     FROM ({rate.resolved_sql(table=table)})
+    WHERE inclusive_start IS NOT NULL
+),
+repeated AS (
+    SELECT line_key, inclusive_start, count(*) AS copies, min(content) = max(content) AS identical
+    FROM rows GROUP BY ALL HAVING count(*) > 1
+),
+counted AS (
+    SELECT w.*, r.copies, r.identical,
+           row_number() OVER (PARTITION BY w.line_key, w.inclusive_start ORDER BY w.source, w.row, w.window_index)
+             AS copy_number
+    FROM rows w JOIN repeated r USING (line_key, inclusive_start)
 )
 SELECT source, row, invoice_index, line_index, window_index, copy_number, 'inclusive_start_date' AS field,
        {code} AS code,
        {_ROW_NAME} || ': ' || copies || {what} || ' of the same line for the window starting '
        || strftime(inclusive_start, '%Y-%m-%dT%H:%M:%SZ') AS message
-FROM counted WHERE copies > 1 AND inclusive_start IS NOT NULL
+FROM counted
 ) WHERE code <> 'DUPLICATE_ROW' OR copy_number > 1
 """)
 
