@@ -715,9 +715,7 @@ def _group_sql(kinds: dict[str, str], group: str) -> str:
     if not keyed:
         return "NULL::VARCHAR"
     if len(keyed) == 1:  # the same text, without joining one part (half the cost per row)
-        (name,) = keyed
-        key = _literal("{" + json.dumps(name[len(prefix) :]) + ":")
-        return f"CASE WHEN {_ident(name)} IS NOT NULL THEN {key} || to_json({_ident(name)}::VARCHAR) || '}}' END"
+        return group_values_sql(kinds, group, f"{_ident(keyed[0])}::VARCHAR")
     parts = ", ".join(
         f"CASE WHEN {_ident(n)} IS NOT NULL THEN {_literal(json.dumps(n[len(prefix) :]) + ':')} || to_json({_ident(n)}::VARCHAR) END"
         for n in keyed
