@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bulk_rating import pipeline, reconcile
+from bulk_rating import frames, pipeline, reconcile
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, format_decimal
 from bulk_rating.report import RunReport, timestamp
@@ -206,10 +206,11 @@ def _closed(done: dict[str, int]) -> str:
 
 
 def _render_issues(issues: pl.DataFrame, console: Console) -> None:
-    console.print(f"[red]{_count(issues.height, 'problem')} found; nothing was written[/red]")
-    counts = issues.group_by("code").len().sort("code")
+    found = frames.rows_counted(issues)
+    console.print(f"[red]{_count(found, 'problem')} found; nothing was written[/red]")
+    counts = issues.group_by("code").agg(pl.col("count").sum()).sort("code")
     for code, count in counts.iter_rows():
-        console.print(f"  [bold]{code}[/bold]: {count}")
+        console.print(f"  [bold]{code}[/bold]: {count:,}")
         for row in (
             issues.filter(pl.col("code") == code).head(ISSUES_SHOWN_PER_CODE).iter_rows(named=True)
         ):
@@ -413,12 +414,16 @@ def nightly_command(
                     "status": report.status,
                     "run_id": report.run_id,
                     "invoices": summary.get("invoices", 0),
-                    "issues": report.issues.height,
+                    "issues": frames.rows_counted(report.issues),
                 }
             )
             out.print(
                 f"{name}: {report.status}"
-                + (f" ({_count(report.issues.height, 'problem')})" if report.issues.height else "")
+                + (
+                    f" ({_count(frames.rows_counted(report.issues), 'problem')})"
+                    if report.issues.height
+                    else ""
+                )
             )
             if report.issues.height:
                 report.issues.write_csv(folder / f"{name}.issues.csv")

@@ -111,6 +111,8 @@ ISSUES: dict[str, pl.DataType] = {
     "field": pl.String(),
     "code": pl.String(),
     "message": pl.String(),
+    # rows the entry stands for: 1, or on the entry that counts a rule's unlisted rows, their number
+    "count": pl.Int64(),
 }
 
 
@@ -121,6 +123,18 @@ def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Select and cast `frame` to `schema`, failing loudly on a missing column."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+def issues(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` as ISSUES; an entry without a count stands for one row."""
+    if "count" not in frame.columns:
+        frame = frame.with_columns(count=pl.lit(1))
+    return conform(frame.with_columns(pl.col("count").fill_null(1)), ISSUES)
+
+
+def rows_counted(issues: pl.DataFrame) -> int:
+    """The rows an ISSUES frame stands for: its listed entries and the rows they count."""
+    return int(issues["count"].sum()) if issues.height else 0
 
 
 def canonical_json(value: dict[str, Any] | None) -> str | None:

@@ -100,7 +100,7 @@ def run_import(
                     found, content_sum, has_drafts = _usage_issues(
                         store, dataset, refs, table, progress, report
                     )
-                    issues = pl.concat([issues, *(frames.conform(f, frames.ISSUES) for f in found)])
+                    issues = pl.concat([issues, *(frames.issues(f) for f in found)])
                 if table is not None:  # stored rows overlap these when they are the same rows
                     report.input_hash = _table_hash(report.input_hash, content_sum)
                     previous = store.run_with_hash(report.input_hash)
@@ -302,10 +302,7 @@ def _usage_issues(
         duplicate = pl.col("code") == "DUPLICATE_ROW"
         found.append(repeated.filter(~duplicate))
         report.notices = _sorted(repeated.filter(duplicate))
-        # each listing (the run's rows, those an earlier run kept for a draft) counts its copies
-        for listing in repeats:
-            copies = listing.filter(duplicate)["occurrences"]
-            report.duplicates_collapsed += int(copies[0]) if copies.len() else 0
+        report.duplicates_collapsed = int(report.notices["count"].sum())
     if any(f.height for f in found):
         return found, content_sum, has_drafts
     if not assemble.keys_are_unique(
@@ -406,7 +403,7 @@ def _table_hash(base: str | None, content_sum: int) -> str:
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
-    return frames.conform(issues, frames.ISSUES).sort(
+    return frames.issues(issues).sort(
         "source", "row", "invoice_index", "line_index", "window_index", "code", nulls_last=False
     )
 

@@ -157,7 +157,7 @@ class RunReport:
             **self.counts,
             "contracts_created": self.contracts_created,
             "totals": [{**t, "total": number(t["total"])} for t in self.totals],
-            "issues": self.issues.height,
+            "issues": frames.rows_counted(self.issues),
             "stage_seconds": seconds,
             "rows_per_second": {
                 stage: round(self.rows_read / s)

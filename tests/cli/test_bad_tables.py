@@ -477,6 +477,15 @@ def test_a_rule_broken_by_many_rows_lists_the_first_and_counts_the_rest(
     assert [(i["code"], i["row"]) for i in issues if i["code"] != "UNKNOWN_PRODUCT"] == [
         ("NEGATIVE_QUANTITY", 1004)
     ]
+    assert [i["count"] for i in unknown] == [3] + [1] * 1000
+    assert result.json()["summary"]["issues"] == 1004  # every failing row, listed or counted
+
+    shown = run_cli("import", directory, "--db", stored_db, *AS_OF)
+
+    assert shown.exit_code == 1
+    assert "1,004 problems found; nothing was written" in shown.stderr
+    assert "UNKNOWN_PRODUCT: 1,003" in shown.stderr
+    assert "NEGATIVE_QUANTITY: 1" in shown.stderr
 
 
 def test_each_bad_file_is_named_with_its_own_rows(stored_db: Path, tmp_path: Path) -> None:

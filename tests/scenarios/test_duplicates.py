@@ -128,5 +128,6 @@ def test_many_copies_are_counted_and_the_first_thousand_listed(tmp_path: Path, d
     notices = document["notices"]
     assert [n["row"] for n in notices] == [None, *range(12, 1012)]
     assert notices[0]["message"] == "3 more rows like these; the first 1,000 are listed"
+    assert sum(n["count"] for n in notices) == 1003
     assert {n["code"] for n in notices} == {"DUPLICATE_ROW"}
     assert query(db, "SELECT rows_read, duplicates_collapsed FROM _runs") == [(1014, 1003)]

@@ -25,7 +25,7 @@ class References:
 
 
 def issue_frame(rows: Iterable[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(list(rows), schema=frames.ISSUES)
+    return frames.issues(pl.DataFrame(list(rows), schema=frames.ISSUES))
 
 
 def _rows(
@@ -44,6 +44,7 @@ def _rows(
         field=pl.lit(field),
         code=pl.lit(code),
         message=message,
+        count=pl.lit(1, pl.Int64),
     )
 
 

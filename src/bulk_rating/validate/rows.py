@@ -680,8 +680,8 @@ _PLACE = "source, row, invoice_index, line_index, window_index"
 
 def listed_sql(rows: str) -> str:
     """The rows of `rows` (_PLACE, copy_number, field, code, message): the first
-    ROWS_LISTED_PER_RULE of each rule in input order, then one line counting the rule's other
-    rows; each with its rule's count of rows (`occurrences`). An aggregate: bounded memory."""
+    ROWS_LISTED_PER_RULE of each rule in input order, each with `count` 1, then one line counting
+    the rule's other rows (`count` their number). An aggregate: bounded memory."""
     place = ", ".join(f"'{c}': {c}" for c in _PLACE.split(", "))
     listed = ROWS_LISTED_PER_RULE
     return f"""
@@ -692,11 +692,11 @@ WITH ruled AS (
     FROM ({rows}) GROUP BY ALL
 ),
 listed AS (SELECT code, field, occurrences, unnest(first, recursive := true) FROM ruled)
-SELECT {_PLACE}, copy_number, field, code, message, occurrences FROM listed
+SELECT {_PLACE}, copy_number, field, code, message, 1 AS count FROM listed
 UNION ALL
 SELECT first[1].source, NULL, NULL, NULL, NULL, NULL, field, code,
        format('{{:,}} more rows like these; the first {listed:,} are listed', occurrences - {listed}),
-       occurrences
+       occurrences - {listed}
 FROM ruled WHERE occurrences > {listed}
 """
 
