@@ -97,7 +97,7 @@ def run_import(
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
                 with stages("validate"):
-                    found, content_sum, has_drafts = _usage_issues(
+                    found, content_sum, has_drafts, copies_in_run = _usage_issues(
                         store, dataset, refs, table, progress, report
                     )
                     issues = pl.concat([issues, *(frames.issues(f) for f in found)])
@@ -114,6 +114,7 @@ def run_import(
                 with stages("rate"):
                     unique = "_unique" if report.duplicates_collapsed else ""
                     if unique:  # tiers and line items count each exact duplicate once
+                        _drop_copies(store, copies_in_run)
                         store.check_rows(_line_weeks_sql(store, table, rows="usage_rows_unique"))
                     store.price(
                         run_id,
@@ -256,6 +257,14 @@ def _prepare(
             assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
         )
         store.temp_view("usage_rows", load.rows_sql(table))
+        store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")
+        store.temp_table(  # what a row's file_index names: the file it was read from
+            "_sources",
+            pl.DataFrame(
+                {"file_index": range(len(table.sources)), "source": table.sources},
+                schema={"file_index": pl.Int64, "source": pl.String},
+            ),
+        )
         store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
     store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
     store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
@@ -274,9 +283,11 @@ def _usage_issues(
     table: load.UsageTable | None,
     progress: Progress,
     report: RunReport,
-) -> tuple[list[pl.DataFrame], int, bool]:
+) -> tuple[list[pl.DataFrame], int, bool, int]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
-    there are some; then make the invoices and lines and check the invoices."""
+    there are some; then make the invoices and lines and check the invoices. Also gives the
+    content sum of the rows, whether some are of a draft period, and the exact copies among the
+    run's own rows."""
     kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
     kinds = table.kinds if table else None
     store.tracked(
@@ -291,20 +302,21 @@ def _usage_issues(
     found = []
     if checked["problems"].sum():
         found.append(store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds)))
-    repeats = []
+    repeats, copies_in_run = [], 0
+    duplicate = pl.col("code") == "DUPLICATE_ROW"
     if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
         repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
+        copies_in_run = int(repeats[0].filter(duplicate)["count"].sum())
     if has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
         # windows an earlier run gave for the same draft
         repeats.append(store.frame(validate.KEPT_DRAFT_REPEATS))
     if repeats:
         repeated = pl.concat(repeats, how="diagonal_relaxed")
-        duplicate = pl.col("code") == "DUPLICATE_ROW"
         found.append(repeated.filter(~duplicate))
         report.notices = _sorted(repeated.filter(duplicate))
         report.duplicates_collapsed = int(report.notices["count"].sum())
     if any(f.height for f in found):
-        return found, content_sum, has_drafts
+        return found, content_sum, has_drafts, copies_in_run
     if not assemble.keys_are_unique(
         checked, table=is_table
     ):  # a 64-bit hash collision: never guess
@@ -314,13 +326,14 @@ def _usage_issues(
     if table is None:
         store.replace("usage_invoices", dataset.invoices)
         store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return [], content_sum, has_drafts
+        return [], content_sum, has_drafts, copies_in_run
     # a draft period's rows are rated with its draft (no copy of the lines when there is none)
     history = checked.filter(~pl.col("draft")) if has_drafts else checked
     invoices, lines, disagreements = assemble.table_invoices_and_lines(history, table.sources)
     store.replace("usage_invoices", invoices)
     store.replace("usage_lines", lines)
-    return [disagreements, validate.validate_invoices(invoices, refs)], content_sum, has_drafts
+    found = [disagreements, validate.validate_invoices(invoices, refs)]
+    return found, content_sum, has_drafts, copies_in_run
 
 
 def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:
@@ -369,6 +382,16 @@ def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> 
             new.select("contract_id", "inclusive_start", "exclusive_end"),
         ]
     )
+
+
+def _drop_copies(store: Store, copies_in_run: int) -> None:
+    """Name the rows that usage_rows_unique leaves out: as many as the check counted, or a hash
+    made two different rows look alike (never guess)."""
+    store.replace_with("_dropped_copies", validate.dropped_copies_sql())
+    if store.scalar("SELECT count(*) FROM _dropped_copies") != copies_in_run:
+        raise BulkRatingError(
+            "two different rows hash alike; split the input and import it in parts"
+        )
 
 
 def _rate_drafts(store: Store, run_id: int, rows: str) -> None:

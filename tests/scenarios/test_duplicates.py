@@ -131,3 +131,25 @@ def test_many_copies_are_counted_and_the_first_thousand_listed(tmp_path: Path, d
     assert sum(n["count"] for n in notices) == 1003
     assert {n["code"] for n in notices} == {"DUPLICATE_ROW"}
     assert query(db, "SELECT rows_read, duplicates_collapsed FROM _runs") == [(1014, 1003)]
+
+
+def test_copies_in_another_file_are_named_by_that_file(tmp_path: Path, db: Path) -> None:
+    # June 4-6 in both files: b.csv's three rows are the copies (a.csv comes first), priced once.
+    directory = tmp_path / "set"
+    shutil.copytree(SAMPLES / "acme-daily-csv", directory)
+    header, *rows = (directory / "usage.csv").read_text().splitlines()
+    (directory / "usage.csv").unlink()
+    (directory / "usage").mkdir()
+    (directory / "usage" / "a.csv").write_text("\n".join([header, *rows[:6]]) + "\n")
+    (directory / "usage" / "b.csv").write_text("\n".join([header, *rows[3:]]) + "\n")
+
+    result = run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert result.exit_code == 0, result.stdout
+    document = result.json()
+    assert [i["total"] for i in document["data"]] == [12500, 25000]  # as without the copies
+    assert document["summary"]["duplicates_collapsed"] == 3
+    assert [(n["source"], n["row"]) for n in document["notices"]] == [
+        (str(directory / "usage" / "b.csv"), row) for row in (1, 2, 3)
+    ]
+    assert query(db, "SELECT count(*) FROM invoice_breakdowns") == [(10,)]
