@@ -306,7 +306,7 @@ def _usage_issues(
     duplicate = pl.col("code") == "DUPLICATE_ROW"
     if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
         repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
-        copies_in_run = int(repeats[0].filter(duplicate)["count"].sum())
+        copies_in_run = frames.rows_counted(repeats[0].filter(duplicate))
     if has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
         # windows an earlier run gave for the same draft
         repeats.append(store.frame(validate.KEPT_DRAFT_REPEATS))
@@ -314,7 +314,6 @@ def _usage_issues(
         repeated = pl.concat(repeats, how="diagonal_relaxed")
         found.append(repeated.filter(~duplicate))
         report.notices = _sorted(repeated.filter(duplicate))
-        report.duplicates_collapsed = int(report.notices["count"].sum())
     if any(f.height for f in found):
         return found, content_sum, has_drafts, copies_in_run
     if not assemble.keys_are_unique(

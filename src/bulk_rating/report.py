@@ -115,12 +115,16 @@ class RunReport:
     previous_run_id: int | None = None
     rows_read: int = 0
     # Exact duplicate rows collapsed (priced once), one row per dropped copy, like issues (past
-    # validate.ROWS_LISTED_PER_RULE of them, one line counts the rest), and how many there were.
+    # validate.ROWS_LISTED_PER_RULE of them, one line counts the rest).
     notices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
-    duplicates_collapsed: int = 0
     # From the store, whatever `invoices` holds: invoices, line_items, windows, drafts.
     counts: dict[str, int] = field(default_factory=dict)
     totals: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def duplicates_collapsed(self) -> int:
+        """Every collapsed copy, listed or counted."""
+        return frames.rows_counted(self.notices)
 
     def rows_rejected(self) -> int:
         """Rows with at least one problem: every row read, when the run was rejected as a whole."""

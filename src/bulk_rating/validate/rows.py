@@ -833,7 +833,7 @@ def same_row(left: str, right: str) -> str:
 # A usage table's row for a window of a current DRAFT period whose usage an earlier run kept
 # (`_draft_usage`): the same row again is an exact duplicate (collapsed, reported), another
 # row for that window a CONFLICTING_DUPLICATE, as within one run. Shaped as repeated_windows_sql
-# (the kept row is the window's first copy, so this one is copy 2).
+# (the kept row is the window's first copy, so this one is always reported).
 KEPT_DRAFT_REPEATS = listed_sql(f"""
 SELECT source, row, invoice_index, line_index, window_index, 'inclusive_start_date' AS field,
        CASE WHEN same THEN 'DUPLICATE_ROW' ELSE 'CONFLICTING_DUPLICATE' END AS code,
