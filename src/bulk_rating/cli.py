@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -30,7 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bulk_rating import frames, pipeline, reconcile
+from bulk_rating import frames, interrupts, output, pipeline, reconcile
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, format_decimal
 from bulk_rating.report import RunReport, timestamp
@@ -103,10 +104,10 @@ def _stream_json(report: RunReport) -> None:
     write(',\n"notices": ' + dump(report.notices.to_dicts()) + "}\n")
 
 
-def _write_errors(report: RunReport, path: Path) -> None:
+def _write_errors(report: RunReport, path: Path, *, parquet: bool) -> None:
     """The issues (and notices) of a run as a table file; written even when there are none."""
     rows = pl.concat([report.issues, report.notices])
-    if path.suffix == ".parquet":
+    if parquet:
         rows.write_parquet(path)
     else:
         rows.write_csv(path)
@@ -131,9 +132,13 @@ def _guarded(action: Callable[[], int], *, as_json: bool, debug: bool) -> None:
         err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
         if debug:
             raise
-    except Exception as exc:
+    except (KeyboardInterrupt, Exception) as exc:
         if debug:
             raise
+        if isinstance(exc, KeyboardInterrupt) or interrupts.interrupted():
+            # before a commit: the transaction was rolled back (after one, interrupts are held)
+            err.print("interrupted: the work under way was rolled back, nothing of it written")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         if as_json:
             _emit_json({"error": {"code": "INTERNAL_ERROR", "message": str(exc)}})
         err.print(f"[red]internal error[/red]: {exc} (run with --debug for the traceback)")
@@ -242,8 +247,10 @@ def import_command(
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
     def action() -> int:
-        if errors is not None and errors.suffix not in (".csv", ".parquet"):
-            raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
+        if errors is not None:
+            if errors.suffix not in (".csv", ".parquet"):
+                raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
+            output.check_writable(errors, "--errors")
         settings = _settings(db=db, as_of=as_of, preview=preview or None)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = pipeline.run_import(
@@ -252,12 +259,22 @@ def import_command(
                 invoice_limit=None if as_json else INVOICES_SHOWN,
                 progress=progress,
             )
-        if errors is not None:
-            _write_errors(report, errors)
-        if as_json:
-            _stream_json(report)
-        else:
-            _render_report(report, out if report.status != "rejected" else err)
+        # a stored run is reported whole: Ctrl-C is held until it is
+        with interrupts.held() if report.run_id is not None else nullcontext():
+            if errors is not None:
+                try:
+                    output.write_atomically(
+                        errors,
+                        lambda path: _write_errors(
+                            report, path, parquet=errors.suffix == ".parquet"
+                        ),
+                    )
+                except UsageError as failed:  # the run stands; only its list is missing
+                    err.print(f"[yellow]warning[/yellow] {failed.message}")
+            if as_json:
+                _stream_json(report)
+            else:
+                _render_report(report, out if report.status != "rejected" else err)
         return int(report.exit_code)
 
     _guarded(action, as_json=as_json, debug=debug)
@@ -548,11 +565,11 @@ def export_provider_command(
     """Export the finalized generated invoices queued for a provider (never imported ones)."""
 
     def action() -> int:
-        exported = pipeline.run_export(_settings(db=db), provider)
-        with to.open("w", encoding="utf-8") as handle:
-            for item in exported:
-                handle.write(dumps_exact(item, indent=False) + "\n")
-        out.print(f"{_count(len(exported), 'invoice')} exported to {to}")
+        exported = pipeline.run_export(_settings(db=db), provider, to)
+        if exported:
+            out.print(f"{_count(exported, 'invoice')} exported to {to}")
+        else:
+            out.print(f"no invoice is queued for {provider.lower()}; {to} was not written")
         return 0
 
     _guarded(action, as_json=False, debug=False)
@@ -607,4 +624,5 @@ def sql_command(
 
 
 def main() -> None:
+    interrupts.install()
     app()

@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
     DATA_PROBLEMS = 1  # the input has problems (nothing written) or reconciliation differences
     USAGE = 2  # bad options, unreadable paths, bad configuration
     INTERNAL = 3  # a bug: traceback only with --debug
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM before the work was committed: nothing written
 
 
 class BulkRatingError(Exception):
@@ -41,6 +42,12 @@ class AmountOverflowError(BulkRatingError):
 
     exit_code = ExitCode.DATA_PROBLEMS
     code = "NUMBER_TOO_LARGE"
+
+
+class NotAStoreError(UsageError):
+    """--db names a file that is not a bulk_rating store: never written into."""
+
+    code = "NOT_A_STORE"
 
 
 class DatabaseLockedError(UsageError):
@@ -78,6 +85,10 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
     ),
     "INVALID_OVERRIDE": ("a contract override lacks what its type needs", "see the override rules"),
     "INVALID_JSON": ("a file is not valid JSON", "fix the syntax at the reported line and column"),
+    "DUPLICATE_KEY": (
+        "a JSON object names one key twice (which value was meant cannot be known)",
+        "keep one of them",
+    ),
     "INVALID_SHAPE": (
         "a JSON document is not an object of the expected shape",
         "follow the documented shape",

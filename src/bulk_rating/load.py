@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -74,6 +75,8 @@ class Dataset:
     tables: list[UsageTable] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    # the file each catalog object and contract came from: (kind, id) -> path
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
 
     _staging: Path | None = None
 
@@ -174,7 +177,10 @@ def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model |
     try:
         # Numbers go straight to Decimal: never through a float. NaN/Infinity become Decimal too,
         # so the model rejects them with INVALID_NUMBER instead of a parse error.
-        document = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+        document = parse_json(text)
+    except DuplicateKeyError as exc:
+        _issue(dataset, path, "DUPLICATE_KEY", str(exc), field=exc.key)
+        return None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         _issue(dataset, path, "INVALID_JSON", f"{path.name} is not valid JSON ({where}): {exc.msg}")
@@ -187,14 +193,80 @@ def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model |
         return None
 
 
+class DuplicateKeyError(ValueError):
+    """An object names one key twice: which value was meant cannot be known."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key `{key}` appears more than once in one object")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise DuplicateKeyError(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+    return document
+
+
+def parse_json(text: str) -> Any:
+    """A JSON document with its numbers as Decimal (never through a float; NaN and Infinity too,
+    so the models reject them with INVALID_NUMBER) and an object naming a key twice refused,
+    where a plain parser would silently keep the last value."""
+    return json.loads(
+        text, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_unique_keys
+    )
+
+
+CATALOG_KINDS = ("credit_types", "customers", "products", "rate_cards")
+
+
 def _read_catalog(dataset: Dataset, path: Path) -> None:
-    if path.is_file():
-        dataset.catalog = _parse(dataset, path, TypeAdapter(Catalog))
+    if not path.is_file():
+        return
+    catalog = _parse(dataset, path, TypeAdapter(Catalog))
+    if catalog is None:
+        return
+    if dataset.catalog is None:
+        dataset.catalog = Catalog()
+    for kind in CATALOG_KINDS:
+        kept = getattr(dataset.catalog, kind)
+        kept += _merged(dataset, path, kind, kept, getattr(catalog, kind))
 
 
 def _read_contracts(dataset: Dataset, path: Path) -> None:
-    if path.is_file():
-        dataset.contracts = _parse(dataset, path, TypeAdapter(list[Contract]))
+    if not path.is_file():
+        return
+    contracts = _parse(dataset, path, TypeAdapter(list[Contract]))
+    if contracts is None:
+        return
+    if dataset.contracts is None:
+        dataset.contracts = []
+    dataset.contracts += _merged(dataset, path, "contracts", dataset.contracts, contracts)
+
+
+def _merged(
+    dataset: Dataset, path: Path, kind: str, kept: list[Any], given: list[Any]
+) -> list[Any]:
+    """What one file adds to the objects of one kind that earlier data sets of the run gave: the
+    same object again is kept once; the same id with other content is a conflict, never a silent
+    replacement (ids repeated inside one file are DUPLICATE_ID, found by validation)."""
+    earlier = {obj.id: obj for obj in kept}
+    added = []
+    for obj in given:
+        first = earlier.get(obj.id)
+        if first is None:
+            added.append(obj)
+            dataset.origins.setdefault((kind, obj.id), str(path))
+        elif _canonical(first) != _canonical(obj):
+            _issue(
+                dataset,
+                path,
+                "CATALOG_CONFLICT",
+                f"{kind[:-1].replace('_', ' ')} `{obj.id}` differs from the one in"
+                f" {dataset.origins.get((kind, obj.id), 'an earlier file')}",
+                field="id",
+            )
+    return added
 
 
 def _read_invoices(dataset: Dataset, path: Path) -> None:
@@ -220,8 +292,12 @@ def _read_ndjson(dataset: Dataset, path: Path) -> None:
         if not text.strip():
             continue
         try:
-            document = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+            document = parse_json(text)
             invoices.append(adapter.validate_python(document))
+        except DuplicateKeyError as exc:
+            _issue(
+                dataset, path, "DUPLICATE_KEY", f"line {number}: {exc}", row=number, field=exc.key
+            )
         except json.JSONDecodeError as exc:
             _issue(
                 dataset,

@@ -6,16 +6,28 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 
-from bulk_rating import assemble, balances, catalog, frames, load, rate, reconcile, validate
+from bulk_rating import (
+    assemble,
+    balances,
+    catalog,
+    frames,
+    interrupts,
+    load,
+    output,
+    rate,
+    reconcile,
+    validate,
+)
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
 from bulk_rating.models import Product, RateCard
+from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings, utc_now
@@ -80,15 +92,19 @@ def run_import(
     store = (
         Store.throwaway_copy(settings.db, limits) if preview else Store.open(settings.db, limits)
     )
-    with closing(dataset), store:
+    # the signals held from the commit on (entered as the transaction's last step)
+    with ExitStack() as after_commit, closing(dataset), store:
         report.previous_run_id = store.run_with_hash(report.input_hash or "")
         if report.previous_run_id is not None:
             report.status = "already_imported"
             return report
         with stages("validate"):
             plan, refs = _references(store, dataset)
-            issues = _batch_issues(dataset, plan, refs)
-            if dataset.issues:  # unreadable input: nothing more can be checked
+            catalog_issues = _catalog_issues(dataset, plan, refs)
+            issues = pl.concat([catalog_issues, _batch_issues(dataset, refs)])
+            # unreadable input, or a catalog or contract that is wrong: rows cannot be checked
+            # against it (their problems would follow from it, or not be found at all)
+            if dataset.issues or catalog_issues.height:
                 return report.reject(issues)
             table = _prepare(store, dataset, plan, refs, as_of)
         try:
@@ -141,6 +157,7 @@ def run_import(
                     },
                     contracts_created=len(plan.new_contracts),
                 )
+                after_commit.enter_context(interrupts.held())
         except Rejected as rejected:
             return report.reject(_sorted(rejected.issues))
         except AlreadyImported as already:
@@ -184,15 +201,20 @@ def _references(
         ]
     )
     refs = validate.References(
-        ids("customers"), ids("credit_types"), ids("products"), contracts, store.invoice_periods()
+        ids("customers"),
+        ids("credit_types"),
+        ids("products"),
+        contracts,
+        store.invoice_periods(),
+        ids("rate_cards"),
     )
     return plan, refs
 
 
-def _batch_issues(
+def _catalog_issues(
     dataset: load.Dataset, plan: catalog.CatalogPlan, refs: validate.References
 ) -> pl.DataFrame:
-    """What can be checked before any row is read: files, catalog, a JSON batch's structure."""
+    """The files', catalog's and contracts' problems: what must hold before any row is read."""
     found = [validate.issue_frame(dataset.issues), validate.issue_frame(plan.issues)]
     if not dataset.issues:
         found.append(
@@ -202,14 +224,19 @@ def _batch_issues(
                 known_products=set(refs.product_ids["product_id"]),
                 known_customers=set(refs.customer_ids["customer_id"]),
                 known_credit_types=set(refs.credit_type_ids["credit_type_id"]),
-                known_rate_cards=set(refs.contracts["rate_card_id"]) | plan.ids("rate_cards"),
+                known_rate_cards=set(refs.rate_card_ids["rate_card_id"]),
                 source_dir=_source_dir(dataset),
+                origins=dataset.origins,
             )
         )
-        found.append(
-            validate.validate_batch(dataset.invoices, dataset.lines, dataset.windows, refs)
-        )
     return pl.concat(found)
+
+
+def _batch_issues(dataset: load.Dataset, refs: validate.References) -> pl.DataFrame:
+    """A JSON batch's structure, checked before any row is read."""
+    if dataset.issues:
+        return validate.issue_frame([])
+    return validate.validate_batch(dataset.invoices, dataset.lines, dataset.windows, refs)
 
 
 def _prepare(
@@ -548,13 +575,32 @@ def run_close(settings: Settings) -> dict[str, int]:
     return {"finalized": finalized, "invoices_created": owed.height}
 
 
-def run_export(settings: Settings, provider: str) -> list[dict[str, object]]:
-    """The invoices queued for `provider`, as documents with their idempotency keys; they are
-    marked exported. Imported invoices are never among them (D1)."""
+def run_export(settings: Settings, provider: str, out: Path) -> int:
+    """Write the invoices queued for `provider` to `out` (JSON lines: each document with its
+    idempotency key), then mark them exported: the file is durably in place before any invoice
+    counts as exported, so a failed write leaves them queued for the next export. An existing
+    file is never replaced (it may hold an export not yet delivered). Imported invoices are never
+    among them (D1). Returns how many were exported."""
+    provider = provider.lower()
+    if not settings.db.exists():
+        raise UsageError(f"no database at {settings.db}", path=str(settings.db))
+    if out.exists():
+        raise UsageError(
+            f"--out {out} exists already: it may hold an export not yet delivered; move it away"
+            " or give a new file",
+            path=str(out),
+        )
+    output.check_writable(out, "--out")
     with Store.open(settings.db) as store:
-        queued = store.queued_for(provider.lower())
+        known = store.billing_providers()
+        if provider not in known:
+            raise UsageError(
+                f"no contract is billed through `{provider}`"
+                + (f" (the contracts name: {', '.join(known)})" if known else "")
+            )
+        queued = store.queued_for(provider)
         if not queued.height:
-            return []
+            return 0
         ids = queued["invoice_id"].to_list()
         invoice_rows, line_rows = store.invoices_by_id(ids)
         report = RunReport(
@@ -565,8 +611,16 @@ def run_export(settings: Settings, provider: str) -> list[dict[str, object]]:
             line_rows=line_rows,
         )
         documents = {d["id"]: d for d in report.documents("CONTRACT_SCHEDULE")}
+        keys = dict(queued.select("invoice_id", "idempotency_key").iter_rows())
+
+        def write(path: Path) -> None:
+            with path.open("w", encoding="utf-8") as handle:
+                for invoice_id in ids:
+                    item = {"idempotency_key": keys[invoice_id], "invoice": documents[invoice_id]}
+                    handle.write(dumps_exact(item, indent=False) + "\n")
+
+        output.write_atomically(out, write, replace=False)
         store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
         with store.transaction():
             store.mark_exported(ids, utc_now())
-    keys = dict(queued.select("invoice_id", "idempotency_key").iter_rows())
-    return [{"idempotency_key": keys[i], "invoice": documents[i]} for i in ids]
+    return len(ids)

@@ -28,6 +28,7 @@ from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
     DatabaseLockedError,
+    NotAStoreError,
     UsageError,
 )
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
@@ -117,6 +118,31 @@ def _connect(
     return con
 
 
+# Bytes 8-11 of every DuckDB database file.
+DUCKDB_MAGIC = b"DUCK"
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """--db names a DuckDB file or a path where one can be made; anything else (a Parquet, CSV
+    or JSON file given by mistake, a folder, a device) is refused before it is opened."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise NotAStoreError(f"--db {path} is not a regular file", path=str(path))
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+    except OSError as exc:
+        raise UsageError(f"cannot read database {path}: {exc.strerror}", path=str(path)) from exc
+    if head and head[8:12] != DUCKDB_MAGIC:
+        kind = "a Parquet file" if head.startswith(b"PAR1") else "not a DuckDB database"
+        raise NotAStoreError(
+            f"--db {path} is {kind}; nothing was written to it. Give --db a new file or a"
+            " bulk_rating store",
+            path=str(path),
+        )
+
+
 class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, throwaway: bool) -> None:
         self.con = con
@@ -127,9 +153,15 @@ class Store:
 
     @classmethod
     def open(cls, path: Path, limits: Limits = Limits()) -> Store:
+        _refuse_foreign_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = cls(_connect(str(path), limits=limits), str(path), throwaway=False)
-        store._create_schema()
+        try:
+            store._refuse_foreign_database()
+            store._create_schema()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
@@ -137,6 +169,7 @@ class Store:
         """For analysts' queries: DuckDB itself refuses every write on this connection."""
         if not path.exists():
             raise UsageError(f"no database at {path}", path=str(path))
+        _refuse_foreign_file(path)
         store = cls(_connect(str(path), read_only=True), str(path), throwaway=True)
         if store._schema_version() != SCHEMA_VERSION:
             store.close()
@@ -169,6 +202,7 @@ class Store:
     @classmethod
     def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:
         """An in-memory store holding the file's reference tables; the file is only read."""
+        _refuse_foreign_file(path)
         spill = limits.temp_directory or tempfile.mkdtemp(prefix="bulk-rating-preview-")
         store = cls(
             _connect(":memory:", limits=replace(limits, temp_directory=spill)),
@@ -191,6 +225,12 @@ class Store:
                     "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'"
                 ).fetchall()
             }
+            if stored and "_schema" not in stored:
+                store.close()
+                raise NotAStoreError(
+                    f"{path} is a DuckDB database of another program (no bulk_rating tables)",
+                    path=str(path),
+                )
             for table in REFERENCE_TABLES:
                 if table in stored:
                     store.con.execute(f"DELETE FROM main.{table}")
@@ -208,6 +248,25 @@ class Store:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def _refuse_foreign_database(self) -> None:
+        """A DuckDB database that another program made is never written into: nothing of ours
+        (no `_schema` table) but objects of its own means it is someone else's."""
+        if self._schema_version() is not None:
+            return
+        theirs = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            " UNION ALL SELECT view_name FROM duckdb_views()"
+            " WHERE database_name = current_database() AND NOT internal ORDER BY 1 LIMIT 4"
+        ).fetchall()
+        if theirs:
+            names = ", ".join(f"`{name}`" for (name,) in theirs[:3])
+            raise NotAStoreError(
+                f"{self.path} is a DuckDB database of another program (it holds {names}"
+                f"{' and more' if len(theirs) > 3 else ''}, and no bulk_rating tables); nothing was"
+                " written to it. Give --db a new file or a bulk_rating store",
+                path=self.path,
+            )
 
     def _schema_version(self) -> int | None:
         exists = self.scalar(
@@ -585,6 +644,16 @@ class Store:
             {"as_of": as_of},
         )
         return closing.height
+
+    def billing_providers(self) -> list[str]:
+        """The billing providers the stored contracts name."""
+        return [
+            name
+            for (name,) in self.con.execute(
+                "SELECT DISTINCT billing_provider FROM contracts"
+                " WHERE billing_provider IS NOT NULL ORDER BY 1"
+            ).fetchall()
+        ]
 
     def queued_for(self, provider: str) -> pl.DataFrame:
         return self.frame(

@@ -46,8 +46,10 @@ def test_only_the_generated_invoice_is_exported(db: Path, tmp_path: Path) -> Non
     ) == [(0,)]
 
     again = tmp_path / "again.jsonl"
-    run_cli("export-provider", "--provider", "stripe", "--out", again, "--db", db)
-    assert again.read_text() == ""  # exported once
+    nothing = run_cli("export-provider", "--provider", "stripe", "--out", again, "--db", db)
+    assert nothing.exit_code == 0, nothing.stderr
+    assert "no invoice is queued for stripe" in nothing.stdout
+    assert not again.exists()  # exported once; no empty file made
     assert (
         "0 drafts finalized, 0 invoices created"
         in run_cli("close", "--db", db, "--as-of", "2024-09-02").stdout

@@ -106,3 +106,38 @@ def test_an_import_killed_at_any_moment_leaves_all_or_nothing(tmp_path: Path, da
     out, _ = again.communicate(timeout=120)
     assert '"status": "already_imported"' in out
     assert _stored(db) == expected
+
+
+INTERRUPTS = 10
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_import_says_so_and_its_exit_code_matches_what_is_stored(
+    tmp_path: Path, data: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C (or SIGTERM) at any moment: either the run was rolled back and the command says so
+    with exit 130, or it was committed and the command reports it whole with exit 0. Never an
+    internal error, and never a stored run reported as failed."""
+    reference = tmp_path / "reference.duckdb"
+    _import(data, reference).communicate(timeout=120)
+    expected = _stored(reference)
+    rng = random.Random(20261207 + int(stop))
+    outcomes = set()
+    for n in range(INTERRUPTS):
+        db = tmp_path / f"store{n}.duckdb"
+        victim = _import(data, db)
+        time.sleep(rng.uniform(0.5, 5.0))
+        victim.send_signal(stop)
+        out, err = victim.communicate(timeout=60)
+        assert victim.returncode in (0, 130), err
+        assert "internal error" not in err, err
+        assert "Traceback" not in err, err
+        state = _stored(db) if db.exists() else (0, 0, 0)
+        if victim.returncode == 0:
+            assert state == expected, err
+            assert '"status": "imported"' in out
+        else:
+            assert state == (0, 0, 0), f"exit 130 but stored {state}"
+            assert "interrupted" in err
+        outcomes.add(victim.returncode)
+    assert 130 in outcomes, "no interrupt landed before the commit: the test proved nothing"

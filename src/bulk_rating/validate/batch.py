@@ -22,6 +22,7 @@ class References:
     #                          generation_starts_at
     stored_invoices: pl.DataFrame  # invoice_id, contract_id, credit_type_id, inclusive_start,
     #                                exclusive_end
+    rate_card_ids: pl.DataFrame  # rate_card_id: stored and given
 
 
 def issue_frame(rows: Iterable[dict[str, Any]]) -> pl.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -49,9 +50,12 @@ def validate_catalog(
     known_credit_types: set[str],
     known_rate_cards: set[str],
     source_dir: str,
+    origins: Mapping[tuple[str, str], str] | None = None,
 ) -> pl.DataFrame:
-    """Problems of the catalog and contracts of this run, against what is stored and given."""
+    """Problems of the catalog and contracts of this run, against what is stored and given;
+    `origins` names the file each object came from (kind and id), when a run read several."""
     found: list[dict[str, Any]] = []
+    origins = origins or {}
     catalog_source = f"{source_dir}/catalog.json"
     if catalog is not None:
         found += _duplicates(catalog_source, "credit type", [c.id for c in catalog.credit_types])
@@ -59,11 +63,18 @@ def validate_catalog(
         found += _duplicates(catalog_source, "product", [p.id for p in catalog.products])
         found += _duplicates(catalog_source, "rate card", [r.id for r in catalog.rate_cards])
         for card in catalog.rate_cards:
-            found += _rate_card_issues(catalog_source, card, known_products, known_credit_types)
+            found += _rate_card_issues(
+                origins.get(("rate_cards", card.id), catalog_source),
+                card,
+                known_products,
+                known_credit_types,
+            )
     if contracts is not None:
-        contracts_source = f"{source_dir}/contracts.json"
-        found += _duplicates(contracts_source, "contract", [c.id for c in contracts])
+        found += _duplicates(f"{source_dir}/contracts.json", "contract", [c.id for c in contracts])
         for n, contract in enumerate(contracts):
+            contracts_source = origins.get(
+                ("contracts", contract.id), f"{source_dir}/contracts.json"
+            )
             where = f"contract {n} (`{contract.id}`)"
             if contract.customer_id not in known_customers:
                 found.append(
