@@ -45,6 +45,14 @@ ISSUES_SHOWN_PER_CODE = 5
 # Options every command that has them spells the same way.
 DbOption = Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="seconds to wait for a database another process holds [env BULK_RATING_WAIT]",
+    ),
+]
 INVOICES_SHOWN = 20
 
 
@@ -243,6 +251,7 @@ def import_command(
         typer.Option(help="write every problem to this file too (.csv or .parquet), for SQL"),
     ] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks of internal errors")] = False,
+    wait: WaitOption = None,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
@@ -251,7 +260,7 @@ def import_command(
             if errors.suffix not in (".csv", ".parquet"):
                 raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
             output.check_writable(errors, "--errors")
-        settings = _settings(db=db, as_of=as_of, preview=preview or None)
+        settings = _settings(db=db, as_of=as_of, preview=preview or None, wait=wait)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = pipeline.run_import(
                 paths,
@@ -412,11 +421,12 @@ def nightly_command(
     reports: Annotated[
         Path, typer.Option(help="a dated report folder is written under this one")
     ] = Path("data/reports"),
+    wait: WaitOption = None,
 ) -> None:
     """The nightly batch: import what is new in the inbox, reconcile, write a dated report."""
 
     def action() -> int:
-        settings = _settings(db=db, as_of=as_of)
+        settings = _settings(db=db, as_of=as_of, wait=wait)
         imported, closed, reconciled = pipeline.run_nightly(
             inbox, settings, legacy or [], tolerance
         )
@@ -444,7 +454,7 @@ def nightly_command(
             )
             if report.issues.height:
                 report.issues.write_csv(folder / f"{name}.issues.csv")
-        failed = [e for e in entries if e["status"] == "rejected"]
+        failed = [e for e in entries if e["status"] in ("rejected", "failed")]
         document: dict[str, Any] = {
             "as_of": settings.as_of_or_now().isoformat(),
             "imports": entries,
@@ -463,6 +473,8 @@ def nightly_command(
         differs = reconciled is not None and (
             reconciled[0].differences or reconciled[0].issues.height
         )
+        if any(e["status"] == "failed" for e in entries):
+            return int(ExitCode.INTERNAL)
         return int(ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK)
 
     _guarded(action, as_json=False, debug=False)
@@ -482,6 +494,8 @@ def balances_command(
     def action() -> int:
         settings = _settings(db=db, as_of=as_of)
         with Store.open_read_only(settings.db) as store:
+            if not store.has_customer(customer):
+                raise UsageError(f"no customer `{customer}` in {settings.db}")
             segments = store.customer_balances(customer, settings.as_of_or_now())
         # getNetBalance: only segments usable now count, and a negative remainder counts as 0.
         net = (
@@ -540,11 +554,12 @@ def balances_command(
 def close_command(
     db: DbOption = None,
     as_of: Annotated[str | None, typer.Option(help="today: YYYY-MM-DD (default: today)")] = None,
+    wait: WaitOption = None,
 ) -> None:
     """Finalize the drafts whose period has ended, make the next drafts, queue them for providers."""
 
     def action() -> int:
-        done = pipeline.run_close(_settings(db=db, as_of=as_of))
+        done = pipeline.run_close(_settings(db=db, as_of=as_of, wait=wait))
         out.print(_closed(done))
         return 0
 

@@ -108,6 +108,10 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
         "a timestamp without a UTC offset",
         "add Z or an offset such as +02:00",
     ),
+    "UNKNOWN_TAG": (
+        "an override, commit or credit names a tag that no product has (it would select nothing)",
+        "fix the tag or tag the products",
+    ),
     "DUPLICATE_ID": ("two objects of one kind share an id", "give each object its own id"),
     "CATALOG_CONFLICT": (
         "an id already stored with different content",

@@ -88,7 +88,7 @@ def run_import(
         as_of=as_of,
         stage_seconds=stages.seconds,
     )
-    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    limits = _limits(settings)
     store = (
         Store.throwaway_copy(settings.db, limits) if preview else Store.open(settings.db, limits)
     )
@@ -179,13 +179,14 @@ def _references(
     store: Store, dataset: load.Dataset
 ) -> tuple[catalog.CatalogPlan, validate.References]:
     stored = {t: store.stored_bodies(t, id_column) for t, (id_column, *_) in catalog.KINDS.items()}
+    stored_products = store.models("products", "product_id", Product)
     plan = catalog.plan(
         dataset.catalog,
         dataset.contracts,
         stored,
         _source_dir(dataset),
         stored_cards=store.models("rate_cards", "rate_card_id", RateCard),
-        stored_products=store.models("products", "product_id", Product),
+        stored_products=stored_products,
         next_rate_key=store.next_rate_key(),
     )
 
@@ -207,6 +208,14 @@ def _references(
         contracts,
         store.invoice_periods(),
         ids("rate_cards"),
+        {
+            tag
+            for product in [
+                *stored_products.values(),
+                *(dataset.catalog.products if dataset.catalog else []),
+            ]
+            for tag in product.tags
+        },
     )
     return plan, refs
 
@@ -227,6 +236,7 @@ def _catalog_issues(
                 known_rate_cards=set(refs.rate_card_ids["rate_card_id"]),
                 source_dir=_source_dir(dataset),
                 origins=dataset.origins,
+                known_tags=refs.product_tags,
             )
         )
     return pl.concat(found)
@@ -457,6 +467,10 @@ def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _limits(settings: Settings) -> Limits:
+    return Limits(memory=settings.memory_limit, threads=settings.threads, lock_wait=settings.wait)
+
+
 def _source_dir(dataset: load.Dataset) -> str:
     return str(Path(dataset.sources[0]).parent) if dataset.sources else "."
 
@@ -506,7 +520,7 @@ def run_reconcile(
         with Store.scratch() as scratch:
             invoices, line_diffs, daily = scratch.reconcile(legacy, (imported, lines), tolerance)
         return reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview), daily
-    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    limits = _limits(settings)
     with Store.open(settings.db, limits) as store:
         invoices, line_diffs, daily = store.reconcile(legacy, store.imported_invoices(), tolerance)
         result = reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview)
@@ -546,10 +560,14 @@ def run_nightly(
     for entry in inbox_entries(inbox):
         try:
             report = run_import([entry], settings, invoice_limit=0)
-        except UsageError as problem:
-            report = RunReport(status="rejected", preview=False, inputs=[str(entry)])
+        except Exception as problem:  # one entry's failure never stops the batch
+            if isinstance(problem, BulkRatingError):
+                status, code, message = "rejected", problem.code, problem.message
+            else:  # a bug: the entry is reported as failed, the others still import
+                status, code, message = "failed", "INTERNAL_ERROR", f"internal error: {problem}"
+            report = RunReport(status=status, preview=False, inputs=[str(entry)])
             report.issues = validate.issue_frame(
-                [{"source": str(entry), "code": problem.code, "message": problem.message}]
+                [{"source": str(entry), "code": code, "message": message}]
             )
         imported.append((entry.name, report))
     closed = (
@@ -563,7 +581,7 @@ def run_close(settings: Settings) -> dict[str, int]:
     """The nightly step: finalize every draft whose period has ended, make the drafts (and any
     missed periods) up to the as-of date, and queue the finalized ones for billing providers."""
     as_of = settings.as_of_or_now()
-    limits = Limits(memory=settings.memory_limit, threads=settings.threads)
+    limits = _limits(settings)
     with Store.open(settings.db, limits) as store:
         owed = catalog.periods_to_generate(
             store.contract_models(), store.generated_invoices(), store.fiat_credit_types(), as_of
@@ -591,7 +609,7 @@ def run_export(settings: Settings, provider: str, out: Path) -> int:
             path=str(out),
         )
     output.check_writable(out, "--out")
-    with Store.open(settings.db) as store:
+    with Store.open(settings.db, _limits(settings)) as store:
         known = store.billing_providers()
         if provider not in known:
             raise UsageError(

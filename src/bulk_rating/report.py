@@ -139,6 +139,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.status == "failed":  # an internal error, reported for one entry of a batch
+            return ExitCode.INTERNAL
         return ExitCode.DATA_PROBLEMS if self.status == "rejected" else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:

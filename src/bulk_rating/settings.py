@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # DuckDB's memory limit; past it, work spills to disk (<db>.tmp) instead of growing.
     memory_limit: str = "512MB"
     threads: int | None = None
+    # seconds to wait for a database another process holds (a notebook, say); 0 refuses at once
+    wait: float = 0.0
 
     def as_of_or_now(self) -> datetime:
         if self.as_of is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -88,6 +89,8 @@ class Limits:
     memory: str = "512MB"
     threads: int | None = None
     temp_directory: str | None = None
+    # seconds to wait for a database another process holds before giving up (0: refuse at once)
+    lock_wait: float = 0.0
 
 
 def _connect(
@@ -103,19 +106,34 @@ def _connect(
         config["threads"] = limits.threads
     if limits.temp_directory:
         config["temp_directory"] = limits.temp_directory
-    try:
-        con = duckdb.connect(path, read_only=read_only, config=config)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
+    deadline = time.monotonic() + limits.lock_wait
+    while True:
+        try:
+            con = duckdb.connect(path, read_only=read_only, config=config)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
+            if time.monotonic() < deadline:
+                time.sleep(LOCK_POLL_SECONDS)
+                continue
+            holder = _LOCK_HOLDER.search(str(exc))
+            waited = f" after waiting {limits.lock_wait:g} s" if limits.lock_wait else ""
             raise DatabaseLockedError(
-                f"{path} is in use by another process (the file is locked); try again when it ends",
+                f"{path} is in use by another process"
+                + (f" ({holder.group(1)})" if holder else "")
+                + f"{waited}; try again when it ends, or wait for it with --wait SECONDS",
                 path=path,
             ) from exc
-        raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
-    except duckdb.Error as exc:
-        raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
+        except duckdb.Error as exc:
+            raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+LOCK_POLL_SECONDS = 0.25
+# DuckDB names the lock's holder: "Conflicting lock is held in /usr/bin/python3 (PID 123) by user x"
+_LOCK_HOLDER = re.compile(r"held in (.+? \(PID \d+\))")
 
 
 # Bytes 8-11 of every DuckDB database file.
@@ -686,6 +704,11 @@ class Store:
             """UPDATE provider_outbox SET status = 'EXPORTED', exported_at = $at
                WHERE invoice_id IN (SELECT invoice_id FROM _shown)""",
             {"at": at},
+        )
+
+    def has_customer(self, customer_id: str) -> bool:
+        return bool(
+            self.scalar("SELECT count(*) FROM customers WHERE customer_id = ?", [customer_id])
         )
 
     def customer_balances(self, customer_id: str, as_of: datetime) -> pl.DataFrame:

@@ -42,12 +42,20 @@ def assert_clean(result: CliResult, exit_code: int, *named: str) -> None:
         assert "".join(text.split()) in unwrapped, f"{text!r} not in {said!r}"
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> Path:
-    """A store holding the acme sample, imported as of 2024-08-15 by the real CLI."""
-    db = tmp_path / "store.duckdb"
+@pytest.fixture(scope="session")
+def _stored_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("stored") / "store.duckdb"
     done = run_process("import", SAMPLES / "acme", "--db", db, "--as-of", ACME_AS_OF)
     assert done.exit_code == 0, done.stderr
+    return db
+
+
+@pytest.fixture
+def stored(tmp_path: Path, _stored_template: Path) -> Path:
+    """A store holding the acme sample, imported as of 2024-08-15 by the real CLI (a copy of
+    one made per session: the file is checkpointed, so it has no WAL)."""
+    db = tmp_path / "store.duckdb"
+    shutil.copy(_stored_template, db)
     return db
 
 

@@ -6,6 +6,7 @@ names, and that a refused run leaves the database file and its WAL byte for byte
 from __future__ import annotations
 
 import json
+import threading
 import shutil
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,112 @@ def test_a_file_of_another_format_given_as_the_database_is_refused(
 def test_a_folder_given_as_the_database_is_refused(tmp_path: Path) -> None:
     result = _import(SAMPLES / "acme", "--db", tmp_path)
     assert_clean(result, 2, "not a regular file")
+
+
+# --- 4. one bad entry never stops the nightly batch -----------------------------------------
+
+
+def test_a_bad_entry_of_the_nightly_batch_is_skipped_and_the_rest_goes_on(tmp_path: Path) -> None:
+    inbox, db, reports = tmp_path / "inbox", tmp_path / "store.duckdb", tmp_path / "reports"
+    bad = acme()
+    _beta(bad)
+    bad["contracts"][0]["rate_card_id"] = "rc_nothing"
+    write_dataset(inbox / "2024-08-01-beta", bad)
+    copy_sample("acme", inbox / "2024-08-02-acme")
+
+    result = run_cli(
+        "nightly", "--inbox", inbox, "--db", db, "--as-of", "2024-09-02", "--reports", reports
+    )
+
+    assert_clean(result, 1, "2024-08-01-beta: rejected", "2024-08-02-acme: imported")
+    assert "1 draft finalized" in result.stdout  # close ran after the failed entry
+    document = json.loads((reports / "2024-09-02" / "nightly.json").read_text())
+    assert [(e["entry"], e["status"]) for e in document["imports"]] == [
+        ("2024-08-01-beta", "rejected"),
+        ("2024-08-02-acme", "imported"),
+    ]
+    issues = pl.read_csv(reports / "2024-09-02" / "2024-08-01-beta.issues.csv")
+    assert issues["code"].to_list() == ["UNKNOWN_RATE_CARD"]
+
+
+# --- 10. a database held by a reader (a notebook) ---------------------------------------------
+
+
+def test_a_held_database_names_its_holder_and_can_be_waited_for(stored: Path) -> None:
+    notebook = duckdb.connect(str(stored), read_only=True)
+    try:
+        refused = run_process("close", "--db", stored, "--as-of", "2024-09-02")
+        assert_clean(refused, 2, "DATABASE_LOCKED", "PID", "--wait")
+
+        threading.Timer(1.0, notebook.close).start()
+        waited = run_process("close", "--db", stored, "--as-of", "2024-09-02", "--wait", "60")
+    finally:
+        notebook.close()
+
+    assert_clean(waited, 0, "1 draft finalized")
+
+
+# --- 7. silently accepted -------------------------------------------------------------------
+
+
+def _fiat_nowhere(files: dict[str, Any]) -> None:
+    files["catalog"]["rate_cards"][0]["fiat_credit_type_id"] = "ct-nowhere"
+
+
+def _invoice_schedule_nowhere(files: dict[str, Any]) -> None:
+    commit = json.loads((SAMPLES / "acme-commit" / "contracts.json").read_text())[0]["commits"][0]
+    commit["id"] = "commit_beta"
+    commit["invoice_schedule"]["credit_type_id"] = "ct-nowhere"
+    files["contracts"][0]["commits"] = [commit]
+
+
+def _tag_nowhere(files: dict[str, Any]) -> None:
+    files["contracts"][0]["overrides"] = [
+        {
+            "starting_at": "2024-06-01T00:00:00Z",
+            "applicable_product_tags": ["no-such-tag"],
+            "type": "MULTIPLIER",
+            "multiplier": 0.5,
+        }
+    ]
+
+
+def _generation_before_the_contract(files: dict[str, Any]) -> None:
+    schedule = files["contracts"][0]["usage_statement_schedule"]
+    schedule["invoice_generation_starting_at"] = "2024-01-01T00:00:00Z"
+
+
+def _generation_after_the_contract(files: dict[str, Any]) -> None:
+    files["contracts"][0]["ending_before"] = "2024-09-01T00:00:00Z"
+    schedule = files["contracts"][0]["usage_statement_schedule"]
+    schedule["invoice_generation_starting_at"] = "2024-10-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        (_fiat_nowhere, "UNKNOWN_CREDIT_TYPE", "fiat_credit_type_id"),
+        (_invoice_schedule_nowhere, "UNKNOWN_CREDIT_TYPE", "invoice_schedule"),
+        (_tag_nowhere, "UNKNOWN_TAG", "applicable_product_tags"),
+        (_generation_before_the_contract, "INVALID_PERIOD", "invoice_generation_starting_at"),
+        (_generation_after_the_contract, "INVALID_PERIOD", "invoice_generation_starting_at"),
+    ],
+)
+def test_a_reference_to_nothing_is_refused_not_silently_accepted(
+    stored: Path, tmp_path: Path, change: Any, code: str, field: str
+) -> None:
+    files = acme()
+    _beta(files)
+    change(files)
+    before = Snapshot.of(stored)
+
+    result = _import(write_dataset(tmp_path / "d", files), "--db", stored, "--json")
+
+    assert_clean(result, 1)
+    assert (code, field) in [(i["code"], i["field"]) for i in result.json()["issues"]]
+    assert before.unchanged()
+
+
+def test_the_balances_of_an_unknown_customer_are_refused(stored: Path) -> None:
+    result = run_cli("balances", "--customer", "cus_nobody", "--db", stored)
+    assert_clean(result, 2, "cus_nobody")

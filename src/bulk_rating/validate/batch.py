@@ -23,6 +23,7 @@ class References:
     stored_invoices: pl.DataFrame  # invoice_id, contract_id, credit_type_id, inclusive_start,
     #                                exclusive_end
     rate_card_ids: pl.DataFrame  # rate_card_id: stored and given
+    product_tags: set[str]  # every tag a stored or given product has
 
 
 def issue_frame(rows: Iterable[dict[str, Any]]) -> pl.DataFrame:

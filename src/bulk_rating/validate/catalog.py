@@ -51,6 +51,7 @@ def validate_catalog(
     known_rate_cards: set[str],
     source_dir: str,
     origins: Mapping[tuple[str, str], str] | None = None,
+    known_tags: set[str] | None = None,
 ) -> pl.DataFrame:
     """Problems of the catalog and contracts of this run, against what is stored and given;
     `origins` names the file each object came from (kind and id), when a run read several."""
@@ -63,6 +64,23 @@ def validate_catalog(
         found += _duplicates(catalog_source, "product", [p.id for p in catalog.products])
         found += _duplicates(catalog_source, "rate card", [r.id for r in catalog.rate_cards])
         for card in catalog.rate_cards:
+            card_source = origins.get(("rate_cards", card.id), catalog_source)
+            for field, credit_type in (
+                ("fiat_credit_type_id", card.fiat_credit_type_id),
+                *(
+                    ("credit_type_conversions", c.custom_credit_type_id)
+                    for c in card.credit_type_conversions
+                ),
+            ):
+                if credit_type not in known_credit_types:
+                    found.append(
+                        _catalog_issue(
+                            card_source,
+                            "UNKNOWN_CREDIT_TYPE",
+                            field,
+                            f"rate card `{card.id}`: unknown credit type `{credit_type}`",
+                        )
+                    )
             found += _rate_card_issues(
                 origins.get(("rate_cards", card.id), catalog_source),
                 card,
@@ -107,6 +125,20 @@ def validate_catalog(
                     )
                 )
             schedule = contract.usage_statement_schedule
+            generation = schedule.invoice_generation_starting_at
+            if generation is not None and (
+                generation < contract.starting_at
+                or (contract.ending_before is not None and generation > contract.ending_before)
+            ):
+                found.append(
+                    _catalog_issue(
+                        contracts_source,
+                        "INVALID_PERIOD",
+                        "invoice_generation_starting_at",
+                        f"{where}: invoice generation starts at {generation:%Y-%m-%dT%H:%M:%SZ},"
+                        " outside the contract",
+                    )
+                )
             if schedule.day == "CUSTOM_DATE" and schedule.billing_anchor_date is None:
                 found.append(
                     _catalog_issue(
@@ -120,7 +152,31 @@ def validate_catalog(
             found += _commit_issues(
                 contracts_source, where, contract, known_products, known_credit_types
             )
+            if known_tags is not None:
+                found += _tag_issues(contracts_source, where, contract, known_tags)
     return issue_frame(found)
+
+
+def _tag_issues(
+    source: str, where: str, contract: Contract, known_tags: set[str]
+) -> list[dict[str, Any]]:
+    """A tag that no product has selects nothing: most likely a typo, never silently empty."""
+    tagged = [
+        *((f"override {n}", o.applicable_product_tags) for n, o in enumerate(contract.overrides)),
+        *((f"commit {n}", c.applicable_product_tags) for n, c in enumerate(contract.commits)),
+        *((f"credit {n}", c.applicable_product_tags) for n, c in enumerate(contract.credits)),
+    ]
+    return [
+        _catalog_issue(
+            source,
+            "UNKNOWN_TAG",
+            "applicable_product_tags",
+            f"{where}, {what}: no product has the tag `{tag}`",
+        )
+        for what, tags in tagged
+        for tag in tags or []
+        if tag not in known_tags
+    ]
 
 
 def _override_issues(
@@ -221,6 +277,15 @@ def _commit_issues(
         for product in [item.product_id, *(item.applicable_product_ids or [])]:
             if product not in known_products:
                 problems.append(("UNKNOWN_PRODUCT", "product_id", f"unknown product `{product}`"))
+        schedule = getattr(item, "invoice_schedule", None)
+        if schedule is not None and schedule.credit_type_id not in known_credit_types:
+            problems.append(
+                (
+                    "UNKNOWN_CREDIT_TYPE",
+                    "invoice_schedule",
+                    f"unknown credit type `{schedule.credit_type_id}`",
+                )
+            )
         if item.access_schedule.credit_type_id not in known_credit_types:
             problems.append(
                 (
