@@ -6,8 +6,8 @@ names, and that a refused run leaves the database file and its WAL byte for byte
 from __future__ import annotations
 
 import json
-import threading
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
