@@ -311,7 +311,8 @@ def samples_command(
         else:
             out.print(
                 f"wrote {written['rows']:,} usage rows for {_count(customers, 'customer')} to {directory}"
-                f" (history {written['history_start']} to {written['history_end']})"
+                f" (history {written['history_start']} to {written['history_end']});"
+                f" import it with --as-of {written['as_of']}"
             )
         return 0
 
@@ -639,5 +640,5 @@ def sql_command(
 
 
 def main() -> None:
-    interrupts.install()
+    interrupts.install()  # again: harmless, and in place when called without __main__
     app()

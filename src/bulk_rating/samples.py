@@ -478,6 +478,10 @@ def generate(
         files.append(name)
         rows += frame.height
 
+    generation = max(
+        c.usage_statement_schedule.invoice_generation_starting_at or first
+        for c in stored_contracts
+    )
     return {
         "samples_version": SAMPLES_VERSION,
         "seed": seed,
@@ -488,10 +492,8 @@ def generate(
         "rows": rows,
         "files": ["catalog.json", "contracts.json", *files],
         "history_start": _timestamp(first),
-        "history_end": _timestamp(
-            max(
-                c.usage_statement_schedule.invoice_generation_starting_at or first
-                for c in stored_contracts
-            )
-        ),
+        "history_end": _timestamp(generation),
+        # the day to import it as of: its history is then all before invoice generation, and
+        # the drafts are those of the first generated periods (without it, today's)
+        "as_of": f"{generation:%Y-%m-%d}",
     }

@@ -36,3 +36,27 @@ def test_generated_samples_import_and_preview_agree(tmp_path: Path) -> None:
         0
     ]
     assert stored[1] == sum(i["total"] for i in imported.json()["data"])
+
+
+def test_samples_say_the_as_of_their_history_needs(tmp_path: Path) -> None:
+    """Imported as of the day they name, the drafts are of the first generated periods, so a
+    close on that day finalizes nothing (as of today, hundreds of empty drafts would be)."""
+    written = run_cli(
+        "samples", "--out", tmp_path / "set", "--customers", "2", "--months", "1", "--json"
+    )
+    as_of = written.json()["as_of"]
+    said = run_cli("samples", "--out", tmp_path / "again", "--customers", "2", "--months", "1")
+    db = tmp_path / "store.duckdb"
+
+    imported = run_cli("import", tmp_path / "set", "--db", db, "--as-of", as_of, "--json")
+    closed = run_cli("close", "--db", db, "--as-of", as_of)
+
+    assert f"--as-of {as_of}" in " ".join(said.stdout.split())
+    assert imported.exit_code == 0, imported.stdout
+    assert imported.json()["summary"]["drafts"] == 2
+    assert query(
+        db,
+        "SELECT count(*) FROM invoices WHERE status = 'DRAFT' AND start_timestamp > ?::TIMESTAMPTZ",
+        [as_of],
+    ) == [(0,)]
+    assert "0 drafts finalized" in closed.stdout
