@@ -57,6 +57,11 @@ DROP TABLE _priced_windows;
 ALTER TABLE _priced_windows_keyed RENAME TO _priced_windows;
 """
 
+# The storage format of a file this module creates: the one DuckDB 1.4 introduced, which every
+# DuckDB client from 1.4 on reads (the command-line client on PyPI among them), instead of DuckDB
+# 2's own, which no 1.x client opens. A file keeps the format it was created in.
+STORAGE_COMPATIBILITY = "v1.4.0"
+
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
 REFERENCE_TABLES = (
@@ -97,6 +102,7 @@ def _connect(
         # Row order of stored facts carries no meaning (every read orders), and keeping it would
         # hold rows in memory during large inserts.
         "preserve_insertion_order": False,
+        "storage_compatibility_version": STORAGE_COMPATIBILITY,
     }
     if limits.threads:
         config["threads"] = limits.threads
