@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import balances, rate, reconcile, validate
+from bulk_rating import __version__, balances, rate, reconcile, validate
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -37,7 +37,10 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
+
+# Version 13 records in `_runs` the versions of DuckDB and bulk-rating that wrote each run (older
+# runs keep nulls there: what wrote them is not known).
 
 # Version 12 names a breakdown row's line item by one key (schema.sql item_key) instead of its
 # run, line, rate piece and tier: older breakdown rows are rewritten so, and their line items keyed
@@ -650,7 +653,8 @@ class Store:
         self.con.execute(balances.DEDUCTIONS, {"run_id": run_id})
 
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
-        """The run's row in `_runs`, its counts taken from what it stored."""
+        """The run's row in `_runs`, its counts taken from what it stored, and what wrote it."""
+        row = {**row, "duckdb_version": duckdb.__version__, "bulk_rating_version": __version__}
         self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
         self.con.execute(
             """UPDATE _runs SET
@@ -773,6 +777,8 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "rows_read": pl.Int64(),
     "duplicates_collapsed": pl.Int64(),
+    "duckdb_version": pl.String(),
+    "bulk_rating_version": pl.String(),
 }
 
 
