@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import balances, rate, reconcile, validate
+from bulk_rating import __version__, balances, rate, reconcile, validate
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -39,7 +39,10 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
+
+# Version 13 records in `_runs` the versions of DuckDB and bulk-rating that wrote each run (older
+# runs keep nulls there: what wrote them is not known).
 
 # Version 12 names a breakdown row's line item by one key (schema.sql item_key) instead of its
 # run, line, rate piece and tier: older breakdown rows are rewritten so, and their line items keyed
@@ -58,6 +61,11 @@ FROM _priced_windows;
 DROP TABLE _priced_windows;
 ALTER TABLE _priced_windows_keyed RENAME TO _priced_windows;
 """
+
+# The storage format of a file this module creates: the one DuckDB 1.4 introduced, which every
+# DuckDB client from 1.4 on reads (the command-line client on PyPI among them), instead of DuckDB
+# 2's own, which no 1.x client opens. A file keeps the format it was created in.
+STORAGE_COMPATIBILITY = "v1.4.0"
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -101,6 +109,7 @@ def _connect(
         # Row order of stored facts carries no meaning (every read orders), and keeping it would
         # hold rows in memory during large inserts.
         "preserve_insertion_order": False,
+        "storage_compatibility_version": STORAGE_COMPATIBILITY,
     }
     if limits.threads:
         config["threads"] = limits.threads
@@ -736,7 +745,8 @@ class Store:
         self.con.execute(balances.DEDUCTIONS, {"run_id": run_id})
 
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
-        """The run's row in `_runs`, its counts taken from what it stored."""
+        """The run's row in `_runs`, its counts taken from what it stored, and what wrote it."""
+        row = {**row, "duckdb_version": duckdb.__version__, "bulk_rating_version": __version__}
         self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
         self.con.execute(
             """UPDATE _runs SET
@@ -859,6 +869,8 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "rows_read": pl.Int64(),
     "duplicates_collapsed": pl.Int64(),
+    "duckdb_version": pl.String(),
+    "bulk_rating_version": pl.String(),
 }
 
 

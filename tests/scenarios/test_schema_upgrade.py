@@ -1,6 +1,6 @@
 """A file written before breakdown rows were keyed by one item key (schema version 11: each row
-carried its run, line key, rate piece and tier) is upgraded when next opened for writing, with
-every breakdown row and total as it was."""
+carried its run, line key, rate piece and tier) and before runs recorded what wrote them is
+upgraded when next opened for writing, with every breakdown row and total as it was."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def _as_version_11(db: Path) -> None:
     con.execute("ALTER TABLE _old_windows RENAME TO _priced_windows")
     con.execute("ALTER TABLE invoice_line_items DROP COLUMN item_key")
     con.execute("ALTER TABLE invoice_line_items DROP COLUMN windows")
+    con.execute("ALTER TABLE _runs DROP COLUMN duckdb_version")
+    con.execute("ALTER TABLE _runs DROP COLUMN bulk_rating_version")
     con.execute("UPDATE _schema SET version = 11")
     con.close()
 
@@ -50,7 +52,9 @@ def test_an_older_file_is_upgraded_with_its_breakdowns_unchanged(db: Path) -> No
     assert query(db, BREAKDOWNS) == breakdowns
     assert query(db, ITEMS) == items
     assert query(db, "SELECT invoice_id, total FROM invoices ORDER BY ALL") == totals
-    assert query(db, "SELECT max(version) FROM _schema") == [(12,)]
+    assert query(db, "SELECT max(version) FROM _schema") == [(13,)]
+    # what wrote the older run is not known, and is not made up
+    assert query(db, "SELECT duckdb_version, bulk_rating_version FROM _runs") == [(None, None)]
     (columns,) = query(
         db,
         "SELECT list(column_name ORDER BY column_index) FROM duckdb_columns()"
