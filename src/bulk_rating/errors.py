@@ -50,6 +50,14 @@ class NotAStoreError(UsageError):
     code = "NOT_A_STORE"
 
 
+class ResourceError(BulkRatingError):
+    """The machine ran out of something the run needs (disk space, the memory limit): not a bug
+    and not the data's fault; the message says what to free or raise (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+    code = "OUT_OF_RESOURCES"
+
+
 class DatabaseLockedError(UsageError):
     """Another process holds the database file."""
 

@@ -479,8 +479,7 @@ def generate(
         rows += frame.height
 
     generation = max(
-        c.usage_statement_schedule.invoice_generation_starting_at or first
-        for c in stored_contracts
+        c.usage_statement_schedule.invoice_generation_starting_at or first for c in stored_contracts
     )
     return {
         "samples_version": SAMPLES_VERSION,

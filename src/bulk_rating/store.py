@@ -8,6 +8,7 @@ preview and import cannot drift apart and the file is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from bulk_rating.errors import (
     BulkRatingError,
     DatabaseLockedError,
     NotAStoreError,
+    ResourceError,
     UsageError,
 )
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
@@ -145,6 +147,24 @@ LOCK_POLL_SECONDS = 0.25
 _LOCK_HOLDER = re.compile(r"held in (.+? \(PID \d+\))")
 
 
+def _shortage(exc: BaseException, limits: Limits) -> tuple[str, str] | None:
+    """The code and a sentence for a full disk or DuckDB's memory limit behind `exc`, if that is
+    what it is."""
+    text = str(exc)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return (
+            "DISK_FULL",
+            "there is no space left on the device that holds the database or its spill folder",
+        )
+    if "Out of Memory Error" in text:
+        return (
+            "OUT_OF_MEMORY",
+            f"DuckDB reached its memory limit ({limits.memory}): raise BULK_RATING_MEMORY_LIMIT,"
+            " or import the data in parts",
+        )
+    return None
+
+
 # Bytes 8-11 of every DuckDB database file.
 DUCKDB_MAGIC = b"DUCK"
 
@@ -171,10 +191,18 @@ def _refuse_foreign_file(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, throwaway: bool) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: str,
+        *,
+        throwaway: bool,
+        limits: Limits = Limits(),
+    ) -> None:
         self.con = con
         self.path = path
         self.throwaway = throwaway
+        self.limits = limits
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -182,7 +210,7 @@ class Store:
     def open(cls, path: Path, limits: Limits = Limits()) -> Store:
         _refuse_foreign_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(_connect(str(path), limits=limits), str(path), throwaway=False)
+        store = cls(_connect(str(path), limits=limits), str(path), throwaway=False, limits=limits)
         try:
             store._refuse_foreign_database()
             store._create_schema()
@@ -235,6 +263,7 @@ class Store:
             _connect(":memory:", limits=replace(limits, temp_directory=spill)),
             str(path),
             throwaway=True,
+            limits=limits,
         )
         store._create_schema()
         if path.exists():
@@ -330,16 +359,34 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing: commit when the block ends normally, roll back on any exception."""
+        """All or nothing: commit when the block ends normally, roll back on any exception. A
+        full disk or the memory limit reached is said as such (ResourceError), never as a bug."""
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
-        if not self.throwaway:
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a fatal error ended it already
+                self.con.execute("ROLLBACK")
+            shortage = _shortage(exc, self.limits)
+            if shortage is None:
+                raise
+            code, said = shortage
+            raise ResourceError(f"{said}; nothing was written", code=code) from exc
+        if self.throwaway:
+            return
+        try:
             self.con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            shortage = _shortage(exc, self.limits)
+            if shortage is None:
+                raise
+            code, said = shortage
+            raise ResourceError(
+                f"the work is committed to {self.path}.wal, but {said}. It is applied to the"
+                " file the next time the store is opened, once there is room",
+                code=code,
+            ) from exc
 
     # --- reads -----------------------------------------------------------------------------
 

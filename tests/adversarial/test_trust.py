@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +367,45 @@ def test_a_reference_to_nothing_is_refused_not_silently_accepted(
 def test_the_balances_of_an_unknown_customer_are_refused(stored: Path) -> None:
     result = run_cli("balances", "--customer", "cus_nobody", "--db", stored)
     assert_clean(result, 2, "cus_nobody")
+
+
+# --- 6. a full disk ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system (tmpfs), where the store does not fit: a disk that fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_said_plainly_and_the_file_stops_growing(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    db = small_disk / "store.duckdb"
+    sizes = []
+    for _ in range(3):
+        result = run_process("import", SAMPLES / "acme", "--db", db, "--as-of", ACME_AS_OF)
+        assert result.exit_code in (0, 2), result.stderr
+        assert "Traceback" not in result.stderr
+        assert "internal error" not in result.stderr
+        if result.exit_code == 2:
+            assert "DISK_FULL" in result.stderr
+            assert "no space left" in " ".join(result.stderr.split())
+        sizes.append(sum(p.stat().st_size for p in small_disk.iterdir()))
+    beta = acme()
+    _beta(beta)
+    more = run_process("import", write_dataset(tmp_path / "beta", beta), "--db", db)
+    assert_clean(more, 2, "DISK_FULL")
+    assert sizes[1] == sizes[2], f"the store grows run after run: {sizes}"
