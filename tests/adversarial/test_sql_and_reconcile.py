@@ -1,4 +1,5 @@
-"""`sql` reaches nothing but the database; reconciliation without contract ids never guesses.
+"""`sql` reaches nothing but the database; reconciliation without contract ids never guesses; a
+second nightly run of the day keeps the first one's report.
 
 - `sql`: every way out of the database (writing or reading files, attaching one, installing or
   loading an extension, setting the guards back) is refused with a message and exit 2, creates no
@@ -7,17 +8,23 @@
   July 20 = 25,000; a second contract of acme, con_acme_b, June 4 calls = 5,000. A legacy export
   without contract_id: a July billed July 2 - August 1 is a PERIOD_MISMATCH on both sides, as with
   a contract id; a June that both contracts have is AMBIGUOUS (paired with neither, listed once).
+- nightly: three runs on one day leave three reports (`nightly.json`, `nightly-2.json`, ...), and
+  a report that cannot be written whole leaves the earlier file as it was.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.adversarial.conftest import ACME_AS_OF, SAMPLES, Snapshot, assert_clean
 from tests.conftest import acme, invoice, line, query, run_cli, run_process, write_dataset
+
+from bulk_rating import cli
 
 
 def _files(root: Path) -> set[Path]:
@@ -266,3 +273,63 @@ def test_an_ambiguous_invoice_is_stored_once_against_the_store(
         (None, "con_acme_2024", "MISSING_IN_LEGACY"),
         (None, "con_acme_b", "AMBIGUOUS"),
     ]
+
+
+# --- nightly reports -----------------------------------------------------------------------
+
+
+def test_a_second_nightly_run_of_the_day_keeps_the_first_report(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copytree(SAMPLES / "acme", inbox / "2024-08-01-acme")
+    (inbox / "2024-08-02-broken.json").write_text('{"invoices": [}')
+    legacy = _legacy(
+        tmp_path / "legacy.csv",
+        [("L1", "con_acme_2024", *JUNE, "12500"), ("L2", "con_acme_2024", *JULY, "25000")],
+        with_contract=True,
+    )
+    reports = tmp_path / "reports"
+    args = ("nightly", "--inbox", inbox, "--db", tmp_path / "s.duckdb", "--as-of", ACME_AS_OF)
+    args += ("--legacy", legacy, "--reports", reports)
+
+    runs = [run_cli(*args) for _ in range(3)]
+
+    for run in runs:
+        assert_clean(run, 1)  # the broken file fails every night
+    day = reports / ACME_AS_OF
+    names = {p.relative_to(day).as_posix() for p in day.iterdir()}
+    assert names == {
+        "nightly.json",
+        "nightly-2.json",
+        "nightly-3.json",
+        "reconciliation",
+        "reconciliation-2",
+        "reconciliation-3",
+        "2024-08-02-broken.json.issues.csv",
+        "2024-08-02-broken.json.issues-2.csv",
+        "2024-08-02-broken.json.issues-3.csv",
+    }, "one report per run, and no temporary file left"
+    statuses = [
+        json.loads((day / name).read_text())["imports"][0]["status"]
+        for name in ("nightly.json", "nightly-2.json", "nightly-3.json")
+    ]
+    assert statuses == ["imported", "already_imported", "already_imported"]
+    assert f"report: {day / 'nightly-2.json'}" in runs[1].stdout
+    assert (day / "reconciliation-2" / "report.html").exists()
+
+
+def test_the_nightly_report_is_written_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "nightly.json"
+    report.write_text('{"earlier": true}\n')
+
+    def fail(_: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.os, "fsync", fail)
+    with pytest.raises(OSError, match="No space left"):
+        cli._write_atomically(report, '{"later": true}\n')
+
+    assert report.read_text() == '{"earlier": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["nightly.json"]
