@@ -8,7 +8,9 @@ stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import io
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
@@ -433,6 +435,7 @@ def nightly_command(
         )
         folder = reports / settings.as_of_or_now().strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
+        run = _nightly_suffix(folder)
         entries = []
         for name, report in imported:
             summary = report.summary()
@@ -454,7 +457,7 @@ def nightly_command(
                 )
             )
             if report.issues.height:
-                report.issues.write_csv(folder / f"{name}.issues.csv")
+                report.issues.write_csv(folder / f"{name}.issues{run}.csv")
         failed = [e for e in entries if e["status"] in ("rejected", "failed")]
         document: dict[str, Any] = {
             "as_of": settings.as_of_or_now().isoformat(),
@@ -464,13 +467,13 @@ def nightly_command(
         out.print(f"close: {_closed(closed)}")
         if reconciled is not None:
             result, daily = reconciled
-            _write_reconciliation(result, daily, folder / "reconciliation")
+            _write_reconciliation(result, daily, folder / f"reconciliation{run}")
             document["reconciliation"] = result.summary()
             out.print(
                 f"reconciliation: {_count(result.differences, 'difference')} beyond a tolerance of {tolerance}"
             )
-        (folder / "nightly.json").write_text(dumps_exact(document) + "\n")
-        out.print(f"report: {folder}")
+        _write_atomically(folder / f"nightly{run}.json", dumps_exact(document) + "\n")
+        out.print(f"report: {folder / f'nightly{run}.json'}", soft_wrap=True)  # a path, unbroken
         differs = reconciled is not None and (
             reconciled[0].differences or reconciled[0].issues.height
         )
@@ -479,6 +482,36 @@ def nightly_command(
         return int(ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK)
 
     _guarded(action, as_json=False, debug=False)
+
+
+def _nightly_suffix(folder: Path) -> str:
+    """The suffix of this run's report files: none for the day's first run, then `-2`, `-3`, ...,
+    so that a later run of the same day never overwrites an earlier run's report."""
+    number = 1
+    while (folder / f"nightly{'' if number == 1 else f'-{number}'}.json").exists():
+        number += 1
+    return "" if number == 1 else f"-{number}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it: a reader sees all of it or none."""
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as handle:
+        temporary = Path(handle.name)
+        try:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            handle.close()
+            temporary.unlink(missing_ok=True)
+            raise
+    try:
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @app.command("balances")

@@ -1,7 +1,10 @@
 """Legacy invoices against imported ones: one FULL OUTER JOIN per level, as SQL that `store` runs.
 
 Invoices match on customer, contract (when the legacy file names it), credit type and period; an
-unmatched pair of one customer and contract whose periods overlap is a PERIOD_MISMATCH. Lines
+unmatched pair of one customer and contract whose periods overlap is a PERIOD_MISMATCH. A legacy
+invoice without a contract that overlaps imported invoices of more than one contract is AMBIGUOUS
+(never paired with any; the imported invoices left without a pair are AMBIGUOUS too), and
+`candidates` names the other side's ids. Each legacy invoice is listed once. Lines
 match on invoice and product (an imported product's lines, across tiers and rate pieces, add
 up), for the invoices whose legacy export lists lines. Amounts compare after rounding half-even to whole units (money.round_to_units, done in SQL
 as round_even), within a tolerance in units.
@@ -21,6 +24,7 @@ STATUSES = (
     "AMOUNT_MISMATCH",
     "QUANTITY_MISMATCH",
     "PERIOD_MISMATCH",
+    "AMBIGUOUS",
     "MISSING_IN_IMPORT",
     "MISSING_IN_LEGACY",
 )
@@ -30,46 +34,85 @@ STATUSES = (
 # total), imported_invoices(invoice_id, customer_id, contract_id, credit_type_id,
 # start_timestamp, end_timestamp, total), imported_lines(invoice_id, product_id, quantity, total).
 INVOICE_DIFF = """
-WITH legacy AS (
-    SELECT *, round_even(total, 0) AS units FROM legacy_invoices
+WITH legacy AS (  -- legacy_row: one key per legacy invoice row, whatever its id
+    SELECT *, round_even(total, 0) AS units, row_number() OVER () AS legacy_row FROM legacy_invoices
 ),
 imported AS (
     SELECT *, round_even(total, 0) AS units FROM imported_invoices
 ),
-paired AS (
-    SELECT l.legacy_invoice_id, i.invoice_id,
-           coalesce(l.customer_id, i.customer_id) AS customer_id,
-           coalesce(l.contract_id, i.contract_id) AS contract_id,
-           coalesce(l.credit_type_id, i.credit_type_id) AS credit_type_id,
-           coalesce(l.inclusive_start, i.start_timestamp) AS inclusive_start,
-           coalesce(l.exclusive_end, i.end_timestamp) AS exclusive_end,
-           l.total AS legacy_total, i.total AS imported_total, l.units AS legacy_units, i.units AS imported_units
-    FROM legacy l
-    FULL OUTER JOIN imported i
-      ON l.customer_id = i.customer_id AND coalesce(l.contract_id, i.contract_id) = i.contract_id
-     AND l.credit_type_id = i.credit_type_id
-     AND l.inclusive_start = i.start_timestamp AND l.exclusive_end = i.end_timestamp
+candidates AS (  -- what each legacy invoice could be: same customer and credit type, the same
+                 -- contract when the export names one, an overlapping period
+    SELECT l.legacy_row, l.legacy_invoice_id, i.invoice_id, i.contract_id,
+           l.inclusive_start = i.start_timestamp AND l.exclusive_end = i.end_timestamp AS same_period
+    FROM legacy l JOIN imported i
+      ON l.customer_id = i.customer_id AND l.credit_type_id = i.credit_type_id
+     AND (l.contract_id IS NULL OR l.contract_id = i.contract_id)
+     AND l.inclusive_start < i.end_timestamp AND i.start_timestamp < l.exclusive_end
 ),
-overlapping AS (  -- an unpaired legacy invoice that overlaps an unpaired imported one
-    SELECT DISTINCT a.legacy_invoice_id, b.invoice_id
-    FROM paired a JOIN paired b
-      ON a.invoice_id IS NULL AND b.legacy_invoice_id IS NULL AND a.customer_id = b.customer_id
-     AND a.contract_id IS NOT DISTINCT FROM b.contract_id AND a.credit_type_id = b.credit_type_id
-     AND a.inclusive_start < b.exclusive_end AND b.inclusive_start < a.exclusive_end
+ambiguous AS (  -- no contract named and candidates of more than one contract: reported, not guessed
+    SELECT legacy_row FROM candidates GROUP BY legacy_row HAVING count(DISTINCT contract_id) > 1
+),
+pairs AS (  -- at most one per legacy invoice: the periods of one contract never overlap
+    SELECT legacy_row, invoice_id FROM candidates
+    WHERE same_period AND legacy_row NOT IN (SELECT legacy_row FROM ambiguous)
+),
+unpaired AS (  -- candidates whose legacy and imported invoices are both left without a pair
+    SELECT * FROM candidates
+    WHERE legacy_row NOT IN (SELECT legacy_row FROM pairs)
+      AND invoice_id NOT IN (SELECT invoice_id FROM pairs)
+),
+legacy_named AS (  -- each unpaired legacy invoice's overlapping unpaired imported ones (every
+                   -- candidate, when ambiguous)
+    SELECT legacy_row, string_agg(invoice_id, ',' ORDER BY invoice_id) AS candidates
+    FROM candidates
+    WHERE legacy_row IN (SELECT legacy_row FROM ambiguous)
+       OR (legacy_row NOT IN (SELECT legacy_row FROM pairs)
+           AND invoice_id NOT IN (SELECT invoice_id FROM pairs))
+    GROUP BY legacy_row
+),
+imported_named AS (  -- each unpaired imported invoice's overlapping unpaired legacy ones
+    SELECT invoice_id, string_agg(legacy_invoice_id, ',' ORDER BY legacy_invoice_id) AS candidates,
+           bool_or(legacy_row IN (SELECT legacy_row FROM ambiguous)) AS ambiguous
+    FROM unpaired GROUP BY invoice_id
+),
+paired AS (  -- one row per legacy invoice, then one per imported invoice without a pair
+    SELECT l.legacy_invoice_id, i.invoice_id, l.customer_id,
+           coalesce(l.contract_id, i.contract_id) AS contract_id, l.credit_type_id,
+           l.inclusive_start, l.exclusive_end,
+           l.total AS legacy_total, i.total AS imported_total, l.units AS legacy_units, i.units AS imported_units,
+           CASE
+             WHEN i.invoice_id IS NOT NULL THEN NULL
+             WHEN l.legacy_row IN (SELECT legacy_row FROM ambiguous) THEN 'AMBIGUOUS'
+             WHEN n.candidates IS NOT NULL THEN 'PERIOD_MISMATCH'
+             ELSE 'MISSING_IN_IMPORT'
+           END AS unpaired_status,
+           n.candidates
+    FROM legacy l
+    LEFT JOIN pairs p ON p.legacy_row = l.legacy_row
+    LEFT JOIN imported i ON i.invoice_id = p.invoice_id
+    LEFT JOIN legacy_named n ON n.legacy_row = l.legacy_row
+    UNION ALL
+    SELECT NULL, i.invoice_id, i.customer_id, i.contract_id, i.credit_type_id,
+           i.start_timestamp, i.end_timestamp, NULL, i.total, NULL, i.units,
+           CASE
+             WHEN n.ambiguous THEN 'AMBIGUOUS'
+             WHEN n.invoice_id IS NOT NULL THEN 'PERIOD_MISMATCH'
+             ELSE 'MISSING_IN_LEGACY'
+           END,
+           n.candidates
+    FROM imported i LEFT JOIN imported_named n ON n.invoice_id = i.invoice_id
+    WHERE i.invoice_id NOT IN (SELECT invoice_id FROM pairs)
 )
-SELECT p.*, coalesce(p.imported_units, 0) - coalesce(p.legacy_units, 0) AS difference,
-       CASE
-         WHEN p.invoice_id IS NULL AND (p.legacy_invoice_id IN (SELECT legacy_invoice_id FROM overlapping))
-              THEN 'PERIOD_MISMATCH'
-         WHEN p.legacy_invoice_id IS NULL AND (p.invoice_id IN (SELECT invoice_id FROM overlapping))
-              THEN 'PERIOD_MISMATCH'
-         WHEN p.invoice_id IS NULL THEN 'MISSING_IN_IMPORT'
-         WHEN p.legacy_invoice_id IS NULL THEN 'MISSING_IN_LEGACY'
-         WHEN abs(p.imported_units - p.legacy_units) > $tolerance THEN 'AMOUNT_MISMATCH'
-         ELSE 'MATCH'
-       END AS status
-FROM paired p
-ORDER BY p.customer_id, p.contract_id, p.inclusive_start, p.legacy_invoice_id
+SELECT legacy_invoice_id, invoice_id, customer_id, contract_id, credit_type_id, inclusive_start,
+       exclusive_end, legacy_total, imported_total, legacy_units, imported_units,
+       coalesce(imported_units, 0) - coalesce(legacy_units, 0) AS difference,
+       coalesce(
+         unpaired_status,
+         CASE WHEN abs(imported_units - legacy_units) > $tolerance THEN 'AMOUNT_MISMATCH' ELSE 'MATCH' END
+       ) AS status,
+       candidates
+FROM paired
+ORDER BY customer_id, contract_id, inclusive_start, legacy_invoice_id, invoice_id
 """
 
 LINE_DIFF = """

@@ -103,8 +103,20 @@ class Limits:
     lock_wait: float = 0.0
 
 
+# A sandboxed connection (analysts' queries) reaches nothing outside its database file: no file is
+# read or written (COPY, EXPORT DATABASE, read_csv, ATTACH of another file), no extension is
+# installed or loaded but those built in, and `lock_configuration` then keeps a query from setting
+# any of this back (DuckDB also refuses to enable external access on a running database).
+SANDBOX: dict[str, Any] = {
+    "enable_external_access": False,
+    "allow_community_extensions": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+
 def _connect(
-    path: str, *, read_only: bool = False, limits: Limits = Limits()
+    path: str, *, read_only: bool = False, limits: Limits = Limits(), sandboxed: bool = False
 ) -> duckdb.DuckDBPyConnection:
     config: dict[str, Any] = {
         "memory_limit": limits.memory,
@@ -112,6 +124,7 @@ def _connect(
         # hold rows in memory during large inserts.
         "preserve_insertion_order": False,
         "storage_compatibility_version": STORAGE_COMPATIBILITY,
+        **(SANDBOX if sandboxed else {}),
     }
     if limits.threads:
         config["threads"] = limits.threads
@@ -139,6 +152,8 @@ def _connect(
         except duckdb.Error as exc:
             raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
     con.execute("SET TimeZone = 'UTC'")
+    if sandboxed:
+        con.execute("SET lock_configuration = true")  # last: no SET works after it
     return con
 
 
@@ -221,11 +236,15 @@ class Store:
 
     @classmethod
     def open_read_only(cls, path: Path) -> Store:
-        """For analysts' queries: DuckDB itself refuses every write on this connection."""
+        """For analysts' queries: DuckDB itself refuses every write on this connection, and every
+        file, extension and setting beyond the database (see SANDBOX)."""
         if not path.exists():
             raise UsageError(f"no database at {path}", path=str(path))
         _refuse_foreign_file(path)
-        store = cls(_connect(str(path), read_only=True), str(path), throwaway=True)
+        store = cls(_connect(str(path), read_only=True, sandboxed=True), str(path), throwaway=True)
+        if store._schema_version() is None:
+            store.close()
+            raise NotAStoreError(f"{path} is not a bulk_rating store", path=str(path))
         if store._schema_version() != SCHEMA_VERSION:
             store.close()
             raise UsageError(
@@ -236,7 +255,8 @@ class Store:
         return store
 
     def query(self, sql: str) -> pl.DataFrame:
-        """An analyst's query; a write is refused with a clear error, not a traceback."""
+        """An analyst's query; a write, a file, an extension or a setting is refused with a clear
+        error (a usage error: the query asked for it), not a traceback."""
         try:
             relation = self.con.sql(sql)
             rows: pl.DataFrame = pl.DataFrame() if relation is None else relation.pl()
@@ -247,7 +267,19 @@ class Store:
                 raise UsageError(
                     f"the database is opened read-only; write statements are refused ({first})"
                 ) from exc
+            if isinstance(exc, duckdb.PermissionException):
+                raise UsageError(
+                    "refused: a query reads the database only; it reads and writes no other file"
+                    f" and installs or loads no extension ({first})"
+                ) from exc
+            if "configuration has been locked" in first:
+                raise UsageError(f"refused: a query cannot change settings ({first})") from exc
             raise UsageError(f"the query failed: {first}") from exc
+        except pl.exceptions.PolarsError as exc:  # e.g. INTERVAL or UNION columns
+            first = str(exc).splitlines()[0]
+            raise UsageError(
+                f"a result column has a type that cannot be shown; cast it, e.g. to VARCHAR ({first})"
+            ) from exc
 
     @classmethod
     def scratch(cls) -> Store:

@@ -29,12 +29,15 @@ def test_the_nightly_batch_imports_once_and_reports_failures(tmp_path: Path) -> 
     assert "2024-08-02-broken.json: rejected" in first.stdout
     assert "2024-08-01-acme: already_imported" in second.stdout
     assert query(db, "SELECT count(*) FROM _runs") == [(1,)]
-    document = json.loads((reports / "2024-08-15" / "nightly.json").read_text())
-    assert [(e["entry"], e["status"]) for e in document["imports"]] == [
-        ("2024-08-01-acme", "already_imported"),
-        ("2024-08-02-broken.json", "rejected"),
-    ]
-    assert (reports / "2024-08-15" / "2024-08-02-broken.json.issues.csv").exists()
+    day = reports / "2024-08-15"
+    for name, acme_status in (("nightly.json", "imported"), ("nightly-2.json", "already_imported")):
+        document = json.loads((day / name).read_text())
+        assert [(e["entry"], e["status"]) for e in document["imports"]] == [
+            ("2024-08-01-acme", acme_status),
+            ("2024-08-02-broken.json", "rejected"),
+        ]
+    assert (day / "2024-08-02-broken.json.issues.csv").exists()
+    assert (day / "2024-08-02-broken.json.issues-2.csv").exists()
 
 
 def test_the_nightly_batch_reconciles_and_passes_when_all_is_well(tmp_path: Path) -> None:

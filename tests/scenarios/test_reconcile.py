@@ -120,6 +120,7 @@ def test_a_preview_reconciliation_names_every_difference(
         "AMOUNT_MISMATCH": 1,
         "QUANTITY_MISMATCH": 0,
         "PERIOD_MISMATCH": 0,
+        "AMBIGUOUS": 0,
         "MISSING_IN_IMPORT": 1,
         "MISSING_IN_LEGACY": 1,
     }

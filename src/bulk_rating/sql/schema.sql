@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS reconciliation_results (
     invoice_id VARCHAR, product_id VARCHAR, legacy_quantity DECIMAL(38,9), imported_quantity DECIMAL(38,9),
     legacy_total DECIMAL(38,23), imported_total DECIMAL(38,23), difference DECIMAL(38,0)
 );
-COMMENT ON TABLE reconciliation_results IS 'Per invoice and per line: MATCH, AMOUNT_MISMATCH, QUANTITY_MISMATCH, PERIOD_MISMATCH, MISSING_IN_IMPORT or MISSING_IN_LEGACY; difference in whole units (imported minus legacy, half-even).';
+COMMENT ON TABLE reconciliation_results IS 'Per invoice and per line: MATCH, AMOUNT_MISMATCH, QUANTITY_MISMATCH, PERIOD_MISMATCH, AMBIGUOUS, MISSING_IN_IMPORT or MISSING_IN_LEGACY; difference in whole units (imported minus legacy, half-even).';
 
 CREATE TABLE IF NOT EXISTS commit_segments (
     contract_id VARCHAR, customer_id VARCHAR, commit_or_credit_id VARCHAR, kind VARCHAR, name VARCHAR,
