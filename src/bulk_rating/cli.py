@@ -262,6 +262,7 @@ def import_command(
             if errors.suffix not in (".csv", ".parquet"):
                 raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
             output.check_writable(errors, "--errors")
+            output.check_outside(errors, paths, "--errors")
         settings = _settings(db=db, as_of=as_of, preview=preview or None, wait=wait)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = pipeline.run_import(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bulk_rating.errors import UsageError
@@ -21,6 +21,20 @@ def check_writable(path: Path, option: str) -> None:
         raise UsageError(f"{option} {path}: no folder {folder}", path=str(path))
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"{option} {path} cannot be written (permission denied)", path=str(path))
+
+
+def check_outside(path: Path, inputs: Sequence[Path], option: str) -> None:
+    """Refuse to write over an input file, or into an input folder (whose next run would read
+    the written file as input)."""
+    target = path.resolve()
+    for given in inputs:
+        source = given.resolve()
+        if target == source or (source.is_dir() and source in target.parents):
+            raise UsageError(
+                f"{option} {path} is {'an input' if target == source else 'inside the input'}"
+                f" {given}; write it elsewhere",
+                path=str(path),
+            )
 
 
 @contextlib.contextmanager

@@ -409,3 +409,35 @@ def test_a_full_disk_is_said_plainly_and_the_file_stops_growing(
     more = run_process("import", write_dataset(tmp_path / "beta", beta), "--db", db)
     assert_clean(more, 2, "DISK_FULL")
     assert sizes[1] == sizes[2], f"the store grows run after run: {sizes}"
+
+
+# --- beyond the list ----------------------------------------------------------------------------
+
+
+def test_a_preview_of_a_database_that_does_not_exist_creates_no_file(tmp_path: Path) -> None:
+    db = tmp_path / "none.duckdb"
+    result = _import(SAMPLES / "acme", "--db", db, "--preview")
+    assert_clean(result, 0, "preview (nothing saved)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["usage.csv", "errors.csv"])
+def test_the_errors_file_never_overwrites_an_input_or_lands_in_an_input_folder(
+    tmp_path: Path, db: Path, name: str
+) -> None:
+    """Written into the data set, the next run would read the problems list as usage."""
+    data = copy_sample("acme-daily-csv", tmp_path / "set")
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+
+    result = _import(data, "--db", db, "--errors", data / name)
+
+    assert_clean(result, 2, "--errors", "input")
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    assert not db.exists()
+
+
+def test_a_database_path_with_quotes_is_stored_and_previewed(tmp_path: Path) -> None:
+    db = tmp_path / "it's" / "o'brien.duckdb"
+    db.parent.mkdir()
+    assert_clean(_import(SAMPLES / "acme", "--db", db), 0, "37,500")
+    assert_clean(_import(SAMPLES / "acme", "--db", db, "--preview"), 0, "already imported")
