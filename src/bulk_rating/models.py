@@ -7,11 +7,13 @@ Timestamps must carry a UTC offset; other offsets are converted to UTC on the wa
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
 USD_CENTS_NAME = "USD (cents)"
@@ -29,6 +31,20 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+# A number given as text is a plain ASCII decimal ("10", "-1.5", "2e3"): Python's Decimal also
+# takes "10_000", " 10 " and other scripts' digits (Arabic-Indic ten), which no export means.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value):
+        raise PydanticCustomError(
+            "decimal_parsing", "{text} is not a plain decimal number", {"text": repr(value[:40])}
+        )
+    return value
+
+
+Number = Annotated[Decimal, BeforeValidator(_plain_number)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Frequency = Annotated[Literal["MONTHLY", "QUARTERLY", "ANNUAL", "WEEKLY"], BeforeValidator(_upper)]
 BillingDay = Annotated[
@@ -72,8 +88,8 @@ class Product(Strict):
 
 
 class Tier(Strict):
-    price: Decimal
-    size: Decimal | None = None
+    price: Number
+    size: Number | None = None
 
 
 class Rate(Strict):
@@ -84,7 +100,7 @@ class Rate(Strict):
     ending_before: UtcDatetime | None = None
     entitled: bool
     rate_type: RateType
-    price: Decimal | None = None
+    price: Number | None = None
     tiers: list[Tier] | None = None
     credit_type_id: str = USD_CENTS_ID
     pricing_group_values: dict[str, str] | None = None
@@ -92,7 +108,7 @@ class Rate(Strict):
 
 class CreditTypeConversion(Strict):
     custom_credit_type_id: str
-    fiat_per_custom_credit: Decimal
+    fiat_per_custom_credit: Number
 
 
 class RateCard(Strict):
@@ -130,14 +146,14 @@ class BillingProviderConfiguration(Strict):
 
 class OverwriteRate(Strict):
     rate_type: RateType
-    price: Decimal | None = None
+    price: Number | None = None
     tiers: list[Tier] | None = None
     credit_type_id: str | None = None
 
 
 class OverrideTier(Strict):
-    multiplier: Decimal
-    size: Decimal | None = None
+    multiplier: Number
+    size: Number | None = None
 
 
 OverrideType = Annotated[Literal["OVERWRITE", "MULTIPLIER", "TIERED"], BeforeValidator(_upper)]
@@ -152,10 +168,10 @@ class Override(Strict):
     type: OverrideType | None = None
     product_id: str | None = None
     applicable_product_tags: list[str] | None = None
-    multiplier: Decimal | None = None
+    multiplier: Number | None = None
     overwrite_rate: OverwriteRate | None = None
     tiers: list[OverrideTier] | None = None
-    priority: Decimal | None = None
+    priority: Number | None = None
     entitled: bool | None = None
 
 
@@ -163,7 +179,7 @@ class ScheduleItem(Strict):
     """One access segment of a commit or credit: `amount` usable in [starting_at, ending_before)."""
 
     id: str | None = None
-    amount: Decimal
+    amount: Number
     starting_at: UtcDatetime
     ending_before: UtcDatetime
 
@@ -177,9 +193,9 @@ class AccessSchedule(Strict):
 class InvoiceScheduleItem(Strict):
     id: str | None = None
     timestamp: UtcDatetime
-    amount: Decimal | None = None
-    unit_price: Decimal | None = None
-    quantity: Decimal | None = None
+    amount: Number | None = None
+    unit_price: Number | None = None
+    quantity: Number | None = None
 
 
 class InvoiceSchedule(Strict):
@@ -195,7 +211,7 @@ class CommitOrCredit(Strict):
     product_id: str
     name: str | None = None
     description: str | None = None
-    priority: Decimal | None = None
+    priority: Number | None = None
     access_schedule: AccessSchedule
     applicable_product_ids: list[str] | None = None
     applicable_product_tags: list[str] | None = None
@@ -222,7 +238,7 @@ class Contract(Strict):
     usage_statement_schedule: UsageStatementSchedule
     name: str | None = None
     custom_fields: dict[str, str] = Field(default_factory=dict)
-    net_payment_terms_days: Decimal | None = None
+    net_payment_terms_days: Number | None = None
     uniqueness_key: str | None = None
     billing_provider_configuration: BillingProviderConfiguration | None = None
     multiplier_override_prioritization: Prioritization = "LOWEST_MULTIPLIER"
@@ -244,14 +260,14 @@ class Contract(Strict):
 class SubtotalWithQuantity(Strict):
     inclusive_start_date: UtcDatetime
     exclusive_end_date: UtcDatetime
-    quantity: Decimal
+    quantity: Number
 
 
 class UsageLineItem(Strict):
     product_id: str
     inclusive_start_date: UtcDatetime
     exclusive_end_date: UtcDatetime
-    quantity: Decimal | None = None
+    quantity: Number | None = None
     subtotals_with_quantity: list[SubtotalWithQuantity] | None = None
     pricing_group_values: dict[str, str] | None = None
     presentation_group_values: dict[str, str | None] | None = None

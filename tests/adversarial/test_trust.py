@@ -441,3 +441,33 @@ def test_a_database_path_with_quotes_is_stored_and_previewed(tmp_path: Path) -> 
     db.parent.mkdir()
     assert_clean(_import(SAMPLES / "acme", "--db", db), 0, "37,500")
     assert_clean(_import(SAMPLES / "acme", "--db", db, "--preview"), 0, "already imported")
+
+
+@pytest.mark.parametrize("text", ["10_000", " 10 ", "\u0661\u0660", "1,5", "0x10", ""])
+def test_a_number_given_as_text_is_a_plain_decimal_or_refused(
+    stored: Path, tmp_path: Path, text: str
+) -> None:
+    """Python's Decimal reads "10_000" as 10000 and Arabic-Indic digits as 10: never silently."""
+    files = acme()
+    _beta(files)
+    files["invoices"]["invoices"][0]["usage_line_items"][0]["quantity"] = text
+    before = Snapshot.of(stored)
+
+    result = _import(write_dataset(tmp_path / "d", files), "--db", stored, "--json")
+
+    assert_clean(result, 1)
+    [issue] = result.json()["issues"]
+    assert issue["code"] == "INVALID_NUMBER"
+    assert issue["field"].endswith("quantity")
+    assert before.unchanged()
+
+
+@pytest.mark.parametrize(("text", "total"), [("10", 12_500), ("1e1", 12_500), (".5", 625)])
+def test_a_plain_decimal_given_as_text_is_priced_exactly(
+    db: Path, tmp_path: Path, text: str, total: int
+) -> None:
+    files = acme()
+    files["invoices"]["invoices"][0]["usage_line_items"][0]["quantity"] = text
+    result = _import(write_dataset(tmp_path / "d", files), "--db", db, "--json")
+    assert_clean(result, 0)
+    assert result.json()["data"][0]["total"] == total
