@@ -105,7 +105,7 @@ def run_import(
             # unreadable input, or a catalog or contract that is wrong: rows cannot be checked
             # against it (their problems would follow from it, or not be found at all)
             if dataset.issues or catalog_issues.height:
-                return report.reject(issues)
+                return report.reject(_sorted(issues))
             table = _prepare(store, dataset, plan, refs, as_of)
         try:
             with store.transaction():
