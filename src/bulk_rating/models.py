@@ -2,23 +2,65 @@
 
 Field names and casings follow Metronome's API (snake_case; enums in any casing, stored upper
 case). Unknown fields are errors: a typo in a billing catalog must never be silently ignored.
-Timestamps must carry a UTC offset; other offsets are converted to UTC on the way in.
+Timestamps must carry a UTC offset and be no finer than a microsecond; other offsets are
+converted to UTC on the way in. Numbers must be readable as the store's decimals (`Number`).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from bulk_rating.money import MAX_NUMBER, MAX_NUMBER_SCALE, decimal_places
 
 USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
 USD_CENTS_NAME = "USD (cents)"
 
 
+# Fractional seconds with a digit other than 0 past the sixth: finer than a microsecond.
+SUB_MICROSECOND = r"\.[0-9]{6}[0-9]*[1-9]"
+
+
+def _no_sub_microseconds(value: Any) -> Any:
+    """Timestamps are kept to the microsecond: finer digits are refused, never dropped."""
+    if isinstance(value, str) and re.search(SUB_MICROSECOND, value):
+        raise PydanticCustomError(
+            "datetime_sub_microsecond",
+            "`{value}` is more precise than a microsecond, which is not supported",
+            {"value": value},
+        )
+    return value
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range",
+            "`{value}` is outside the years 1 to 9999 once converted to UTC",
+            {"value": value.isoformat()},
+        ) from None
+
+
+def _readable(value: Decimal) -> Decimal:
+    """A number the store's decimals can hold at all (each field then has its own limits)."""
+    if abs(value) >= MAX_NUMBER:
+        raise PydanticCustomError(
+            "number_too_large", "the number is 10^{digits} or more", {"digits": 15}
+        )
+    if decimal_places(value) > MAX_NUMBER_SCALE:
+        raise PydanticCustomError(
+            "too_many_decimals",
+            "the number has more than {scale} decimals",
+            {"scale": MAX_NUMBER_SCALE},
+        )
+    return value
 
 
 def _upper(value: Any) -> Any:
@@ -29,7 +71,10 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[
+    AwareDatetime, BeforeValidator(_no_sub_microseconds), AfterValidator(_to_utc)
+]
+Number = Annotated[Decimal, AfterValidator(_readable)]
 Frequency = Annotated[Literal["MONTHLY", "QUARTERLY", "ANNUAL", "WEEKLY"], BeforeValidator(_upper)]
 BillingDay = Annotated[
     Literal["FIRST_OF_MONTH", "CONTRACT_START", "CUSTOM_DATE"], BeforeValidator(_upper)
@@ -72,8 +117,8 @@ class Product(Strict):
 
 
 class Tier(Strict):
-    price: Decimal
-    size: Decimal | None = None
+    price: Number
+    size: Number | None = None
 
 
 class Rate(Strict):
@@ -84,7 +129,7 @@ class Rate(Strict):
     ending_before: UtcDatetime | None = None
     entitled: bool
     rate_type: RateType
-    price: Decimal | None = None
+    price: Number | None = None
     tiers: list[Tier] | None = None
     credit_type_id: str = USD_CENTS_ID
     pricing_group_values: dict[str, str] | None = None
@@ -92,7 +137,7 @@ class Rate(Strict):
 
 class CreditTypeConversion(Strict):
     custom_credit_type_id: str
-    fiat_per_custom_credit: Decimal
+    fiat_per_custom_credit: Number
 
 
 class RateCard(Strict):
@@ -130,14 +175,14 @@ class BillingProviderConfiguration(Strict):
 
 class OverwriteRate(Strict):
     rate_type: RateType
-    price: Decimal | None = None
+    price: Number | None = None
     tiers: list[Tier] | None = None
     credit_type_id: str | None = None
 
 
 class OverrideTier(Strict):
-    multiplier: Decimal
-    size: Decimal | None = None
+    multiplier: Number
+    size: Number | None = None
 
 
 OverrideType = Annotated[Literal["OVERWRITE", "MULTIPLIER", "TIERED"], BeforeValidator(_upper)]
@@ -152,10 +197,10 @@ class Override(Strict):
     type: OverrideType | None = None
     product_id: str | None = None
     applicable_product_tags: list[str] | None = None
-    multiplier: Decimal | None = None
+    multiplier: Number | None = None
     overwrite_rate: OverwriteRate | None = None
     tiers: list[OverrideTier] | None = None
-    priority: Decimal | None = None
+    priority: Number | None = None
     entitled: bool | None = None
 
 
@@ -163,7 +208,7 @@ class ScheduleItem(Strict):
     """One access segment of a commit or credit: `amount` usable in [starting_at, ending_before)."""
 
     id: str | None = None
-    amount: Decimal
+    amount: Number
     starting_at: UtcDatetime
     ending_before: UtcDatetime
 
@@ -177,9 +222,9 @@ class AccessSchedule(Strict):
 class InvoiceScheduleItem(Strict):
     id: str | None = None
     timestamp: UtcDatetime
-    amount: Decimal | None = None
-    unit_price: Decimal | None = None
-    quantity: Decimal | None = None
+    amount: Number | None = None
+    unit_price: Number | None = None
+    quantity: Number | None = None
 
 
 class InvoiceSchedule(Strict):
@@ -195,7 +240,7 @@ class CommitOrCredit(Strict):
     product_id: str
     name: str | None = None
     description: str | None = None
-    priority: Decimal | None = None
+    priority: Number | None = None
     access_schedule: AccessSchedule
     applicable_product_ids: list[str] | None = None
     applicable_product_tags: list[str] | None = None
@@ -222,7 +267,7 @@ class Contract(Strict):
     usage_statement_schedule: UsageStatementSchedule
     name: str | None = None
     custom_fields: dict[str, str] = Field(default_factory=dict)
-    net_payment_terms_days: Decimal | None = None
+    net_payment_terms_days: Number | None = None
     uniqueness_key: str | None = None
     billing_provider_configuration: BillingProviderConfiguration | None = None
     multiplier_override_prioritization: Prioritization = "LOWEST_MULTIPLIER"
@@ -238,20 +283,21 @@ class Contract(Strict):
 
 
 # --- createHistoricalInvoices --------------------------------------------------------------
-# Quantities are kept as given (Decimal) here; their precision and range are checked as columns.
+# Quantities are kept as given (Decimal) here, once readable at all (`Number`); their precision
+# and range are checked as columns.
 
 
 class SubtotalWithQuantity(Strict):
     inclusive_start_date: UtcDatetime
     exclusive_end_date: UtcDatetime
-    quantity: Decimal
+    quantity: Number
 
 
 class UsageLineItem(Strict):
     product_id: str
     inclusive_start_date: UtcDatetime
     exclusive_end_date: UtcDatetime
-    quantity: Decimal | None = None
+    quantity: Number | None = None
     subtotals_with_quantity: list[SubtotalWithQuantity] | None = None
     pricing_group_values: dict[str, str] | None = None
     presentation_group_values: dict[str, str | None] | None = None
