@@ -66,7 +66,7 @@ def run_import(
     (all by default); its counts and totals always cover the whole run."""
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
-        dataset = load.load_dataset(paths)
+        dataset = load.load_dataset(paths, json_limit=settings.json_limit())
     preview = settings.preview or dataset.preview_requested
     report = RunReport(
         status="rejected",
