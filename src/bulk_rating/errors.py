@@ -37,10 +37,21 @@ class UsageError(BulkRatingError):
 
 
 class AmountOverflowError(BulkRatingError):
-    """Pricing produced an amount beyond DECIMAL(38, 23): a data problem, reported as one."""
+    """Pricing produced an amount beyond DECIMAL(38, 23): a data problem, reported as one.
+    `rows`: the lines or invoices it was found in (source, invoice_index, line_index, message),
+    when known."""
 
     exit_code = ExitCode.DATA_PROBLEMS
     code = "NUMBER_TOO_LARGE"
+
+    def __init__(self, message: str, *, rows: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []
+
+
+class ScanError(BulkRatingError):
+    """DuckDB failed while reading a run's usage files: a corrupt file when one of them cannot be
+    read on its own (then reported as CORRUPT_FILE), else a bug."""
 
 
 class DatabaseLockedError(UsageError):
