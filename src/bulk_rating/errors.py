@@ -38,10 +38,21 @@ class UsageError(BulkRatingError):
 
 
 class AmountOverflowError(BulkRatingError):
-    """Pricing produced an amount beyond DECIMAL(38, 23): a data problem, reported as one."""
+    """Pricing produced an amount beyond DECIMAL(38, 23): a data problem, reported as one.
+    `rows`: the lines or invoices it was found in (source, invoice_index, line_index, message),
+    when known."""
 
     exit_code = ExitCode.DATA_PROBLEMS
     code = "NUMBER_TOO_LARGE"
+
+    def __init__(self, message: str, *, rows: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []
+
+
+class ScanError(BulkRatingError):
+    """DuckDB failed while reading a run's usage files: a corrupt file when one of them cannot be
+    read on its own (then reported as CORRUPT_FILE), else a bug."""
 
 
 class NotAStoreError(UsageError):
@@ -67,7 +78,26 @@ class DatabaseLockedError(UsageError):
 # Stable codes of data problems (rows of the issues frame): code -> (meaning, what to fix).
 ISSUE_CODES: dict[str, tuple[str, str]] = {
     "EMPTY_FILE": ("an input file is empty", "export it again"),
-    "CORRUPT_FILE": ("a Parquet file cannot be read (truncated or not Parquet)", "export it again"),
+    "CORRUPT_FILE": (
+        "a Parquet file cannot be read (truncated, corrupt pages, or not Parquet)",
+        "export it again",
+    ),
+    "NOT_A_FILE": (
+        "a directory, FIFO, device or socket where a file is expected",
+        "give a regular file (a link to one is fine)",
+    ),
+    "JSON_TOO_LARGE": (
+        "the JSON files of a run exceed a sixteenth of the memory budget",
+        "send usage at scale as a usage table, split the run, or raise BULK_RATING_MEMORY_LIMIT",
+    ),
+    "JSON_TOO_DEEP": (
+        "a JSON document nests deeper than the parser's limit (about 1,000 levels)",
+        "follow the documented shape (at most 7 levels)",
+    ),
+    "HEADER_TOO_LARGE": (
+        "a usage table has more than 256 columns, or a CSV header line over 64 KiB",
+        "export only the documented columns",
+    ),
     "INVALID_ENCODING": ("a text file is not UTF-8", "export it as UTF-8"),
     "MALFORMED_CSV": (
         "a CSV row has more or fewer fields than the header",
@@ -111,7 +141,10 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
         "use a documented value",
     ),
     "INVALID_NUMBER": ("not a finite number (NaN, Infinity, text)", "write a plain decimal number"),
-    "INVALID_TIMESTAMP": ("not an RFC 3339 timestamp", "write e.g. 2024-06-01T00:00:00Z"),
+    "INVALID_TIMESTAMP": (
+        "not an RFC 3339 timestamp, finer than a microsecond, or outside the years 1-9999 in UTC",
+        "write e.g. 2024-06-01T00:00:00Z",
+    ),
     "TIMESTAMP_WITHOUT_OFFSET": (
         "a timestamp without a UTC offset",
         "add Z or an offset such as +02:00",
@@ -192,10 +225,14 @@ ISSUE_CODES: dict[str, tuple[str, str]] = {
     ),
     "NEGATIVE_QUANTITY": ("a quantity below zero", "historical usage is never negative"),
     "TOO_MANY_DECIMALS": (
-        "more decimals than allowed (quantity 9, price 10)",
+        "more decimals than allowed (quantity and tier size 9, price 10, any number 23)",
         "round in the source system",
     ),
-    "NUMBER_TOO_LARGE": ("a quantity or price too large for the money type", "check units"),
+    "NUMBER_TOO_LARGE": (
+        "a number too large: a quantity or tier size of 10^12 or more, a price of 10^6 or more,"
+        " an amount or invoice total of 10^15 or more, any number of 10^15 or more",
+        "check units",
+    ),
     "NO_RATE": (
         "no rate on the contract's rate card at the window's time",
         "add a rate or fix the product",

@@ -3,7 +3,12 @@
 A data set is a directory holding any of `catalog.json`, `contracts.json` and `invoices.json`, or a
 single invoices file whose catalog and contracts are already stored. Every problem found while
 reading becomes a row of the issues frame; nothing here raises for a user's mistake, except a
-path that does not exist at all (a usage error).
+path that does not exist, cannot be opened (permissions) or is neither a file nor a directory
+(usage errors).
+
+Only regular files are read (or links to them): a directory, FIFO, device or socket where a file
+is expected is NOT_A_FILE, never opened. What one file may hold is limited (README "Limits"):
+the JSON files of a run by the memory budget, a JSON document's nesting, a usage table's header.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +29,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -29,6 +37,7 @@ from bulk_rating import frames
 from bulk_rating.errors import UsageError
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import (
+    SUB_MICROSECOND,
     USD_CENTS_ID,
     Catalog,
     Contract,
@@ -42,6 +51,12 @@ CONTRACTS_FILE = "contracts.json"
 INVOICES_FILE = "invoices.json"
 INVOICES_NDJSON = "invoices.ndjson"
 TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
+# A usage table's header: the documented columns are 14 and a `pricing.<key>` or
+# `presentation.<key>` column per group key; far more is a file of another kind.
+MAX_COLUMNS = 256
+MAX_HEADER_BYTES = 64 * 1024
+# Rows of one rule listed by name in a file's issues; the others are counted in one entry.
+LISTED_ROWS = 1000
 
 PYDANTIC_CODES = {
     "missing": "MISSING_FIELD",
@@ -53,6 +68,10 @@ PYDANTIC_CODES = {
     "decimal_parsing": "INVALID_NUMBER",
     "decimal_type": "INVALID_NUMBER",
     "finite_number": "INVALID_NUMBER",
+    "number_too_large": "NUMBER_TOO_LARGE",
+    "too_many_decimals": "TOO_MANY_DECIMALS",
+    "datetime_out_of_range": "INVALID_TIMESTAMP",
+    "datetime_sub_microsecond": "INVALID_TIMESTAMP",
     "model_type": "INVALID_SHAPE",
     "model_attributes_type": "INVALID_SHAPE",
     "list_type": "INVALID_SHAPE",
@@ -77,6 +96,9 @@ class Dataset:
     sources: list[str] = field(default_factory=list)
     # the file each catalog object and contract came from: (kind, id) -> path
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The most bytes of JSON this run reads (None: no limit), and how many it has read.
+    json_limit: int | None = None
+    json_read: int = 0
 
     _staging: Path | None = None
 
@@ -116,15 +138,61 @@ def _canonical(model: BaseModel | None) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def load_dataset(paths: Sequence[Path]) -> Dataset:
-    dataset = Dataset()
-    for path in paths:
-        matches = sorted(Path().glob(str(path))) if _is_glob(path) else [path]
-        if not matches or not matches[0].exists():
-            raise UsageError(f"no such file or directory: {path}", path=str(path))
-        for match in matches:
-            _read_path(dataset, match)
+def load_dataset(paths: Sequence[Path], json_limit: int | None = None) -> Dataset:
+    """Read `paths`; `json_limit`: the most bytes of JSON the run may read (JSON_TOO_LARGE)."""
+    dataset = Dataset(json_limit=json_limit)
+    try:
+        for path in paths:
+            matches = sorted(Path().glob(str(path))) if _is_glob(path) else [path]
+            if not matches or not matches[0].exists():
+                raise UsageError(f"no such file or directory: {path}", path=str(path))
+            for match in matches:
+                _read_path(dataset, match)
+    except BaseException:
+        dataset.close()  # a staged CSV's folder is not left behind
+        raise
     return dataset
+
+
+def _kind(path: Path) -> str:
+    """`file` (a regular file, or a link to one), `directory`, `missing`, or what else it is."""
+    try:
+        mode = path.stat().st_mode  # follows links
+    except FileNotFoundError:
+        return "broken link" if path.is_symlink() else "missing"
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "socket" if stat.S_ISSOCK(mode) else "special file"
+
+
+def _regular(dataset: Dataset, path: Path) -> bool:
+    """True when `path` is a regular file this process can open; an issue (NOT_A_FILE) when it
+    is something else, never opened (a FIFO would block, a device never end); a usage error
+    when it cannot be opened (permissions)."""
+    kind = _kind(path)
+    if kind != "file":
+        dataset.sources.append(str(path))
+        _issue(
+            dataset,
+            path,
+            "NOT_A_FILE",
+            f"{path} is a {kind}, not a regular file; only regular files (or links to them) are read",
+        )
+        return False
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+    return True
 
 
 def _is_glob(path: Path) -> bool:
@@ -132,7 +200,14 @@ def _is_glob(path: Path) -> bool:
 
 
 def _read_path(dataset: Dataset, path: Path) -> None:
-    if path.is_file():
+    kind = _kind(path)
+    if kind not in ("file", "directory"):
+        raise UsageError(
+            f"{path} is a {kind}: give a data set directory or a regular file", path=str(path)
+        )
+    if kind == "file":
+        if not _regular(dataset, path):
+            return
         if path.suffix in TABLE_SUFFIXES:
             _read_tables(dataset, [path])
         elif path.suffix == ".ndjson":
@@ -142,7 +217,7 @@ def _read_path(dataset: Dataset, path: Path) -> None:
         return
     files = [path / name for name in (CATALOG_FILE, CONTRACTS_FILE, INVOICES_FILE, INVOICES_NDJSON)]
     tables = _table_files(path)
-    if not any(f.is_file() for f in files) and not tables:
+    if not any(os.path.lexists(f) for f in files) and not tables:
         raise UsageError(
             f"{path} holds none of {CATALOG_FILE}, {CONTRACTS_FILE}, {INVOICES_FILE},"
             f" {INVOICES_NDJSON} or usage tables (*.parquet, *.csv, usage/)",
@@ -151,7 +226,7 @@ def _read_path(dataset: Dataset, path: Path) -> None:
     _read_catalog(dataset, files[0])
     _read_contracts(dataset, files[1])
     _read_invoices(dataset, files[2])
-    if files[3].is_file():
+    if os.path.lexists(files[3]) and _regular(dataset, files[3]):
         _read_ndjson(dataset, files[3])
     if tables:
         _read_tables(dataset, tables)
@@ -166,17 +241,54 @@ def _table_files(directory: Path) -> list[Path]:
     return sorted(found)
 
 
+def _json_text(dataset: Dataset, path: Path, code: str) -> str | None:
+    """A JSON file's text, within what the run may read (JSON_TOO_LARGE); `code` for a file
+    that is not UTF-8."""
+    size = path.stat().st_size
+    if dataset.json_limit is not None and dataset.json_read + size > dataset.json_limit:
+        _issue(
+            dataset,
+            path,
+            "JSON_TOO_LARGE",
+            f"{path.name} ({size:,} bytes) takes the run's JSON past {dataset.json_limit:,} bytes,"
+            " a sixteenth of the memory budget (BULK_RATING_MEMORY_LIMIT); send usage at scale as"
+            " a usage table (Parquet or CSV), split it into runs, or raise the budget",
+        )
+        return None
+    dataset.json_read += size
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _issue(dataset, path, code, f"{path.name} is not UTF-8 text: {exc.reason}")
+        return None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+
+
+def parse_json(text: str) -> Any:
+    """JSON with every number a Decimal, never through a float or Python's bounded int parsing
+    (NaN and Infinity too, so the models reject them with INVALID_NUMBER instead of a parse
+    error), and an object naming a key twice refused (DuplicateKeyError) where a plain parser
+    silently keeps the last value. Nesting past the parser's depth raises RecursionError."""
+    return json.loads(
+        text,
+        parse_float=Decimal,
+        parse_int=Decimal,
+        parse_constant=Decimal,
+        object_pairs_hook=_unique_keys,
+    )
+
+
+TOO_DEEP = "nests deeper than the parser's limit (about 1,000 levels; the documented shapes nest at most 7)"
+
+
 def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model | None:
     """Read one JSON file into a model; every problem becomes an issue row."""
     dataset.sources.append(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        _issue(dataset, path, "INVALID_JSON", f"{path.name} is not UTF-8 text: {exc.reason}")
+    text = _json_text(dataset, path, "INVALID_JSON")
+    if text is None:
         return None
     try:
-        # Numbers go straight to Decimal: never through a float. NaN/Infinity become Decimal too,
-        # so the model rejects them with INVALID_NUMBER instead of a parse error.
         document = parse_json(text)
     except DuplicateKeyError as exc:
         _issue(dataset, path, "DUPLICATE_KEY", str(exc), field=exc.key)
@@ -185,12 +297,21 @@ def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model |
         where = f"line {exc.lineno}, column {exc.colno}"
         _issue(dataset, path, "INVALID_JSON", f"{path.name} is not valid JSON ({where}): {exc.msg}")
         return None
+    except RecursionError:
+        _issue(dataset, path, "JSON_TOO_DEEP", f"{path.name} {TOO_DEEP}")
+        return None
+    del text  # the document alone from here (it is validated into models)
     try:
         return adapter.validate_python(document)
     except ValidationError as exc:
         for error in exc.errors():
             _pydantic_issue(dataset, path, error)
         return None
+
+
+def _present(dataset: Dataset, path: Path) -> bool:
+    """A data set's file to read: there, and a regular file (else NOT_A_FILE)."""
+    return os.path.lexists(path) and _regular(dataset, path)
 
 
 class DuplicateKeyError(ValueError):
@@ -208,20 +329,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def parse_json(text: str) -> Any:
-    """A JSON document with its numbers as Decimal (never through a float; NaN and Infinity too,
-    so the models reject them with INVALID_NUMBER) and an object naming a key twice refused,
-    where a plain parser would silently keep the last value."""
-    return json.loads(
-        text, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_unique_keys
-    )
-
-
 CATALOG_KINDS = ("credit_types", "customers", "products", "rate_cards")
 
 
 def _read_catalog(dataset: Dataset, path: Path) -> None:
-    if not path.is_file():
+    if not _present(dataset, path):
         return
     catalog = _parse(dataset, path, TypeAdapter(Catalog))
     if catalog is None:
@@ -234,7 +346,7 @@ def _read_catalog(dataset: Dataset, path: Path) -> None:
 
 
 def _read_contracts(dataset: Dataset, path: Path) -> None:
-    if not path.is_file():
+    if not _present(dataset, path):
         return
     contracts = _parse(dataset, path, TypeAdapter(list[Contract]))
     if contracts is None:
@@ -270,7 +382,7 @@ def _merged(
 
 
 def _read_invoices(dataset: Dataset, path: Path) -> None:
-    if path.is_file():
+    if _present(dataset, path):
         request = _parse(dataset, path, TypeAdapter(HistoricalInvoicesRequest))
         if request is not None:
             _add_request(dataset, request, str(path))
@@ -282,11 +394,11 @@ def _read_ndjson(dataset: Dataset, path: Path) -> None:
     adapter = TypeAdapter(HistoricalInvoice)
     invoices: list[HistoricalInvoice] = []
     before = len(dataset.issues)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        _issue(dataset, path, "INVALID_ENCODING", f"{path.name} is not UTF-8 text: {exc.reason}")
+    text = _json_text(dataset, path, "INVALID_ENCODING")
+    if text is None:
         return
+    lines = text.splitlines()
+    del text
     offset = len(dataset.request.invoices) if dataset.request else 0
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -298,6 +410,8 @@ def _read_ndjson(dataset: Dataset, path: Path) -> None:
             _issue(
                 dataset, path, "DUPLICATE_KEY", f"line {number}: {exc}", row=number, field=exc.key
             )
+        except RecursionError:
+            _issue(dataset, path, "JSON_TOO_DEEP", f"line {number} {TOO_DEEP}", row=number)
         except json.JSONDecodeError as exc:
             _issue(
                 dataset,
@@ -500,6 +614,8 @@ def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
         schemas: dict[Path, dict[str, str]] = {}
         staged: list[str] = []
         for path in files:
+            if not _regular(dataset, path):
+                continue
             dataset.sources.append(str(path))
             columns = (
                 _parquet_columns(dataset, path) if fmt == "parquet" else _csv_columns(dataset, path)
@@ -552,7 +668,7 @@ def _header_issues(
 ) -> bool:
     """Duplicate, missing and unknown columns of a table file; True when there is any."""
     before = len(dataset.issues)
-    for name in sorted({n for n in names if names.count(n) > 1}):
+    for name in sorted(n for n, count in Counter(names).items() if count > 1):
         _issue(
             dataset,
             path,
@@ -570,8 +686,9 @@ def _header_issues(
                 field=name,
             )
     expected = f"expected {', '.join(required)} and optional {', '.join([*optional, *(f'{p}<key>' for p in prefixes)])}"
+    known = {*required, *optional}
     for name in names:
-        if name not in (*required, *optional) and not name.startswith(prefixes):
+        if name not in known and not name.startswith(prefixes):
             _issue(
                 dataset,
                 path,
@@ -582,10 +699,24 @@ def _header_issues(
     return len(dataset.issues) > before
 
 
+def _too_many_columns(dataset: Dataset, path: Path, count: int) -> bool:
+    if count <= MAX_COLUMNS:
+        return False
+    _issue(
+        dataset,
+        path,
+        "HEADER_TOO_LARGE",
+        f"{path.name} has {count:,} columns; a usage table has at most {MAX_COLUMNS:,}",
+    )
+    return True
+
+
 def _check_columns(
     dataset: Dataset, path: Path, names: list[str], kinds: dict[str, str | None]
 ) -> dict[str, str] | None:
     """Required, known, unique columns of allowed types; None when the table cannot be read."""
+    if _too_many_columns(dataset, path, len(names)):
+        return None
     before = len(dataset.issues)
     _header_issues(dataset, path, names, USAGE_REQUIRED, USAGE_OPTIONAL, tuple(GROUP_PREFIXES))
     for name in names:
@@ -622,14 +753,79 @@ def _parquet_columns(dataset: Dataset, path: Path) -> dict[str, str] | None:
     except (pa.ArrowException, OSError) as exc:
         _issue(dataset, path, "CORRUPT_FILE", f"{path.name} is not a readable Parquet file: {exc}")
         return None
-    return _check_columns(
+    columns = _check_columns(
         dataset, path, list(schema.names), {f.name: _arrow_kind(f.type) for f in schema}
     )
+    if columns is None or not _exact_to_the_microsecond(dataset, path, schema):
+        return None
+    return columns
+
+
+def _exact_to_the_microsecond(dataset: Dataset, path: Path, schema: pa.Schema) -> bool:
+    """Nanosecond timestamp columns hold whole microseconds: a finer value would be truncated
+    where it is read (DuckDB keeps microseconds), so each one is an INVALID_TIMESTAMP issue
+    (the first LISTED_ROWS of a column, then one entry counting the others)."""
+    names = [
+        f.name
+        for f in schema
+        if f.name in TIMESTAMP_COLUMNS and pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+    ]
+    if not names:
+        return True
+    found = dict.fromkeys(names, 0)
+    offset = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(columns=names, batch_size=1 << 20):
+            for name in names:
+                column = batch.column(name)
+                micro = pa.timestamp("us", tz=column.type.tz)
+                try:
+                    pc.cast(column, micro, safe=True)  # refused when a value would lose digits
+                    continue
+                except pa.ArrowInvalid:
+                    pass
+                exact = pc.equal(pc.cast(pc.cast(column, micro, safe=False), column.type), column)
+                for index in pc.indices_nonzero(pc.invert(exact)).to_pylist():
+                    found[name] += 1
+                    if found[name] <= LISTED_ROWS:
+                        shown = pc.strftime(column.slice(index, 1), format="%Y-%m-%dT%H:%M:%SZ")
+                        _issue(
+                            dataset,
+                            path,
+                            "INVALID_TIMESTAMP",
+                            f"row {offset + index + 1}: `{shown[0].as_py()}` is more precise than"
+                            " a microsecond, which is not supported",
+                            row=offset + index + 1,
+                            field=name,
+                        )
+            offset += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        _issue(dataset, path, "CORRUPT_FILE", f"{path.name} is not a readable Parquet file: {exc}")
+        return False
+    for name, count in found.items():
+        if count > LISTED_ROWS:
+            _issue(
+                dataset,
+                path,
+                "INVALID_TIMESTAMP",
+                f"and {count - LISTED_ROWS:,} more rows more precise than a microsecond",
+                field=name,
+                count=count - LISTED_ROWS,
+            )
+    return not any(found.values())
 
 
 def _csv_columns(dataset: Dataset, path: Path) -> dict[str, str] | None:
     with path.open("rb") as handle:
-        header = handle.readline()
+        header = handle.readline(MAX_HEADER_BYTES + 1)  # never more: a file may have no newline
+    if len(header) > MAX_HEADER_BYTES:
+        _issue(
+            dataset,
+            path,
+            "HEADER_TOO_LARGE",
+            f"{path.name}: the header line is longer than {MAX_HEADER_BYTES:,} bytes",
+        )
+        return None
     if not header.strip():
         _issue(dataset, path, "EMPTY_FILE", f"{path.name} is empty (no header line)")
         return None
@@ -658,10 +854,30 @@ def _stage_csv(dataset: Dataset, path: Path, names: list[str]) -> str | None:
         )
     except pl.exceptions.ComputeError as exc:
         reason = str(exc).splitlines()[0]
+        if "utf-8" in reason.lower() and (line := _first_line_not_utf8(path)) is not None:
+            _issue(
+                dataset,
+                path,
+                "INVALID_ENCODING",
+                f"{path.name}, line {line}: not UTF-8 text",
+                row=line - 1,  # data rows are numbered after the header line
+            )
+            return None
         code = "INVALID_ENCODING" if "utf-8" in reason.lower() else "MALFORMED_CSV"
         _issue(dataset, path, code, f"{path.name} cannot be read as CSV: {reason}")
         return None
     return str(target)
+
+
+def _first_line_not_utf8(path: Path) -> int | None:
+    """The 1-based number of a text file's first line that is not UTF-8 (a failed read only)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _ident(name: str) -> str:
@@ -701,8 +917,11 @@ def rows_sql(table: UsageTable) -> str:
     def timestamp(name: str) -> str:
         if name not in kinds:
             return "NULL::TIMESTAMPTZ"
-        if kinds[name] == "text":
-            return f"TRY_CAST(trim({_ident(name)}) AS TIMESTAMPTZ)"
+        if kinds[name] == "text":  # finer than a microsecond: not a timestamp (never truncated)
+            return (
+                f"CASE WHEN NOT regexp_matches({_ident(name)}, {_literal(SUB_MICROSECOND)})"
+                f" THEN TRY_CAST(trim({_ident(name)}) AS TIMESTAMPTZ) END"
+            )
         return f"CAST({_ident(name)} AS TIMESTAMPTZ)"  # microseconds, whatever the file's unit
 
     def text(name: str) -> str:

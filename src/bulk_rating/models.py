@@ -2,7 +2,8 @@
 
 Field names and casings follow Metronome's API (snake_case; enums in any casing, stored upper
 case). Unknown fields are errors: a typo in a billing catalog must never be silently ignored.
-Timestamps must carry a UTC offset; other offsets are converted to UTC on the way in.
+Timestamps must carry a UTC offset and be no finer than a microsecond; other offsets are
+converted to UTC on the way in. Numbers must be readable as the store's decimals (`Number`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,51 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from bulk_rating.money import MAX_NUMBER, MAX_NUMBER_SCALE, decimal_places
+
 USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
 USD_CENTS_NAME = "USD (cents)"
 
 
+# Fractional seconds with a digit other than 0 past the sixth: finer than a microsecond.
+SUB_MICROSECOND = r"\.[0-9]{6}[0-9]*[1-9]"
+
+
+def _no_sub_microseconds(value: Any) -> Any:
+    """Timestamps are kept to the microsecond: finer digits are refused, never dropped."""
+    if isinstance(value, str) and re.search(SUB_MICROSECOND, value):
+        raise PydanticCustomError(
+            "datetime_sub_microsecond",
+            "`{value}` is more precise than a microsecond, which is not supported",
+            {"value": value},
+        )
+    return value
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range",
+            "`{value}` is outside the years 1 to 9999 once converted to UTC",
+            {"value": value.isoformat()},
+        ) from None
+
+
+def _readable(value: Decimal) -> Decimal:
+    """A number the store's decimals can hold at all (each field then has its own limits)."""
+    if abs(value) >= MAX_NUMBER:
+        raise PydanticCustomError(
+            "number_too_large", "the number is 10^{digits} or more", {"digits": 15}
+        )
+    if decimal_places(value) > MAX_NUMBER_SCALE:
+        raise PydanticCustomError(
+            "too_many_decimals",
+            "the number has more than {scale} decimals",
+            {"scale": MAX_NUMBER_SCALE},
+        )
+    return value
 
 
 def _upper(value: Any) -> Any:
@@ -44,8 +84,10 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
-Number = Annotated[Decimal, BeforeValidator(_plain_number)]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Number = Annotated[Decimal, BeforeValidator(_plain_number), AfterValidator(_readable)]
+UtcDatetime = Annotated[
+    AwareDatetime, BeforeValidator(_no_sub_microseconds), AfterValidator(_to_utc)
+]
 Frequency = Annotated[Literal["MONTHLY", "QUARTERLY", "ANNUAL", "WEEKLY"], BeforeValidator(_upper)]
 BillingDay = Annotated[
     Literal["FIRST_OF_MONTH", "CONTRACT_START", "CUSTOM_DATE"], BeforeValidator(_upper)
@@ -254,7 +296,8 @@ class Contract(Strict):
 
 
 # --- createHistoricalInvoices --------------------------------------------------------------
-# Quantities are kept as given (Decimal) here; their precision and range are checked as columns.
+# Quantities are kept as given (Decimal) here, once readable at all (`Number`); their precision
+# and range are checked as columns.
 
 
 class SubtotalWithQuantity(Strict):

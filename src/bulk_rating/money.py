@@ -27,12 +27,21 @@ EFFECTIVE_PRICE_SCALE = PRICE_SCALE + MULTIPLIER_SCALE
 # amount or total of 10^15 units ($10 trillion in cents) or more is reported, never wrapped.
 MAX_QUANTITY = Decimal(10) ** 12
 MAX_PRICE = Decimal(10) ** 6
+# Any number read from JSON: what DECIMAL(38, 23), the widest decimal stored, can hold. Beyond it
+# a number is refused as it is read (NUMBER_TOO_LARGE, TOO_MANY_DECIMALS), before any field's own
+# limit above is checked.
+MAX_NUMBER = Decimal(10) ** 15
+MAX_NUMBER_SCALE = 23
 
 
 def decimal_places(value: Decimal) -> int:
-    """Digits after the point that carry information (1.50 has 1)."""
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    """Digits after the point that carry information (1.50 has 1), counted exactly: never
+    through `normalize`, which rounds to the context's 28 digits (1 + 10^-30 would have none)."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or not any(digits):
+        return 0
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))  # trailing: carry nothing
+    return max(0, -exponent - zeros)
 
 
 def format_decimal(value: Decimal) -> str:

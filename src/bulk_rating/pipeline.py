@@ -25,7 +25,7 @@ from bulk_rating import (
     reconcile,
     validate,
 )
-from bulk_rating.errors import AmountOverflowError, BulkRatingError, UsageError
+from bulk_rating.errors import AmountOverflowError, BulkRatingError, ScanError, UsageError
 from bulk_rating.models import Product, RateCard
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
@@ -78,7 +78,7 @@ def run_import(
     (all by default); its counts and totals always cover the whole run."""
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
-        dataset = load.load_dataset(paths)
+        dataset = load.load_dataset(paths, json_limit=settings.json_limit())
     preview = settings.preview or dataset.preview_requested
     report = RunReport(
         status="rejected",
@@ -89,9 +89,15 @@ def run_import(
         stage_seconds=stages.seconds,
     )
     limits = _limits(settings)
-    store = (
-        Store.throwaway_copy(settings.db, limits) if preview else Store.open(settings.db, limits)
-    )
+    try:
+        store = (
+            Store.throwaway_copy(settings.db, limits)
+            if preview
+            else Store.open(settings.db, limits)
+        )
+    except BaseException:
+        dataset.close()
+        raise
     # the signals held from the commit on (entered as the transaction's last step)
     with ExitStack() as after_commit, closing(dataset), store:
         report.previous_run_id = store.run_with_hash(report.input_hash or "")
@@ -164,15 +170,39 @@ def run_import(
             report.status, report.previous_run_id = "already_imported", already.run_id
             return report
         except AmountOverflowError as overflow:
+            return report.reject(_overflow_issues(overflow, dataset, table))
+        except ScanError:
+            unreadable = Store.unreadable_parquet(table.files) if table and not table.staged else {}
+            if not unreadable:
+                raise
             return report.reject(
                 validate.issue_frame(
-                    [{"code": overflow.code, "field": "quantity", "message": overflow.message}]
+                    {
+                        "source": file,
+                        "code": "CORRUPT_FILE",
+                        "message": f"{Path(file).name} cannot be read whole: {reason}",
+                    }
+                    for file, reason in unreadable.items()
                 )
             )
         with stages("report"):
             _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
     report.status = "previewed" if preview else "imported"
     return report
+
+
+def _overflow_issues(
+    overflow: AmountOverflowError, dataset: load.Dataset, table: load.UsageTable | None
+) -> pl.DataFrame:
+    """NUMBER_TOO_LARGE for each line or invoice an amount overflowed in; when pricing could not
+    say which (a rounding at the edge), one entry per usage file of the run."""
+    rows = overflow.rows or [
+        {"source": source, "message": overflow.message}
+        for source in (
+            table.sources if table else dataset.invoices["source"].unique(maintain_order=True)
+        )
+    ]
+    return validate.issue_frame({"code": overflow.code, "field": "quantity", **row} for row in rows)
 
 
 def _references(

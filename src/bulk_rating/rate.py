@@ -347,6 +347,10 @@ def line_items_sql(*, drafts: bool = False) -> str:
     tiers `_week_tiers` gave their weeks) and the parts of edge weeks (`_edge_parts`), not from
     reading every priced window again; nor are their counts of windows (a row of `_line_weeks` in
     a week with a tier counts its rows, an edge part itself)."""
+    return f"{_items_cte(drafts)},{_LINE_ITEMS}"
+
+
+def _items_cte(drafts: bool) -> str:
     return f"""
 WITH items AS (
     SELECT line_key, rate_key, tier_key, sum(quantity) AS quantity, sum(windows) AS windows FROM (
@@ -359,7 +363,36 @@ WITH items AS (
         UNION ALL
         SELECT line_key, rate_key, tier_key, quantity, 1 FROM _edge_parts
     ) GROUP BY ALL
-),{_LINE_ITEMS}"""
+)"""
+
+
+def large_amounts_sql(*, drafts: bool = False, at_least: float) -> str:
+    """The line items line_items_sql would make whose amount (quantity x price, computed as
+    doubles) is `at_least` or more, with their invoice's source, invoice and line index, quantity
+    and price: the candidates for an amount too large to store (checked exactly by the caller)."""
+    return f"""{_items_cte(drafts)}
+SELECT i.source, l.invoice_index, l.line_index, a.quantity, t.price
+FROM items a
+JOIN usage_lines l USING (line_key)
+JOIN usage_invoices i ON i.invoice_index = l.invoice_index
+JOIN _contract_rate_tiers t ON t.rate_key = a.rate_key AND t.tier_key = a.tier_key
+WHERE abs(a.quantity::DOUBLE * t.price::DOUBLE) >= {at_least!r}
+ORDER BY l.invoice_index, l.line_index
+"""
+
+
+# The run's invoices whose usage lines sum to `$limit` units or more (a subtotal too large to
+# store), summed exactly without overflow: whole units as HUGEINT, the fractions apart.
+LARGE_SUBTOTALS = """
+SELECT i.source, i.invoice_index, t.units + floor(t.fractions)::HUGEINT AS whole_units
+FROM (
+    SELECT invoice_index, sum(floor(total)::HUGEINT) AS units, sum(total - floor(total)) AS fractions
+    FROM invoice_line_items WHERE run_id = $run_id AND type = 'usage' GROUP BY ALL
+) t
+JOIN usage_invoices i USING (invoice_index)
+WHERE t.units + floor(t.fractions)::HUGEINT >= $limit
+ORDER BY i.invoice_index
+"""
 
 
 _LINE_ITEMS = """

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +34,11 @@ from bulk_rating.errors import (
     DatabaseLockedError,
     NotAStoreError,
     ResourceError,
+    ScanError,
     UsageError,
 )
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
+from bulk_rating.money import MAX_NUMBER, format_decimal
 from bulk_rating.progress import NULL_PROGRESS, Progress
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -213,18 +217,26 @@ class Store:
         *,
         throwaway: bool,
         limits: Limits = Limits(),
+        scratch_dir: str | None = None,
     ) -> None:
         self.con = con
         self.path = path
         self.throwaway = throwaway
         self.limits = limits
+        self._scratch_dir = scratch_dir  # made for this store alone: removed when it closes
 
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, limits: Limits = Limits()) -> Store:
         _refuse_foreign_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the database's folder {path.parent}: {exc.strerror}",
+                path=str(path.parent),
+            ) from exc
         store = cls(_connect(str(path), limits=limits), str(path), throwaway=False, limits=limits)
         try:
             store._refuse_foreign_database()
@@ -290,13 +302,15 @@ class Store:
     def throwaway_copy(cls, path: Path, limits: Limits = Limits()) -> Store:
         """An in-memory store holding the file's reference tables; the file is only read."""
         _refuse_foreign_file(path)
-        spill = limits.temp_directory or tempfile.mkdtemp(prefix="bulk-rating-preview-")
-        store = cls(
-            _connect(":memory:", limits=replace(limits, temp_directory=spill)),
-            str(path),
-            throwaway=True,
-            limits=limits,
-        )
+        own = None if limits.temp_directory else tempfile.mkdtemp(prefix="bulk-rating-preview-")
+        spill = limits.temp_directory or own
+        try:
+            con = _connect(":memory:", limits=replace(limits, temp_directory=spill))
+        except BaseException:
+            if own is not None:
+                shutil.rmtree(own, ignore_errors=True)
+            raise
+        store = cls(con, str(path), throwaway=True, limits=limits, scratch_dir=own)
         store._create_schema()
         if path.exists():
             try:
@@ -330,6 +344,9 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None
 
     def __enter__(self) -> Store:
         return self
@@ -568,8 +585,27 @@ class Store:
         )
 
     def check_rows(self, sql: str) -> None:
-        """Fill `_line_weeks` (validate.line_weeks_sql): the one scan that checks rows."""
-        self.replace_with("_line_weeks", sql)
+        """Fill `_line_weeks` (validate.line_weeks_sql): the one scan that checks rows. A failure
+        to read the files is a ScanError (the pipeline then looks for a corrupt file)."""
+        try:
+            self.replace_with("_line_weeks", sql)
+        except duckdb.Error as exc:
+            raise ScanError(f"reading the usage rows failed: {exc}") from exc
+
+    @staticmethod
+    def unreadable_parquet(files: Sequence[str]) -> dict[str, str]:
+        """The Parquet files DuckDB cannot read whole on their own, with the reason (every
+        column of every row is read: a corrupt page anywhere shows)."""
+        found = {}
+        with Store.scratch() as scratch:
+            for file in files:
+                try:
+                    scratch.con.execute(
+                        "SELECT bit_xor(hash(COLUMNS(*))) FROM read_parquet(?)", [file]
+                    ).fetchall()
+                except duckdb.Error as exc:
+                    found[file] = str(exc).splitlines()[0]
+        return found
 
     def replace_with(self, table: str, sql: str, params: dict[str, Any] | None = None) -> None:
         """A working table's rows replaced, inside the run's transaction (no DDL)."""
@@ -614,6 +650,7 @@ class Store:
                 params if keep_edges else None,  # kept windows are found by the run's keys
             )
             self.con.execute("INSERT INTO _priced_windows " + rate.EDGE_PARTS_STORED, params)
+            self._refuse_large_amounts(drafts)
             items = rate.line_items_sql(drafts=drafts)
             self.tracked(
                 "rating invoices",
@@ -625,10 +662,37 @@ class Store:
             if self.scalar(rate.SHARED_ITEM_KEYS, params):
                 raise BulkRatingError("internal error: two line items share a breakdown key")
         except duckdb.OutOfRangeException as exc:
-            # Quantities and prices are bounded; only an amount of 10^15 units or more gets here.
+            # Quantities and prices are bounded; only an amount of 10^15 units or more gets here
+            # (one the check above, in doubles, missed by a rounding).
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def _refuse_large_amounts(self, drafts: bool) -> None:
+        """An AmountOverflowError naming the line items whose amount would be 10^15 units or
+        more: found in doubles (with a margin), then checked exactly."""
+        candidates = self.con.execute(
+            rate.large_amounts_sql(drafts=drafts, at_least=float(MAX_NUMBER) * 0.999)
+        ).fetchall()
+        rows = []
+        with localcontext() as exact:
+            exact.prec = 100  # quantity x price, every digit
+            for source, invoice_index, line_index, quantity, price in candidates:
+                amount = Decimal(quantity) * Decimal(price)
+                if abs(amount) >= MAX_NUMBER:
+                    rows.append(
+                        {
+                            "source": source,
+                            "invoice_index": invoice_index,
+                            "line_index": line_index,
+                            "message": f"invoice {invoice_index}, line {line_index}: the amount"
+                            f" {format_decimal(quantity)} x {format_decimal(price)} ="
+                            f" {format_decimal(amount)} units is 10^15 or more, more than an"
+                            " invoice can hold",
+                        }
+                    )
+        if rows:
+            raise AmountOverflowError(f"{len(rows)} amounts reach 10^15 units", rows=rows)
 
     # --- drafts: the periods a contract bills itself -----------------------------------------
 
@@ -679,21 +743,48 @@ class Store:
 
     def total_drafts(self, run_id: int) -> None:
         """A rated draft's totals from its lines; it now belongs to this run."""
-        self.con.execute(
-            """UPDATE invoices SET run_id = $run_id, total = t.total, subtotal = t.subtotal
-               FROM (
-                   SELECT invoice_id,
-                          coalesce(sum(total) FILTER (WHERE commit_kind IS DISTINCT FROM 'POSTPAID'), 0) AS total,
-                          coalesce(sum(total) FILTER (WHERE type = 'usage'), 0) AS subtotal
-                   FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown) GROUP BY ALL
-               ) t
-               WHERE invoices.invoice_id = t.invoice_id""",
-            {"run_id": run_id},
-        )
+        try:
+            self.con.execute(
+                """UPDATE invoices SET run_id = $run_id, total = t.total, subtotal = t.subtotal
+                   FROM (
+                       SELECT invoice_id,
+                              coalesce(sum(total) FILTER (WHERE commit_kind IS DISTINCT FROM 'POSTPAID'), 0) AS total,
+                              coalesce(sum(total) FILTER (WHERE type = 'usage'), 0) AS subtotal
+                       FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown) GROUP BY ALL
+                   ) t
+                   WHERE invoices.invoice_id = t.invoice_id""",
+                {"run_id": run_id},
+            )
+        except duckdb.OutOfRangeException as exc:
+            raise AmountOverflowError(
+                f"a draft's total reaches 10^15 units, more than an invoice can hold: {exc}"
+            ) from exc
 
     def total_invoices(self, run_id: int) -> None:
-        """The run's invoices, their totals from their lines (postpaid applications aside)."""
-        self.con.execute("INSERT INTO invoices " + rate.INVOICES, {"run_id": run_id})
+        """The run's invoices, their totals from their lines (postpaid applications aside). An
+        invoice whose lines sum to 10^15 units or more is an AmountOverflowError naming it."""
+        large = self.con.execute(
+            rate.LARGE_SUBTOTALS, {"run_id": run_id, "limit": int(MAX_NUMBER)}
+        ).fetchall()
+        if large:
+            raise AmountOverflowError(
+                f"{len(large)} invoice totals reach 10^15 units",
+                rows=[
+                    {
+                        "source": source,
+                        "invoice_index": index,
+                        "message": f"invoice {index}: its lines add up to at least {units:,} units;"
+                        " an invoice total must stay below 10^15",
+                    }
+                    for source, index, units in large
+                ],
+            )
+        try:
+            self.con.execute("INSERT INTO invoices " + rate.INVOICES, {"run_id": run_id})
+        except duckdb.OutOfRangeException as exc:
+            raise AmountOverflowError(
+                f"an invoice total reaches 10^15 units, more than an invoice can hold: {exc}"
+            ) from exc
 
     # --- commits and credits ---------------------------------------------------------------
 

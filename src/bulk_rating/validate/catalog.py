@@ -14,6 +14,7 @@ from bulk_rating.frames import canonical_json
 from bulk_rating.models import Catalog, Contract
 from bulk_rating.money import (
     MAX_PRICE,
+    MAX_QUANTITY,
     MULTIPLIER_SCALE,
     PRICE_SCALE,
     QUANTITY_SCALE,
@@ -418,6 +419,16 @@ def _rate_card_issues(
                             "TOO_MANY_DECIMALS",
                             "tiers",
                             f"{where}, tier {t + 1}: size has more than {QUANTITY_SCALE} decimals",
+                        )
+                    )
+                elif tier.size is not None and tier.size >= MAX_QUANTITY:
+                    found.append(
+                        _catalog_issue(
+                            source,
+                            "NUMBER_TOO_LARGE",
+                            "tiers",
+                            f"{where}, tier {t + 1}: size {tier.size} is {MAX_QUANTITY:,} or more"
+                            " (a tier is measured in quantities)",
                         )
                     )
         spans[(card_rate.product_id, canonical_json(card_rate.pricing_group_values))].append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bulk_rating import load, rate
+from bulk_rating.models import SUB_MICROSECOND
 from bulk_rating.money import (
     MAX_QUANTITY,
     QUANTITY_SCALE,
@@ -237,7 +238,9 @@ def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
                 "INVALID_TIMESTAMP",
                 field,
                 f"{column} IS NOT NULL AND {parsed} IS NULL",
-                f"'`' || {column} || '` is not a timestamp (write e.g. 2024-06-01T00:00:00Z)'",
+                f"'`' || {column} || CASE WHEN regexp_matches({column}, {_sql_text(SUB_MICROSECOND)})"
+                " THEN '` is more precise than a microsecond, which is not supported'"
+                " ELSE '` is not a timestamp (write e.g. 2024-06-01T00:00:00Z)' END",
             ),
             (
                 "TIMESTAMP_WITHOUT_OFFSET",
