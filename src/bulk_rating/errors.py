@@ -68,6 +68,10 @@ class ResourceError(BulkRatingError):
     exit_code = ExitCode.USAGE
     code = "OUT_OF_RESOURCES"
 
+    def __init__(self, message: str, *, code: str, committed: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.committed = committed  # the work is stored (in the WAL) although the step failed
+
 
 class DatabaseLockedError(UsageError):
     """Another process holds the database file."""

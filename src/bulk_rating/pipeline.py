@@ -75,7 +75,31 @@ def run_import(
     progress: Progress = NULL_PROGRESS,
 ) -> RunReport:
     """Import (or preview) `paths`. The report holds at most `invoice_limit` invoice documents
-    (all by default); its counts and totals always cover the whole run."""
+    (all by default); its counts and totals always cover the whole run. A run that stores nothing
+    in a database it created leaves no file behind."""
+    new_file = not settings.db.exists()
+    try:
+        report = _import(paths, settings, invoice_limit, progress)
+    except BaseException as failed:
+        if new_file and not getattr(failed, "committed", False):
+            _remove_store(settings.db)
+        raise
+    if new_file and (report.run_id is None or report.preview):
+        _remove_store(settings.db)
+    return report
+
+
+def _remove_store(db: Path) -> None:
+    for made in (db, Path(f"{db}.wal")):
+        made.unlink(missing_ok=True)
+
+
+def _import(
+    paths: Sequence[Path],
+    settings: Settings,
+    invoice_limit: int | None,
+    progress: Progress,
+) -> RunReport:
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
         dataset = load.load_dataset(paths, json_limit=settings.json_limit())

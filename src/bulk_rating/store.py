@@ -435,6 +435,7 @@ class Store:
                 f"the work is committed to {self.path}.wal, but {said}. It is applied to the"
                 " file the next time the store is opened, once there is room",
                 code=code,
+                committed=True,
             ) from exc
 
     # --- reads -----------------------------------------------------------------------------

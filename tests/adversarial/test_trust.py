@@ -421,6 +421,15 @@ def test_a_preview_of_a_database_that_does_not_exist_creates_no_file(tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_rejected_run_on_a_new_database_path_leaves_no_file(tmp_path: Path) -> None:
+    files = acme()
+    files["contracts"][0]["rate_card_id"] = "rc_nothing"
+    db = tmp_path / "new.duckdb"
+    result = _import(write_dataset(tmp_path / "d", files), "--db", db)
+    assert_clean(result, 1, "UNKNOWN_RATE_CARD")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
 @pytest.mark.parametrize("name", ["usage.csv", "errors.csv"])
 def test_the_errors_file_never_overwrites_an_input_or_lands_in_an_input_folder(
     tmp_path: Path, db: Path, name: str
