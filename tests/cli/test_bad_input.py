@@ -17,7 +17,6 @@ from tests.conftest import (
     file_digest,
     invoice,
     line,
-    query,
     run_cli,
 )
 
