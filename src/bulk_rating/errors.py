@@ -66,7 +66,7 @@ class ResourceError(BulkRatingError):
     and not the data's fault; the message says what to free or raise (exit 2)."""
 
     exit_code = ExitCode.USAGE
-    code = "OUT_OF_RESOURCES"
+    code = "DISK_FULL"  # or OUT_OF_MEMORY: always given
 
     def __init__(self, message: str, *, code: str, committed: bool = False) -> None:
         super().__init__(message, code=code)

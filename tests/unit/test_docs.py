@@ -2,10 +2,22 @@ from __future__ import annotations
 
 from tests.conftest import ROOT
 
-from bulk_rating.errors import ISSUE_CODES
+from bulk_rating.errors import ISSUE_CODES, BulkRatingError
 
 
 def test_every_error_code_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [code for code in ISSUE_CODES if f"`{code}`" not in readme]
     assert missing == []
+
+
+def test_every_error_of_a_command_is_documented_in_the_readme() -> None:
+    """The codes a command exits with (not rows of the issues frame) are in the README too."""
+    readme = (ROOT / "README.md").read_text()
+    codes = {"NOT_A_STORE", "DATABASE_LOCKED", "DISK_FULL", "OUT_OF_MEMORY"}
+    codes |= {cls.code for cls in _subclasses(BulkRatingError)} - {"INTERNAL_ERROR"}
+    assert sorted(code for code in codes if f"`{code}`" not in readme) == []
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
