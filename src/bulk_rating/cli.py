@@ -8,9 +8,7 @@ stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
@@ -33,12 +31,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bulk_rating import frames, interrupts, output, pipeline, reconcile
+from bulk_rating import frames, interrupts, reconcile, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, format_decimal
-from bulk_rating.report import RunReport, timestamp
+from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings
-from bulk_rating.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console(highlight=False)
@@ -112,15 +109,6 @@ def _stream_json(report: RunReport) -> None:
     write('\n], "drafts": ' + dump(report.drafts) + ',\n"summary": ' + dump(report.summary()))
     write(',\n"issues": ' + dump(report.issues.to_dicts()))
     write(',\n"notices": ' + dump(report.notices.to_dicts()) + "}\n")
-
-
-def _write_errors(report: RunReport, path: Path, *, parquet: bool) -> None:
-    """The issues (and notices) of a run as a table file; written even when there are none."""
-    rows = pl.concat([report.issues, report.notices])
-    if parquet:
-        rows.write_parquet(path)
-    else:
-        rows.write_csv(path)
 
 
 def _settings(**values: Any) -> Settings:
@@ -258,31 +246,19 @@ def import_command(
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
     def action() -> int:
-        if errors is not None:
-            if errors.suffix not in (".csv", ".parquet"):
-                raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
-            output.check_writable(errors, "--errors")
-            output.check_outside(errors, paths, "--errors")
         settings = _settings(db=db, as_of=as_of, preview=preview or None, wait=wait)
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
-            report = pipeline.run_import(
-                paths,
-                settings,
+            report = services.import_history(
+                *paths,
+                settings=settings,
+                errors=errors,
                 invoice_limit=None if as_json else INVOICES_SHOWN,
                 progress=progress,
             )
         # a stored run is reported whole: Ctrl-C is held until it is
         with interrupts.held() if report.run_id is not None else nullcontext():
-            if errors is not None:
-                try:
-                    output.write_atomically(
-                        errors,
-                        lambda path: _write_errors(
-                            report, path, parquet=errors.suffix == ".parquet"
-                        ),
-                    )
-                except UsageError as failed:  # the run stands; only its list is missing
-                    err.print(f"[yellow]warning[/yellow] {failed.message}")
+            for warning in report.warnings:
+                err.print(f"[yellow]warning[/yellow] {warning}")
             if as_json:
                 _stream_json(report)
             else:
@@ -349,46 +325,18 @@ def reconcile_command(
     """Compare legacy invoices with the imported ones (exit 1 when any differs beyond tolerance)."""
 
     def action() -> int:
-        settings = _settings(db=db, as_of=as_of)
-        result, daily = pipeline.run_reconcile(legacy, data or [], settings, tolerance)
-        if to is not None and not result.issues.height:
-            _write_reconciliation(result, daily, to)
-        if as_json:
-            sys.stdout.write(
-                dumps_exact(
-                    {
-                        "summary": result.summary(),
-                        "invoices": result.invoices.to_dicts(),
-                        "lines": result.lines.to_dicts(),
-                        "issues": result.issues.to_dicts(),
-                    }
-                )
-                + "\n"
-            )
-        elif result.issues.height:
-            _render_issues(result.issues, err)
-        else:
-            _render_reconciliation(result, out)
-        return int(
-            ExitCode.DATA_PROBLEMS if result.issues.height or result.differences else ExitCode.OK
+        reconciled = services.reconcile_invoices(
+            legacy, data or [], tolerance=tolerance, out=to, settings=_settings(db=db, as_of=as_of)
         )
+        if as_json:
+            sys.stdout.write(dumps_exact(reconciled.to_dict()) + "\n")
+        elif reconciled.result.issues.height:
+            _render_issues(reconciled.result.issues, err)
+        else:
+            _render_reconciliation(reconciled.result, out)
+        return int(reconciled.exit_code)
 
     _guarded(action, as_json=as_json, debug=False)
-
-
-def _write_reconciliation(
-    result: reconcile.Reconciliation, daily: pl.DataFrame, directory: Path
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("invoices", result.invoices), ("lines", result.lines)):
-        frame.write_csv(directory / f"{name}.csv")
-        frame.write_parquet(directory / f"{name}.parquet")
-    title = "Reconciliation: legacy against " + (
-        "a preview" if result.preview else "the imported invoices"
-    )
-    (directory / "report.html").write_text(
-        reconcile.html_report(result, daily, title), encoding="utf-8"
-    )
 
 
 def _render_reconciliation(result: reconcile.Reconciliation, console: Console) -> None:
@@ -430,89 +378,29 @@ def nightly_command(
     """The nightly batch: import what is new in the inbox, reconcile, write a dated report."""
 
     def action() -> int:
-        settings = _settings(db=db, as_of=as_of, wait=wait)
-        imported, closed, reconciled = pipeline.run_nightly(
-            inbox, settings, legacy or [], tolerance
+        done = services.nightly(
+            inbox,
+            legacy=legacy or [],
+            tolerance=tolerance,
+            reports=reports,
+            settings=_settings(db=db, as_of=as_of, wait=wait),
         )
-        folder = reports / settings.as_of_or_now().strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
-        run = _nightly_suffix(folder)
-        entries = []
-        for name, report in imported:
-            summary = report.summary()
-            entries.append(
-                {
-                    "entry": name,
-                    "status": report.status,
-                    "run_id": report.run_id,
-                    "invoices": summary.get("invoices", 0),
-                    "issues": frames.rows_counted(report.issues),
-                }
-            )
+        for entry in done.entries:
+            found = frames.rows_counted(entry.report.issues)
             out.print(
-                f"{name}: {report.status}"
-                + (
-                    f" ({_count(frames.rows_counted(report.issues), 'problem')})"
-                    if report.issues.height
-                    else ""
-                )
+                f"{entry.entry}: {entry.report.status}"
+                + (f" ({_count(found, 'problem')})" if entry.report.issues.height else "")
             )
-            if report.issues.height:
-                report.issues.write_csv(folder / f"{name}.issues{run}.csv")
-        failed = [e for e in entries if e["status"] in ("rejected", "failed")]
-        document: dict[str, Any] = {
-            "as_of": settings.as_of_or_now().isoformat(),
-            "imports": entries,
-            "close": closed,
-        }
-        out.print(f"close: {_closed(closed)}")
-        if reconciled is not None:
-            result, daily = reconciled
-            _write_reconciliation(result, daily, folder / f"reconciliation{run}")
-            document["reconciliation"] = result.summary()
+        out.print(f"close: {_closed(done.closed.to_dict())}")
+        if done.reconciled is not None:
             out.print(
-                f"reconciliation: {_count(result.differences, 'difference')} beyond a tolerance of {tolerance}"
+                f"reconciliation: {_count(done.reconciled.result.differences, 'difference')}"
+                f" beyond a tolerance of {tolerance}"
             )
-        _write_atomically(folder / f"nightly{run}.json", dumps_exact(document) + "\n")
-        out.print(f"report: {folder / f'nightly{run}.json'}", soft_wrap=True)  # a path, unbroken
-        differs = reconciled is not None and (
-            reconciled[0].differences or reconciled[0].issues.height
-        )
-        if any(e["status"] == "failed" for e in entries):
-            return int(ExitCode.INTERNAL)
-        return int(ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK)
+        out.print(f"report: {done.report}", soft_wrap=True)  # a path, unbroken
+        return int(done.exit_code)
 
     _guarded(action, as_json=False, debug=False)
-
-
-def _nightly_suffix(folder: Path) -> str:
-    """The suffix of this run's report files: none for the day's first run, then `-2`, `-3`, ...,
-    so that a later run of the same day never overwrites an earlier run's report."""
-    number = 1
-    while (folder / f"nightly{'' if number == 1 else f'-{number}'}.json").exists():
-        number += 1
-    return "" if number == 1 else f"-{number}"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside `path`, then rename it: a reader sees all of it or none."""
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        temporary = Path(handle.name)
-        try:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    try:
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 @app.command("balances")
@@ -527,38 +415,9 @@ def balances_command(
     """Every commit and credit segment of a customer and the net balance per credit type."""
 
     def action() -> int:
-        settings = _settings(db=db, as_of=as_of)
-        with Store.open_read_only(settings.db) as store:
-            if not store.has_customer(customer):
-                raise UsageError(f"no customer `{customer}` in {settings.db}")
-            segments = store.customer_balances(customer, settings.as_of_or_now())
-        # getNetBalance: only segments usable now count, and a negative remainder counts as 0.
-        net = (
-            (
-                segments.filter(pl.col("active"))
-                .group_by("credit_type_id")
-                .agg(
-                    balance=pl.when(pl.col("remaining") > 0)
-                    .then(pl.col("remaining"))
-                    .otherwise(0)
-                    .sum()
-                )
-                .sort("credit_type_id")
-            )
-            if segments.height
-            else pl.DataFrame({"credit_type_id": [], "balance": []})
-        )
-        document = {
-            "data": [
-                {
-                    **row,
-                    "starting_at": timestamp(row["starting_at"]),
-                    "ending_before": timestamp(row["ending_before"]),
-                }
-                for row in segments.drop("active").to_dicts()
-            ],
-            "net_balance": net.to_dicts(),
-        }
+        document = services.customer_balances(
+            customer, settings=_settings(db=db, as_of=as_of)
+        ).to_dict()
         if as_json:
             sys.stdout.write(dumps_exact(document) + "\n")
             return 0
@@ -594,8 +453,8 @@ def close_command(
     """Finalize the drafts whose period has ended, make the next drafts, queue them for providers."""
 
     def action() -> int:
-        done = pipeline.run_close(_settings(db=db, as_of=as_of, wait=wait))
-        out.print(_closed(done))
+        done = services.close_periods(_settings(db=db, as_of=as_of, wait=wait))
+        out.print(_closed(done.to_dict()))
         return 0
 
     _guarded(action, as_json=False, debug=False)
@@ -615,11 +474,11 @@ def export_provider_command(
     """Export the finalized generated invoices queued for a provider (never imported ones)."""
 
     def action() -> int:
-        exported = pipeline.run_export(_settings(db=db), provider, to)
-        if exported:
-            out.print(f"{_count(exported, 'invoice')} exported to {to}")
+        exported = services.export_invoices(provider, to, _settings(db=db))
+        if exported.invoices:
+            out.print(f"{_count(exported.invoices, 'invoice')} exported to {to}")
         else:
-            out.print(f"no invoice is queued for {provider.lower()}; {to} was not written")
+            out.print(f"no invoice is queued for {exported.provider}; {to} was not written")
         return 0
 
     _guarded(action, as_json=False, debug=False)
@@ -646,8 +505,7 @@ def sql_command(
     def action() -> int:
         if output is OutputFormat.parquet and to is None:
             raise UsageError("--format parquet needs --out FILE")
-        with Store.open_read_only(_settings(db=db).db) as store:
-            rows = store.query(query)
+        rows = services.query(query, _settings(db=db))
         if output is OutputFormat.parquet and to is not None:
             rows.write_parquet(to)
             return 0

@@ -301,12 +301,49 @@ def _parse(dataset: Dataset, path: Path, adapter: TypeAdapter[Model]) -> Model |
         _issue(dataset, path, "JSON_TOO_DEEP", f"{path.name} {TOO_DEEP}")
         return None
     del text  # the document alone from here (it is validated into models)
+    return _validated(dataset, path, adapter, document)
+
+
+def _validated(
+    dataset: Dataset, source: Path, adapter: TypeAdapter[Model], document: Any
+) -> Model | None:
     try:
         return adapter.validate_python(document)
     except ValidationError as exc:
         for error in exc.errors():
-            _pydantic_issue(dataset, path, error)
+            _pydantic_issue(dataset, source, error)
         return None
+
+
+def documents_dataset(catalog: Any = None, contracts: Any = None, invoices: Any = None) -> Dataset:
+    """A data set from documents already in memory (parsed JSON, e.g. dicts with Decimal
+    numbers, or models): the same shapes, rules and problems as the files `catalog.json`,
+    `contracts.json` and `invoices.json`; problems name the document by its kind."""
+    dataset = Dataset()
+    if catalog is not None:
+        given = _document(dataset, "catalog", TypeAdapter(Catalog), catalog)
+        if given is not None:
+            _add_catalog(dataset, Path("catalog"), given)
+    if contracts is not None:
+        listed = _document(dataset, "contracts", TypeAdapter(list[Contract]), contracts)
+        if listed is not None:
+            _add_contracts(dataset, Path("contracts"), listed)
+    if invoices is not None:
+        request = _document(dataset, "invoices", TypeAdapter(HistoricalInvoicesRequest), invoices)
+        if request is not None:
+            _add_invoices(dataset, Path("invoices"), request)
+    return dataset
+
+
+def _document(
+    dataset: Dataset, name: str, adapter: TypeAdapter[Model], document: Any
+) -> Model | None:
+    dataset.sources.append(name)
+    if isinstance(document, BaseModel):
+        document = document.model_dump()
+    elif isinstance(document, list):
+        document = [d.model_dump() if isinstance(d, BaseModel) else d for d in document]
+    return _validated(dataset, Path(name), adapter, document)
 
 
 def _present(dataset: Dataset, path: Path) -> bool:
@@ -333,11 +370,13 @@ CATALOG_KINDS = ("credit_types", "customers", "products", "rate_cards")
 
 
 def _read_catalog(dataset: Dataset, path: Path) -> None:
-    if not _present(dataset, path):
-        return
-    catalog = _parse(dataset, path, TypeAdapter(Catalog))
-    if catalog is None:
-        return
+    if _present(dataset, path):
+        catalog = _parse(dataset, path, TypeAdapter(Catalog))
+        if catalog is not None:
+            _add_catalog(dataset, path, catalog)
+
+
+def _add_catalog(dataset: Dataset, path: Path, catalog: Catalog) -> None:
     if dataset.catalog is None:
         dataset.catalog = Catalog()
     for kind in CATALOG_KINDS:
@@ -346,11 +385,13 @@ def _read_catalog(dataset: Dataset, path: Path) -> None:
 
 
 def _read_contracts(dataset: Dataset, path: Path) -> None:
-    if not _present(dataset, path):
-        return
-    contracts = _parse(dataset, path, TypeAdapter(list[Contract]))
-    if contracts is None:
-        return
+    if _present(dataset, path):
+        contracts = _parse(dataset, path, TypeAdapter(list[Contract]))
+        if contracts is not None:
+            _add_contracts(dataset, path, contracts)
+
+
+def _add_contracts(dataset: Dataset, path: Path, contracts: list[Contract]) -> None:
     if dataset.contracts is None:
         dataset.contracts = []
     dataset.contracts += _merged(dataset, path, "contracts", dataset.contracts, contracts)
@@ -385,7 +426,11 @@ def _read_invoices(dataset: Dataset, path: Path) -> None:
     if _present(dataset, path):
         request = _parse(dataset, path, TypeAdapter(HistoricalInvoicesRequest))
         if request is not None:
-            _add_request(dataset, request, str(path))
+            _add_invoices(dataset, path, request)
+
+
+def _add_invoices(dataset: Dataset, path: Path, request: HistoricalInvoicesRequest) -> None:
+    _add_request(dataset, request, str(path))
 
 
 def _read_ndjson(dataset: Dataset, path: Path) -> None:

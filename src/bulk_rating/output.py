@@ -46,7 +46,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object], *, replace: bool = True) -> None:
     """Let `write` fill a temporary file beside `path`, make it durable, then move it into place
     in one step. With `replace=False` an existing file is never replaced (UsageError instead)."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -69,17 +69,23 @@ class Stages:
 
 
 def run_import(
-    paths: Sequence[Path],
+    paths: Sequence[Path] | Callable[[], load.Dataset],
     settings: Settings,
     invoice_limit: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> RunReport:
-    """Import (or preview) `paths`. The report holds at most `invoice_limit` invoice documents
-    (all by default); its counts and totals always cover the whole run. A run that stores nothing
-    in a database it created leaves no file behind."""
+    """Import (or preview) `paths`, or the data set a function makes (documents in memory, say).
+    The report holds at most `invoice_limit` invoice documents (all by default); its counts and
+    totals always cover the whole run. A run that stores nothing in a database it created leaves
+    no file behind."""
     new_file = not settings.db.exists()
+    read = (
+        paths
+        if callable(paths)
+        else lambda: load.load_dataset(paths, json_limit=settings.json_limit())
+    )
     try:
-        report = _import(paths, settings, invoice_limit, progress)
+        report = _import(read, settings, invoice_limit, progress)
     except BaseException as failed:
         if new_file and not getattr(failed, "committed", False):
             _remove_store(settings.db)
@@ -95,14 +101,14 @@ def _remove_store(db: Path) -> None:
 
 
 def _import(
-    paths: Sequence[Path],
+    read: Callable[[], load.Dataset],
     settings: Settings,
     invoice_limit: int | None,
     progress: Progress,
 ) -> RunReport:
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
-        dataset = load.load_dataset(paths, json_limit=settings.json_limit())
+        dataset = read()
     preview = settings.preview or dataset.preview_requested
     report = RunReport(
         status="rejected",

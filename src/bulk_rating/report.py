@@ -120,6 +120,8 @@ class RunReport:
     # From the store, whatever `invoices` holds: invoices, line_items, windows, drafts.
     counts: dict[str, int] = field(default_factory=dict)
     totals: list[dict[str, Any]] = field(default_factory=list)
+    # what went wrong beside a run that stands (an errors file that could not be written)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def duplicates_collapsed(self) -> int:

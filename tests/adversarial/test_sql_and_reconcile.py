@@ -24,7 +24,8 @@ import pytest
 from tests.adversarial.conftest import ACME_AS_OF, SAMPLES, Snapshot, assert_clean
 from tests.conftest import acme, invoice, line, query, run_cli, run_process, write_dataset
 
-from bulk_rating import cli
+from bulk_rating import output
+from bulk_rating.errors import UsageError
 
 
 def _files(root: Path) -> set[Path]:
@@ -321,15 +322,17 @@ def test_a_second_nightly_run_of_the_day_keeps_the_first_report(tmp_path: Path) 
 def test_the_nightly_report_is_written_whole_or_not_at_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A disk that fails while the report is made durable leaves the earlier file as it was and
+    no temporary file beside it (every file the tool writes goes through output.write_atomically)."""
     report = tmp_path / "nightly.json"
     report.write_text('{"earlier": true}\n')
 
     def fail(_: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli.os, "fsync", fail)
-    with pytest.raises(OSError, match="No space left"):
-        cli._write_atomically(report, '{"later": true}\n')
+    monkeypatch.setattr(output.os, "fsync", fail)
+    with pytest.raises(UsageError, match="No space left"):
+        output.write_atomically(report, lambda path: path.write_text('{"later": true}\n'))
 
     assert report.read_text() == '{"earlier": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["nightly.json"]

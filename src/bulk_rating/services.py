@@ -1,0 +1,344 @@
+"""The use cases, one function each, for every front end: the command line, a notebook or an
+orchestrator task (`from bulk_rating import import_history`), and the HTTP API to come.
+
+Each takes plain values, files or documents already in memory, and returns a result with
+`to_dict()` (the document the CLI's `--json` prints). Nothing here touches the terminal. Options
+are the fields of `Settings` given as keywords (`db`, `as_of`, `preview`, `memory_limit`,
+`threads`, `wait`), over the `BULK_RATING_*` environment, or a `Settings` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bulk_rating import frames, interrupts, load, output, pipeline, reconcile
+from bulk_rating.errors import ExitCode, UsageError
+from bulk_rating.money import dumps_exact
+from bulk_rating.progress import NULL_PROGRESS, Progress
+from bulk_rating.report import RunReport, timestamp
+from bulk_rating.settings import Settings
+from bulk_rating.store import Store
+
+ERRORS_SUFFIXES = (".csv", ".parquet")
+
+
+def settings_of(settings: Settings | None = None, **options: Any) -> Settings:
+    """`settings` with `options` over them (None values left out), or Settings from `options`."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if settings is None:
+        return Settings(**given)
+    return settings.model_copy(update=given) if given else settings
+
+
+# --- importing --------------------------------------------------------------------------------
+
+
+def import_history(
+    *paths: str | Path,
+    settings: Settings | None = None,
+    errors: Path | None = None,
+    invoice_limit: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> RunReport:
+    """Rate and store the history in `paths` (data set folders, invoices files, usage tables),
+    or preview it with `preview=True`. `errors`: a .csv or .parquet file that also gets every
+    problem, checked before the run (a failure to write it after a stored run is a warning on
+    the report, never a failed run)."""
+    chosen = settings_of(settings, **options)
+    inputs = [Path(p) for p in paths]
+    if errors is not None:
+        if errors.suffix not in ERRORS_SUFFIXES:
+            raise UsageError(f"--errors takes a .csv or .parquet file, not {errors.name}")
+        output.check_writable(errors, "--errors")
+        output.check_outside(errors, inputs, "--errors")
+    report = pipeline.run_import(inputs, chosen, invoice_limit=invoice_limit, progress=progress)
+    if errors is not None:
+        # a stored run's list is written whole: an interrupt waits for it
+        with interrupts.held() if report.run_id is not None else nullcontext():
+            try:
+                output.write_atomically(
+                    errors, lambda path: _write_issues(report, path, errors.suffix)
+                )
+            except UsageError as failed:  # the run stands; only its list is missing
+                report.warnings.append(failed.message)
+    return report
+
+
+def import_documents(
+    *,
+    catalog: Any = None,
+    contracts: Any = None,
+    invoices: Any = None,
+    settings: Settings | None = None,
+    invoice_limit: int | None = None,
+    **options: Any,
+) -> RunReport:
+    """The same as `import_history` for documents already in memory: a catalog, a list of
+    contracts and a createHistoricalInvoices body (dicts of parsed JSON, numbers as Decimal, or
+    the models). Problems name the document (`catalog`, `contracts`, `invoices`) and the path in
+    it."""
+    return pipeline.run_import(
+        lambda: load.documents_dataset(catalog, contracts, invoices),
+        settings_of(settings, **options),
+        invoice_limit=invoice_limit,
+    )
+
+
+def _write_issues(report: RunReport, path: Path, suffix: str) -> None:
+    """The issues (and notices) of a run as a table file; written even when there are none."""
+    rows = pl.concat([report.issues, report.notices])
+    if suffix == ".parquet":
+        rows.write_parquet(path)
+    else:
+        rows.write_csv(path)
+
+
+# --- the contract's own invoices ----------------------------------------------------------------
+
+
+@dataclass
+class Closed:
+    """What a close did: drafts finalized, invoices the schedule owed made."""
+
+    finalized: int
+    invoices_created: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"finalized": self.finalized, "invoices_created": self.invoices_created}
+
+
+def close_periods(settings: Settings | None = None, **options: Any) -> Closed:
+    """Finalize the drafts whose period has ended, make the drafts up to the as-of date, and
+    queue the finalized invoices for their billing providers."""
+    done = pipeline.run_close(settings_of(settings, **options))
+    return Closed(done["finalized"], done["invoices_created"])
+
+
+@dataclass
+class Exported:
+    provider: str
+    out: Path
+    invoices: int  # 0: nothing was queued, and no file written
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "out": str(self.out), "invoices": self.invoices}
+
+
+def export_invoices(
+    provider: str, out: Path, settings: Settings | None = None, **options: Any
+) -> Exported:
+    """Write the invoices queued for `provider` to `out`, then mark them exported."""
+    count = pipeline.run_export(settings_of(settings, **options), provider, out)
+    return Exported(provider.lower(), out, count)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Balances:
+    """A customer's commit and credit segments, and the net balance per credit type."""
+
+    customer_id: str
+    segments: pl.DataFrame
+    net: pl.DataFrame  # credit_type_id, balance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": [
+                {
+                    **row,
+                    "starting_at": timestamp(row["starting_at"]),
+                    "ending_before": timestamp(row["ending_before"]),
+                }
+                for row in self.segments.drop("active").to_dicts()
+            ],
+            "net_balance": self.net.to_dicts(),
+        }
+
+
+def customer_balances(
+    customer_id: str, settings: Settings | None = None, **options: Any
+) -> Balances:
+    """Every commit and credit segment of a customer with what remained of it at the as-of
+    moment; the net balance counts, as Metronome's getNetBalance does, only the segments usable
+    then, a negative remainder as 0."""
+    chosen = settings_of(settings, **options)
+    with Store.open_read_only(chosen.db) as store:
+        if not store.has_customer(customer_id):
+            raise UsageError(f"no customer `{customer_id}` in {chosen.db}")
+        segments = store.customer_balances(customer_id, chosen.as_of_or_now())
+    net = (
+        segments.filter(pl.col("active"))
+        .group_by("credit_type_id")
+        .agg(balance=pl.when(pl.col("remaining") > 0).then(pl.col("remaining")).otherwise(0).sum())
+        .sort("credit_type_id")
+        if segments.height
+        else pl.DataFrame(
+            {"credit_type_id": [], "balance": []},
+            schema={"credit_type_id": pl.String(), "balance": pl.Decimal(38, 10)},
+        )
+    )
+    return Balances(customer_id, segments, net)
+
+
+def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:
+    """An analyst's query on the store, in a sandbox: read-only, no files, no extensions."""
+    with Store.open_read_only(settings_of(settings, **options).db) as store:
+        return store.query(sql)
+
+
+# --- reconciliation and the nightly batch -------------------------------------------------------
+
+
+@dataclass
+class Reconciled:
+    """A reconciliation and the daily totals its report charts."""
+
+    result: reconcile.Reconciliation
+    daily: pl.DataFrame
+
+    @property
+    def exit_code(self) -> ExitCode:
+        problems = self.result.issues.height or self.result.differences
+        return ExitCode.DATA_PROBLEMS if problems else ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.result.summary(),
+            "invoices": self.result.invoices.to_dicts(),
+            "lines": self.result.lines.to_dicts(),
+            "issues": self.result.issues.to_dicts(),
+        }
+
+    def write(self, directory: Path) -> None:
+        """The full diff as CSV and Parquet, and `report.html`, into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, frame in (("invoices", self.result.invoices), ("lines", self.result.lines)):
+            frame.write_csv(directory / f"{name}.csv")
+            frame.write_parquet(directory / f"{name}.parquet")
+        title = "Reconciliation: legacy against " + (
+            "a preview" if self.result.preview else "the imported invoices"
+        )
+        (directory / "report.html").write_text(
+            reconcile.html_report(self.result, self.daily, title), encoding="utf-8"
+        )
+
+
+def reconcile_invoices(
+    legacy: Sequence[Path],
+    data: Sequence[Path] = (),
+    *,
+    tolerance: int = 0,
+    out: Path | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Reconciled:
+    """Legacy invoices against the store (results kept), or against a preview of `data`
+    (nothing saved); the diff and report written to `out` when given and readable."""
+    result, daily = pipeline.run_reconcile(
+        legacy, data, settings_of(settings, **options), tolerance
+    )
+    reconciled = Reconciled(result, daily)
+    if out is not None and not result.issues.height:
+        reconciled.write(out)
+    return reconciled
+
+
+@dataclass
+class NightlyEntry:
+    entry: str
+    report: RunReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry,
+            "status": self.report.status,
+            "run_id": self.report.run_id,
+            "invoices": self.report.summary().get("invoices", 0),
+            "issues": frames.rows_counted(self.report.issues),
+        }
+
+
+@dataclass
+class Nightly:
+    """What a nightly batch did, and where its report is."""
+
+    as_of: str
+    entries: list[NightlyEntry]
+    closed: Closed
+    reconciled: Reconciled | None
+    report: Path
+    tolerance: int
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if any(e.report.status == "failed" for e in self.entries):
+            return ExitCode.INTERNAL
+        failed = any(e.report.status in ("rejected", "failed") for e in self.entries)
+        differs = self.reconciled is not None and bool(self.reconciled.exit_code)
+        return ExitCode.DATA_PROBLEMS if failed or differs else ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "as_of": self.as_of,
+            "imports": [e.to_dict() for e in self.entries],
+            "close": self.closed.to_dict(),
+        }
+        if self.reconciled is not None:
+            document["reconciliation"] = self.reconciled.result.summary()
+        return document
+
+
+def nightly(
+    inbox: Path,
+    *,
+    legacy: Sequence[Path] = (),
+    tolerance: int = 0,
+    reports: Path = Path("data/reports"),
+    settings: Settings | None = None,
+    **options: Any,
+) -> Nightly:
+    """Import every entry of the inbox on its own, close the periods that ended, reconcile with
+    the legacy files if given, and write the dated report (`nightly.json`, each failed entry's
+    issues, the reconciliation); a later run of the same day writes `-2`, `-3`, ... beside."""
+    chosen = settings_of(settings, **options)
+    imported, closed, reconciled = pipeline.run_nightly(inbox, chosen, legacy, tolerance)
+    folder = reports / chosen.as_of_or_now().strftime("%Y-%m-%d")
+    folder.mkdir(parents=True, exist_ok=True)
+    run = _nightly_suffix(folder)
+    result = Nightly(
+        as_of=chosen.as_of_or_now().isoformat(),
+        entries=[NightlyEntry(name, report) for name, report in imported],
+        closed=Closed(closed["finalized"], closed["invoices_created"]),
+        reconciled=None if reconciled is None else Reconciled(*reconciled),
+        report=folder / f"nightly{run}.json",
+        tolerance=tolerance,
+    )
+    for entry in result.entries:
+        if entry.report.issues.height:
+            issues = folder / f"{entry.entry}.issues{run}.csv"
+            entry.report.issues.write_csv(issues)
+            result.files.append(issues)
+    if result.reconciled is not None:
+        result.reconciled.write(folder / f"reconciliation{run}")
+    document = dumps_exact(result.to_dict()) + "\n"
+    output.write_atomically(result.report, lambda path: path.write_text(document))
+    return result
+
+
+def _nightly_suffix(folder: Path) -> str:
+    """The suffix of this run's report files: none for the day's first run, then `-2`, `-3`, ...,
+    so that a later run of the same day never overwrites an earlier run's report."""
+    number = 1
+    while (folder / f"nightly{'' if number == 1 else f'-{number}'}.json").exists():
+        number += 1
+    return "" if number == 1 else f"-{number}"
