@@ -533,4 +533,16 @@ def sql_command(
 
 def main() -> None:
     interrupts.install()  # again: harmless, and in place when called without __main__
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # while the commands were being built, before any work
+        _stop_interrupted()
+    except SystemExit as done:  # the option parser's own "Aborted!" on an interrupt
+        if done.code not in (0, None, ExitCode.INTERRUPTED) and interrupts.interrupted():
+            _stop_interrupted()
+        raise
+
+
+def _stop_interrupted() -> None:
+    err.print("interrupted: nothing was written")
+    raise SystemExit(int(ExitCode.INTERRUPTED))
