@@ -8,7 +8,7 @@ AS_OF  ?=
 AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
 
 .DEFAULT_GOAL := help
-.PHONY: help import preview reconcile nightly sql test test-slow test-all lint bench lock clean
+.PHONY: help import preview reconcile nightly serve sql test test-slow test-all lint bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ reconcile: $(STAMP) ## compare LEGACY invoices with a preview of DATA (nothing s
 
 nightly: $(STAMP) ## the nightly batch: import INBOX (default data/inbox), reconcile LEGACY if given
 	$(BIN)/bulk-rating nightly --inbox $(or $(INBOX),data/inbox) --db $(DB) $(AS_OF_FLAG) $(if $(LEGACY),--legacy $(LEGACY),)
+
+serve: $(STAMP) ## serve Metronome's API on DB (tokens in BULK_RATING_API_TOKENS; PORT=8080)
+	@test -n "$$BULK_RATING_API_TOKENS" || { echo "usage: BULK_RATING_API_TOKENS=token make serve [DB=file.duckdb] [PORT=8080] [AS_OF=YYYY-MM-DD]"; exit 2; }
+	$(BIN)/bulk-rating serve --db $(DB) --port $(or $(PORT),8080) $(AS_OF_FLAG)
 
 sql: $(STAMP) ## run a read-only query on DB: make sql Q="SELECT ..."
 	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT ..." [DB=file.duckdb]'; exit 2; }

@@ -484,6 +484,28 @@ def export_provider_command(
     _guarded(action, as_json=False, debug=False)
 
 
+@app.command("serve")
+def serve_command(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
+    as_of: Annotated[
+        str | None, typer.Option(help="today for every request (default: the clock)")
+    ] = None,
+) -> None:
+    """Serve Metronome's API on the store (tokens from BULK_RATING_API_TOKENS)."""
+
+    def action() -> int:
+        from bulk_rating import server
+
+        settings = _settings(db=db, as_of=as_of)
+        tokens = [t.strip() for t in settings.api_tokens.split(",") if t.strip()]
+        server.serve(settings, tokens, host, port)
+        return 0
+
+    _guarded(action, as_json=False, debug=False)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"

@@ -61,6 +61,12 @@ class NotAStoreError(UsageError):
     code = "NOT_A_STORE"
 
 
+class NotFoundError(UsageError):
+    """An id that names nothing stored (a customer, an invoice)."""
+
+    code = "NOT_FOUND"
+
+
 class ResourceError(BulkRatingError):
     """The machine ran out of something the run needs (disk space, the memory limit): not a bug
     and not the data's fault; the message says what to free or raise (exit 2)."""

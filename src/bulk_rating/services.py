@@ -12,16 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from bulk_rating import frames, interrupts, load, output, pipeline, reconcile
-from bulk_rating.errors import ExitCode, UsageError
+from bulk_rating.errors import ExitCode, NotFoundError, UsageError
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
-from bulk_rating.report import RunReport, timestamp
+from bulk_rating.report import RunReport, invoice_document, timestamp
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store
 
@@ -173,7 +174,7 @@ def customer_balances(
     chosen = settings_of(settings, **options)
     with Store.open_read_only(chosen.db) as store:
         if not store.has_customer(customer_id):
-            raise UsageError(f"no customer `{customer_id}` in {chosen.db}")
+            raise NotFoundError(f"no customer `{customer_id}` in {chosen.db}")
         segments = store.customer_balances(customer_id, chosen.as_of_or_now())
     net = (
         segments.filter(pl.col("active"))
@@ -187,6 +188,82 @@ def customer_balances(
         )
     )
     return Balances(customer_id, segments, net)
+
+
+@dataclass
+class InvoicePage:
+    """One page of a customer's invoices, in Metronome's Invoice shape, by start and id."""
+
+    data: list[dict[str, Any]]
+    next_page: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "next_page": self.next_page}
+
+
+def customer_invoices(
+    customer_id: str,
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    status: str | None = None,
+    starting_on: datetime | None = None,
+    ending_before: datetime | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> InvoicePage:
+    """A customer's invoices, imported and generated, `limit` a page; `next_page` is the
+    cursor the previous page gave (None on the last)."""
+    offset = _offset(next_page)
+    with Store.open_read_only(settings_of(settings, **options).db) as store:
+        if not store.has_customer(customer_id):
+            raise NotFoundError(f"no customer `{customer_id}`")
+        invoices, lines = store.customer_invoices(
+            customer_id,
+            status=status,
+            starting_on=starting_on,
+            ending_before=ending_before,
+            limit=limit + 1,  # one more: is there a next page
+            offset=offset,
+        )
+    more = invoices.height > limit
+    documents = _documents(invoices.head(limit), lines)
+    return InvoicePage(documents, str(offset + limit) if more else None)
+
+
+def customer_invoice(
+    customer_id: str, invoice_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, Any] | None:
+    """One invoice of a customer in Metronome's Invoice shape, or None."""
+    with Store.open_read_only(settings_of(settings, **options).db) as store:
+        invoices, lines = store.customer_invoices(customer_id, invoice_id=invoice_id, limit=1)
+    documents = _documents(invoices, lines)
+    return documents[0] if documents else None
+
+
+def run_invoices(
+    run_id: int, settings: Settings | None = None, **options: Any
+) -> list[dict[str, Any]]:
+    """The historical invoices a stored run imported (what replaying its request answers)."""
+    with Store.open(settings_of(settings, **options).db) as store:
+        invoices = store.run_invoices(run_id, None).filter(pl.col("origin") == "HISTORICAL_IMPORT")
+        lines = store.run_line_items(run_id, invoices)
+    return _documents(invoices, lines)
+
+
+def _documents(invoices: pl.DataFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
+    by_invoice: dict[str, list[dict[str, Any]]] = {}
+    for line in lines.to_dicts():
+        by_invoice.setdefault(line["invoice_id"], []).append(line)
+    return [invoice_document(i, by_invoice.get(i["invoice_id"], [])) for i in invoices.to_dicts()]
+
+
+def _offset(next_page: str | None) -> int:
+    if next_page is None or next_page == "":
+        return 0
+    if not next_page.isdigit() or len(next_page) > 18:
+        raise UsageError(f"next_page `{next_page[:40]}` is not a cursor this API gave")
+    return int(next_page)
 
 
 def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:

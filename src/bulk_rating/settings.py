@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     threads: int | None = None
     # seconds to wait for a database another process holds (a notebook, say); 0 refuses at once
     wait: float = 0.0
+    # the bearer tokens `bulk-rating serve` accepts, separated by commas (none: it will not start)
+    api_tokens: str = ""
 
     def as_of_or_now(self) -> datetime:
         return utc_now() if self.as_of is None else self.as_of

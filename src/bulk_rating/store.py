@@ -876,6 +876,44 @@ class Store:
         )
         return invoices, lines
 
+    def customer_invoices(
+        self,
+        customer_id: str,
+        *,
+        invoice_id: str | None = None,
+        status: str | None = None,
+        starting_on: datetime | None = None,
+        ending_before: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """A customer's invoices (one page, by start and id) and their line items; a read with
+        no temporary table, so it runs on a read-only connection."""
+        invoices = self.frame(
+            """SELECT i.*, c.name AS credit_type_name FROM invoices i JOIN credit_types c USING (credit_type_id)
+               WHERE i.customer_id = $customer
+                 AND ($invoice IS NULL OR i.invoice_id = $invoice)
+                 AND ($status IS NULL OR i.status = upper($status))
+                 AND ($starting_on IS NULL OR i.start_timestamp >= $starting_on)
+                 AND ($ending_before IS NULL OR i.end_timestamp <= $ending_before)
+               ORDER BY i.start_timestamp, i.invoice_id LIMIT $limit OFFSET $offset""",
+            {
+                "customer": customer_id,
+                "invoice": invoice_id,
+                "status": status,
+                "starting_on": starting_on,
+                "ending_before": ending_before,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+        lines = self.frame(
+            """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l JOIN credit_types c USING (credit_type_id)
+               WHERE list_contains($ids, l.invoice_id) ORDER BY l.invoice_index, l.position""",
+            {"ids": invoices["invoice_id"].to_list()},
+        )
+        return invoices, lines
+
     def mark_exported(self, invoice_ids: list[str], at: datetime) -> None:
         self.replace(
             "_shown", pl.DataFrame({"invoice_id": invoice_ids}, schema={"invoice_id": pl.String()})

@@ -39,6 +39,12 @@ def test_only_the_command_line_touches_the_terminal() -> None:
     assert _importers(("rich", "typer", "click")) == ["cli.py"]
 
 
-def test_nothing_below_the_front_end_imports_it() -> None:
+def test_only_the_http_front_end_touches_the_web_framework() -> None:
+    assert _importers(("fastapi", "starlette", "uvicorn")) == ["server.py"]
+
+
+def test_nothing_below_the_front_ends_imports_them() -> None:
+    """The command line and the HTTP API call the same services; neither calls the other."""
     assert _importers(("bulk_rating.cli",)) == ["__main__.py"]
-    assert _importers(("bulk_rating.services",)) == ["__init__.py", "cli.py"]
+    assert _importers(("bulk_rating.server",)) == ["cli.py"]
+    assert _importers(("bulk_rating.services",)) == ["__init__.py", "cli.py", "server.py"]

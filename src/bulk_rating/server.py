@@ -1,0 +1,317 @@
+"""The HTTP API: Metronome's endpoints, served on the same services and store as the command line
+(`bulk-rating serve`), so a migration script written against Metronome's SDK runs unchanged with
+`base_url` pointed here.
+
+One process is the database's single writer: every request that opens the store holds one lock
+(DuckDB allows one writer, and a read-only and a read-write connection to one file cannot be open
+in one process at once). Request bodies are read as raw JSON with every number a Decimal (never
+through a float); responses write money as exact number text. Errors take Metronome's shape,
+`{"message": ...}`, with the project's problem list beside it (`issues`), and a deterministic 4xx
+carries `x-should-retry: false` so the SDK does not send it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+
+from bulk_rating import load, services
+from bulk_rating.errors import (
+    BulkRatingError,
+    DatabaseLockedError,
+    NotFoundError,
+    ResourceError,
+    UsageError,
+)
+from bulk_rating.money import dumps_exact
+from bulk_rating.settings import Settings
+
+# Fields of Metronome's request shapes that bulk_rating does not model yet: answered "not
+# supported yet" (never "unknown field", never ignored).
+NOT_SUPPORTED_YET = {
+    "recurring_commits",
+    "recurring_credits",
+    "transition",
+    "rollover_fraction",
+    "specifiers",
+    "override_specifiers",
+    "is_commit_specific",
+    "target",
+    "subscriptions",
+    "hierarchy_configuration",
+    "package_id",
+    "rate_card_alias",
+    "scheduled_charges",
+    "discounts",
+    "quantity_conversion",
+    "quantity_rounding",
+}
+TIMESTAMP = TypeAdapter(AwareDatetime)
+
+
+class ApiError(Exception):
+    """An answer other than 200, with Metronome's body."""
+
+    def __init__(
+        self, status: int, message: str, issues: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.issues = issues or []
+
+
+def _json(status: int, document: Any) -> Response:
+    headers = {"x-should-retry": "false"} if 400 <= status < 500 else {}
+    return Response(
+        dumps_exact(document, indent=False),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, issues: list[dict[str, Any]] | None = None) -> Response:
+    response = _json(status, {"message": message, "issues": issues or []})
+    if status == 409 and message.startswith("the database is in use"):
+        del response.headers["x-should-retry"]  # a lock is released: trying again may work
+    return response
+
+
+def _status(error: BulkRatingError) -> int:
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, DatabaseLockedError):
+        return 409
+    if isinstance(error, ResourceError):
+        return 503
+    if isinstance(error, UsageError) or int(error.exit_code) == 1:
+        return 400
+    return 500
+
+
+def _issues(frame: Any) -> list[dict[str, Any]]:
+    """The problem list of a run as the API gives it: code, path, field, message (and where)."""
+    listed = []
+    for issue in frame.to_dicts():
+        field = issue.get("field") or ""
+        message = issue["message"]
+        if issue["code"] == "UNKNOWN_FIELD" and field.rsplit(".", 1)[-1] in NOT_SUPPORTED_YET:
+            message = f"`{field}` is not supported yet"
+        listed.append(
+            {
+                "code": issue["code"],
+                "path": issue["source"],
+                "field": field or None,
+                "message": message,
+                "invoice_index": issue.get("invoice_index"),
+                "line_index": issue.get("line_index"),
+                "count": issue.get("count", 1),
+            }
+        )
+    return listed
+
+
+async def _body(request: Request) -> Any:
+    """The request's JSON, numbers as Decimal; a body that is not JSON is a 400."""
+    raw = await request.body()
+    try:
+        return load.parse_json(raw.decode("utf-8") if raw else "{}")
+    except load.DuplicateKeyError as exc:
+        raise ApiError(400, str(exc), [{"code": "DUPLICATE_KEY", "field": exc.key}]) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+
+
+def _object(document: Any, what: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise ApiError(400, f"the body must be a JSON object ({what})")
+    return document
+
+
+def _timestamp(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return TIMESTAMP.validate_python(value)
+    except ValidationError as exc:
+        raise ApiError(
+            400, f"{name}: not an RFC 3339 timestamp with an offset ({value!r})"
+        ) from exc
+
+
+def contract_id(body: dict[str, Any]) -> str:
+    """A contract's id from its content: the same body sent again (the SDK retries a POST that
+    timed out) names the same contract, which is then already stored (a no-op)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return str(uuid.UUID(hashlib.sha256(canonical.encode()).hexdigest()[:32]))
+
+
+def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
+    """The API over the store `settings.db`, accepting the bearer `tokens`."""
+    if not any(tokens):
+        raise UsageError(
+            "no API token configured: set BULK_RATING_API_TOKENS to one or more tokens,"
+            " separated by commas (e.g. BULK_RATING_API_TOKENS=$(openssl rand -hex 24))"
+        )
+    accepted = [t.encode() for t in tokens if t]
+    store_lock = threading.Lock()
+    app = FastAPI(
+        title="bulk_rating",
+        summary="Metronome's contract, invoice and historical-import endpoints over a DuckDB ledger",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    def locked(work: Callable[[], Any]) -> Awaitable[Any]:
+        def run() -> Any:
+            with store_lock:
+                return work()
+
+        return run_in_threadpool(run)
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path == "/openapi.json":  # the interface, not data
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, t) for t in accepted):
+            return _error(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> Response:
+        return _error(error.status, error.message, error.issues)
+
+    @app.exception_handler(BulkRatingError)
+    async def known_error(_request: Request, error: BulkRatingError) -> Response:
+        return _error(_status(error), error.message, [{"code": error.code, "path": error.path}])
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, error: RequestValidationError) -> Response:
+        issues = [
+            {
+                "code": "INVALID_VALUE",
+                "field": ".".join(str(part) for part in e["loc"]),
+                "message": e["msg"],
+            }
+            for e in error.errors()
+        ]
+        return _error(400, "the request is not valid", issues)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            return _error(404, f"no such endpoint: {request.method} {request.url.path}")
+        if error.status_code == 405:
+            return _error(405, f"{request.method} is not allowed on {request.url.path}")
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, _failure: Exception) -> Response:
+        return _error(500, "internal error")
+
+    # --- contracts --------------------------------------------------------------------------
+
+    @app.post("/v1/contracts/createHistoricalInvoices")
+    async def create_historical_invoices(request: Request) -> Response:
+        """Price the batch's quantities with each contract's rate card and store the invoices
+        (with `preview: true`, compute the same and store nothing). The same batch again answers
+        with the invoices stored the first time, never a second import."""
+        body = _object(await _body(request), "a createHistoricalInvoices body")
+
+        def run() -> list[dict[str, Any]]:
+            report = services.import_documents(invoices=body, settings=settings)
+            if report.status == "rejected":
+                count = sum(i["count"] for i in _issues(report.issues))
+                raise ApiError(
+                    400,
+                    f"{count} problem{'s' if count != 1 else ''} found; nothing was written",
+                    _issues(report.issues),
+                )
+            if report.status == "already_imported" and report.previous_run_id is not None:
+                return services.run_invoices(report.previous_run_id, settings=settings)
+            return list(report.documents())
+
+        return _json(200, {"data": await locked(run)})
+
+    @app.post("/v1/contracts/create")
+    async def create_contract(request: Request) -> Response:
+        """Store a contract (its rate card and customer already stored); its id comes from its
+        content, so the same body sent again is the same contract."""
+        body = _object(await _body(request), "a contracts/create body")
+        if "id" in body:
+            raise ApiError(400, "`id` is given by the API, not in the body")
+        made = contract_id(body)
+
+        def run() -> None:
+            report = services.import_documents(contracts=[{"id": made, **body}], settings=settings)
+            if report.status == "rejected":
+                raise ApiError(
+                    400, "the contract has problems; nothing was written", _issues(report.issues)
+                )
+
+        await locked(run)
+        return _json(200, {"data": {"id": made}})
+
+    # --- invoices ---------------------------------------------------------------------------
+
+    @app.get("/v1/customers/{customer_id}/invoices")
+    async def list_invoices(
+        customer_id: str,
+        limit: int = 25,
+        next_page: str | None = None,
+        status: str | None = None,
+        starting_on: str | None = None,
+        ending_before: str | None = None,
+    ) -> Response:
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be between 1 and 100")
+        page = await locked(
+            lambda: services.customer_invoices(
+                customer_id,
+                limit=limit,
+                next_page=next_page,
+                status=status,
+                starting_on=_timestamp(starting_on, "starting_on"),
+                ending_before=_timestamp(ending_before, "ending_before"),
+                settings=settings,
+            )
+        )
+        return _json(200, page.to_dict())
+
+    @app.get("/v1/customers/{customer_id}/invoices/{invoice_id}")
+    async def retrieve_invoice(customer_id: str, invoice_id: str) -> Response:
+        found = await locked(
+            lambda: services.customer_invoice(customer_id, invoice_id, settings=settings)
+        )
+        if found is None:
+            raise ApiError(404, f"no invoice `{invoice_id}` of customer `{customer_id}`")
+        return _json(200, {"data": found})
+
+    return app
+
+
+def serve(settings: Settings, tokens: Sequence[str], host: str, port: int) -> None:
+    """Run the API until interrupted (uvicorn, one process: the database's single writer)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings, tokens), host=host, port=port, log_level="info")
