@@ -185,6 +185,51 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         return run_in_threadpool(run)
 
     @app.middleware("http")
+    async def idempotent(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """A request with an Idempotency-Key: the first answer (once its work is done) is kept
+        and replayed for the same key and request; the same key with another request is 409."""
+        key = request.headers.get("idempotency-key")
+        if key is None or request.method in ("GET", "HEAD", "OPTIONS"):
+            return await call_next(request)
+        body = await request.body()
+        digest = hashlib.sha256()
+        for part in (request.method, request.url.path, request.url.query):
+            digest.update(part.encode() + b"\0")
+        digest.update(body)
+        request_hash = digest.hexdigest()
+        kept = await locked(lambda: services.api_answer(key, settings=settings))
+        if kept is not None:
+            kept_hash, status, text = kept
+            if kept_hash != request_hash:
+                return _error(409, "this Idempotency-Key was used for another request")
+            replayed = Response(text, status_code=status, media_type="application/json")
+            replayed.headers["idempotent-replayed"] = "true"
+            return replayed
+        response = await call_next(request)
+        chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
+        text = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks).decode()
+        if response.status_code < 500:  # a failure of ours may succeed when tried again
+            await locked(
+                lambda: services.keep_api_answer(
+                    key,
+                    request_hash,
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                    text,
+                    settings=settings,
+                )
+            )
+        return Response(
+            text,
+            status_code=response.status_code,
+            headers={k: v for k, v in response.headers.items() if k != "content-length"},
+        )
+
+    # added last, so it runs first: nothing is read or replayed for a caller without a token
+    @app.middleware("http")
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:

@@ -251,6 +251,29 @@ def run_invoices(
     return _documents(invoices, lines)
 
 
+def api_answer(
+    key: str, settings: Settings | None = None, **options: Any
+) -> tuple[str, int, str] | None:
+    """The answer the HTTP API first gave to an Idempotency-Key: request hash, status, body."""
+    with Store.open(settings_of(settings, **options).db) as store:
+        return store.api_answer(key)
+
+
+def keep_api_answer(
+    key: str,
+    request_hash: str,
+    method: str,
+    path: str,
+    status: int,
+    body: str,
+    settings: Settings | None = None,
+    **options: Any,
+) -> None:
+    """Keep the HTTP API's first answer to an Idempotency-Key, once the work it reports is done."""
+    with Store.open(settings_of(settings, **options).db) as store:
+        store.keep_api_answer(key, request_hash, method, path, status, body)
+
+
 def _documents(invoices: pl.DataFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for line in lines.to_dicts():

@@ -45,7 +45,9 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
+
+# Version 14 keeps the HTTP API's answers to Idempotency-Key requests (`_api_answers`).
 
 # Version 13 records in `_runs` the versions of DuckDB and bulk-rating that wrote each run (older
 # runs keep nulls there: what wrote them is not known).
@@ -875,6 +877,25 @@ class Store:
                SEMI JOIN _shown USING (invoice_id) ORDER BY l.invoice_index, l.position"""
         )
         return invoices, lines
+
+    def api_answer(self, key: str) -> tuple[str, int, str] | None:
+        """The request hash, status and body first given for an Idempotency-Key, if any."""
+        found = self.con.execute(
+            "SELECT request_hash, status, body FROM _api_answers WHERE idempotency_key = ?", [key]
+        ).fetchall()
+        return (str(found[0][0]), int(found[0][1]), str(found[0][2])) if found else None
+
+    def keep_api_answer(
+        self, key: str, request_hash: str, method: str, path: str, status: int, body: str
+    ) -> None:
+        """Keep the first answer to an Idempotency-Key (a key already kept is left as it was)."""
+        with self.transaction():
+            self.con.execute(
+                """INSERT INTO _api_answers
+                   SELECT ?, ?, ?, ?, ?, ?, now()
+                   WHERE NOT EXISTS (SELECT 1 FROM _api_answers WHERE idempotency_key = ?)""",
+                [key, request_hash, method, path, status, body, key],
+            )
 
     def customer_invoices(
         self,

@@ -188,3 +188,46 @@ def test_two_clients_importing_at_once_import_once(
     assert query(
         acme_catalog, "SELECT count(*) FROM invoices WHERE origin = 'HISTORICAL_IMPORT'"
     ) == [(2,)]
+
+
+def test_an_idempotency_key_replays_its_first_answer_and_refuses_another_request(
+    serve: Callable[..., Served], acme_catalog: Path
+) -> None:
+    served = serve(acme_catalog)
+    client = served.client()
+    key = {"Idempotency-Key": "import-2024-06-07"}
+
+    def send(invoices: list[dict[str, Any]], token_client: Any = client) -> Any:
+        return token_client.v1.contracts.with_raw_response.create_historical_invoices(
+            invoices=invoices, preview=False, extra_headers=key
+        )
+
+    first = send(ACME_INVOICES)
+    again = send(ACME_INVOICES)
+    with pytest.raises(metronome.ConflictError) as conflict:
+        send(ACME_INVOICES[:1])
+    with pytest.raises(metronome.AuthenticationError):
+        send(ACME_INVOICES, served.client(token="wrong"))
+
+    assert again.http_response.json() == first.http_response.json()
+    assert again.http_response.headers["idempotent-replayed"] == "true"
+    assert "another request" in conflict.value.body["message"]  # type: ignore[index]
+    assert conflict.value.response.headers["x-should-retry"] == "false"
+    assert query(acme_catalog, "SELECT count(*) FROM _runs") == [(2,)]
+
+
+def test_an_idempotency_key_outlives_the_server(
+    serve: Callable[..., Served], acme_catalog: Path
+) -> None:
+    """The first answer is kept in the store: a restarted server still replays it."""
+    key = {"Idempotency-Key": "contract-sept"}
+    first = (
+        serve(acme_catalog).client().v1.contracts.create(**SEPTEMBER_CONTRACT, extra_headers=key)
+    )
+    restarted = serve(acme_catalog).client()
+    with pytest.raises(metronome.ConflictError):
+        restarted.v1.contracts.create(**{**SEPTEMBER_CONTRACT, "name": "x"}, extra_headers=key)
+    assert (
+        restarted.v1.contracts.create(**SEPTEMBER_CONTRACT, extra_headers=key).data.id
+        == first.data.id
+    )

@@ -158,3 +158,10 @@ CREATE TABLE IF NOT EXISTS _draft_usage (
     presentation_group_values VARCHAR, billable_status VARCHAR, run_id BIGINT
 );
 COMMENT ON TABLE _draft_usage IS 'Usage rows of the periods the contracts bill themselves (their DRAFT invoices): kept, so a draft is re-rated from all its usage when more arrives.';
+
+CREATE TABLE IF NOT EXISTS _api_answers (
+    idempotency_key VARCHAR, request_hash VARCHAR, method VARCHAR, path VARCHAR,
+    status INTEGER, body VARCHAR, answered_at TIMESTAMPTZ
+);
+COMMENT ON TABLE _api_answers IS 'The first answer of the HTTP API to each Idempotency-Key: replayed for the same key and request, a conflict for the same key and another request.';
+COMMENT ON COLUMN _api_answers.request_hash IS 'sha256 of the method, path, query and body of the request that first used the key.';

@@ -1,0 +1,30 @@
+"""The server as an operator meets it: it will not start without a token, and it describes
+itself in an OpenAPI document holding every path and method the SDK calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from tests.adversarial.conftest import assert_clean
+from tests.api.conftest import Served
+from tests.conftest import run_process
+
+# (method, path) of every SDK operation served, as the SDK sends them (see the README's table).
+SERVED = [
+    ("post", "/v1/contracts/createHistoricalInvoices"),
+    ("post", "/v1/contracts/create"),
+    ("get", "/v1/customers/{customer_id}/invoices"),
+    ("get", "/v1/customers/{customer_id}/invoices/{invoice_id}"),
+]
+
+
+def test_without_a_token_the_server_refuses_to_start() -> None:
+    result = run_process("serve", "--port", "1")
+    assert_clean(result, 2, "BULK_RATING_API_TOKENS")
+
+
+def test_the_openapi_document_names_every_operation_served(serve: Callable[..., Served]) -> None:
+    document = httpx.get(f"{serve().base_url}/openapi.json").json()
+    offered = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert sorted(set(SERVED) - offered) == []
