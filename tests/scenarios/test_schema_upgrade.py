@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 from tests.conftest import SAMPLES, query, run_cli
 
+from bulk_rating.store import SCHEMA_VERSION
+
 BREAKDOWNS = """SELECT line_item_id, window_start, quantity, amount FROM invoice_breakdowns
                 ORDER BY ALL"""
 ITEMS = "SELECT line_item_id, windows FROM invoice_line_items WHERE type = 'usage' ORDER BY ALL"
@@ -28,6 +30,7 @@ def _as_version_11(db: Path) -> None:
     con.execute("ALTER TABLE invoice_line_items DROP COLUMN windows")
     con.execute("ALTER TABLE _runs DROP COLUMN duckdb_version")
     con.execute("ALTER TABLE _runs DROP COLUMN bulk_rating_version")
+    con.execute("DROP TABLE _api_answers")
     con.execute("UPDATE _schema SET version = 11")
     con.close()
 
@@ -52,7 +55,8 @@ def test_an_older_file_is_upgraded_with_its_breakdowns_unchanged(db: Path) -> No
     assert query(db, BREAKDOWNS) == breakdowns
     assert query(db, ITEMS) == items
     assert query(db, "SELECT invoice_id, total FROM invoices ORDER BY ALL") == totals
-    assert query(db, "SELECT max(version) FROM _schema") == [(13,)]
+    assert query(db, "SELECT max(version) FROM _schema") == [(SCHEMA_VERSION,)]
+    assert query(db, "SELECT count(*) FROM _api_answers") == [(0,)]  # version 14's table
     # what wrote the older run is not known, and is not made up
     assert query(db, "SELECT duckdb_version, bulk_rating_version FROM _runs") == [(None, None)]
     (columns,) = query(
