@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 from tests.adversarial.conftest import assert_clean
-from tests.api.conftest import Served
+from tests.api.conftest import TOKEN, Served
 from tests.conftest import run_process
 
 # (method, path) of every SDK operation served, as the SDK sends them (see the README's table).
@@ -28,3 +28,22 @@ def test_the_openapi_document_names_every_operation_served(serve: Callable[..., 
     document = httpx.get(f"{serve().base_url}/openapi.json").json()
     offered = {(method, path) for path, item in document["paths"].items() for method in item}
     assert sorted(set(SERVED) - offered) == []
+
+
+def test_every_error_is_in_metronomes_shape_never_the_frameworks(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    wrong_method = httpx.put(f"{served.base_url}/v1/contracts/create", headers=auth)
+    bad_query = httpx.get(f"{served.base_url}/v1/customers/c/invoices?limit=many", headers=auth)
+    not_json = httpx.post(
+        f"{served.base_url}/v1/contracts/createHistoricalInvoices", headers=auth, content=b"{"
+    )
+
+    assert wrong_method.status_code == 405
+    assert bad_query.status_code == 400  # never FastAPI's 422
+    assert not_json.status_code == 400
+    for answer in (wrong_method, bad_query, not_json):
+        assert set(answer.json()) == {"message", "issues"}, answer.text
+        assert answer.headers["x-should-retry"] == "false"
