@@ -2,13 +2,15 @@
 
 Stored catalog objects and contracts are immutable: giving the same object again is a no-op,
 giving the same id with other content is a CATALOG_CONFLICT (prices already applied to stored
-invoices must not change under them).
+invoices must not change under them). The one exception is a rate card no contract uses, whose
+rates may be added to (the API's addRate): a run names it in `replacing`, and the store refuses
+the change if a contract uses the card by then.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,6 +96,8 @@ class CatalogPlan:
 
     rows: dict[str, pl.DataFrame] = field(default_factory=dict)
     new_contracts: list[Contract] = field(default_factory=list)
+    # stored rate cards given with other content that the run may replace (see `replacing`)
+    replaced_cards: list[RateCard] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
 
     def ids(self, table: str) -> set[str]:
@@ -110,8 +114,10 @@ def plan(
     stored_cards: dict[str, RateCard],
     stored_products: dict[str, Product],
     next_rate_key: int = 0,
+    replacing: Collection[str] = (),
 ) -> CatalogPlan:
-    """New objects of this run, given the stored bodies per table (`{table: {id: body}}`)."""
+    """New objects of this run, given the stored bodies per table (`{table: {id: body}}`).
+    `replacing`: stored rate cards this run may give a new version of (their rates added to)."""
     given: dict[str, Sequence[BaseModel]] = {
         "credit_types": catalog.credit_types if catalog else [],
         "customers": catalog.customers if catalog else [],
@@ -130,6 +136,8 @@ def plan(
                 new_rows.append(row)
                 if isinstance(obj, Contract):
                     result.new_contracts.append(obj)
+            elif known != row["body"] and isinstance(obj, RateCard) and obj.id in replacing:
+                result.replaced_cards.append(obj)
             elif known != row["body"]:
                 result.issues.append(
                     {
@@ -194,6 +202,11 @@ def plan(
         tier_rows, schema=frames.CATALOG_TABLES["_contract_rate_tiers"]
     )
     return result
+
+
+def rate_card_version(card: RateCard) -> tuple[str, pl.DataFrame]:
+    """A rate card's stored body and its rows of `rates` (a new version of a stored card)."""
+    return body(card), pl.DataFrame(rate.rate_rows(card), schema=frames.CATALOG_TABLES["rates"])
 
 
 def contract_refs(contracts: Sequence[Contract]) -> pl.DataFrame:

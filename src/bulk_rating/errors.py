@@ -79,6 +79,13 @@ class ResourceError(BulkRatingError):
         self.committed = committed  # the work is stored (in the WAL) although the step failed
 
 
+class CatalogConflictError(UsageError):
+    """A change to a stored catalog object that stored data depends on (a rate card that
+    contracts use): refused, as stored objects are immutable."""
+
+    code = "CATALOG_CONFLICT"
+
+
 class DatabaseLockedError(UsageError):
     """Another process holds the database file."""
 

@@ -335,6 +335,16 @@ def documents_dataset(catalog: Any = None, contracts: Any = None, invoices: Any 
     return dataset
 
 
+def parse_document(
+    name: str, adapter: TypeAdapter[Model], document: Any
+) -> tuple[Model | None, list[dict[str, Any]]]:
+    """One document in memory read into its shape: the model, or None and its problems (the
+    rows of an issues frame, named after `name`), by the same rules as a data set's documents."""
+    dataset = Dataset()
+    model = _document(dataset, name, adapter, document)
+    return model, dataset.issues
+
+
 def _document(
     dataset: Dataset, name: str, adapter: TypeAdapter[Model], document: Any
 ) -> Model | None:

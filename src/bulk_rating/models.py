@@ -334,3 +334,30 @@ class HistoricalInvoicesRequest(Strict):
 
     invoices: list[HistoricalInvoice]
     preview: bool
+
+
+# --- a rate card's rates: adding them (addRate, addRates), reading them (getRates) ----------
+
+
+class NewRates(Strict):
+    """The rates of an addRates body (an addRate body is one), without `rate_card_id`."""
+
+    rates: list[Rate]
+
+
+class RateSelector(Strict):
+    """A getRates selector: a rate matches when it meets every condition given."""
+
+    product_id: str | None = None
+    product_tags: list[str] | None = None  # any of them
+    pricing_group_values: dict[str, str] | None = None  # exactly these
+    partial_pricing_group_values: dict[str, str] | None = None  # these among others
+    billing_frequency: Frequency | None = None  # no rate here has one: matches none
+
+
+class RatesQuery(Strict):
+    """The getRates body: the rates of a card in effect at `at` or later."""
+
+    rate_card_id: str
+    at: UtcDatetime
+    selectors: list[RateSelector] | None = None

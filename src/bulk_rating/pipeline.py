@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -73,11 +73,13 @@ def run_import(
     settings: Settings,
     invoice_limit: int | None = None,
     progress: Progress = NULL_PROGRESS,
+    replacing: Collection[str] = (),
 ) -> RunReport:
     """Import (or preview) `paths`, or the data set a function makes (documents in memory, say).
     The report holds at most `invoice_limit` invoice documents (all by default); its counts and
     totals always cover the whole run. A run that stores nothing in a database it created leaves
-    no file behind."""
+    no file behind. `replacing`: stored rate cards the run may store a new version of (refused,
+    CatalogConflictError, when a stored contract uses one)."""
     new_file = not settings.db.exists()
     read = (
         paths
@@ -85,7 +87,7 @@ def run_import(
         else lambda: load.load_dataset(paths, json_limit=settings.json_limit())
     )
     try:
-        report = _import(read, settings, invoice_limit, progress)
+        report = _import(read, settings, invoice_limit, progress, replacing)
     except BaseException as failed:
         if new_file and not getattr(failed, "committed", False):
             _remove_store(settings.db)
@@ -105,6 +107,7 @@ def _import(
     settings: Settings,
     invoice_limit: int | None,
     progress: Progress,
+    replacing: Collection[str] = (),
 ) -> RunReport:
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
@@ -135,7 +138,7 @@ def _import(
             report.status = "already_imported"
             return report
         with stages("validate"):
-            plan, refs = _references(store, dataset)
+            plan, refs = _references(store, dataset, replacing)
             catalog_issues = _catalog_issues(dataset, plan, refs)
             issues = pl.concat([catalog_issues, _batch_issues(dataset, refs)])
             # unreadable input, or a catalog or contract that is wrong: rows cannot be checked
@@ -148,6 +151,8 @@ def _import(
                 run_id = store.next_run_id()
                 for name, rows in plan.rows.items():
                     store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
+                for card in plan.replaced_cards:
+                    store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
                 with stages("validate"):
                     found, content_sum, has_drafts, copies_in_run = _usage_issues(
                         store, dataset, refs, table, progress, report
@@ -236,7 +241,7 @@ def _overflow_issues(
 
 
 def _references(
-    store: Store, dataset: load.Dataset
+    store: Store, dataset: load.Dataset, replacing: Collection[str] = ()
 ) -> tuple[catalog.CatalogPlan, validate.References]:
     stored = {t: store.stored_bodies(t, id_column) for t, (id_column, *_) in catalog.KINDS.items()}
     stored_products = store.models("products", "product_id", Product)
@@ -248,6 +253,7 @@ def _references(
         stored_cards=store.models("rate_cards", "rate_card_id", RateCard),
         stored_products=stored_products,
         next_rate_key=store.next_rate_key(),
+        replacing=replacing,
     )
 
     def ids(table: str) -> pl.DataFrame:

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 from bulk_rating import load, services
 from bulk_rating.errors import (
     BulkRatingError,
+    CatalogConflictError,
     DatabaseLockedError,
     NotFoundError,
     ResourceError,
@@ -58,7 +59,32 @@ NOT_SUPPORTED_YET = {
     "discounts",
     "quantity_conversion",
     "quantity_rounding",
+    # customers
+    "external_id",
+    "ingest_aliases",
+    "billing_config",
+    "customer_billing_provider_configurations",
+    "customer_revenue_system_configurations",
+    # products
+    "billable_metric_id",
+    "composite_product_ids",
+    "composite_tags",
+    "exclude_free_usage",
+    "include_composite_spend",
+    "is_refundable",
+    "netsuite_internal_item_id",
+    "netsuite_overage_item_id",
+    "sql_breakdown_granularity",
+    # rate cards and rates
+    "aliases",
+    "commit_rate",
+    "billing_frequency",
+    "is_prorated",
+    "custom_rate",
 }
+# Metronome's rate types that bulk_rating does not price yet (it prices FLAT and TIERED).
+RATE_TYPES_NOT_SUPPORTED_YET = {"PERCENTAGE", "TIERED_PERCENTAGE", "CUSTOM", "SUBSCRIPTION"}
+MAX_LIMIT = 100
 TIMESTAMP = TypeAdapter(AwareDatetime)
 
 
@@ -84,17 +110,21 @@ def _json(status: int, document: Any) -> Response:
     )
 
 
-def _error(status: int, message: str, issues: list[dict[str, Any]] | None = None) -> Response:
+def _error(
+    status: int, message: str, issues: list[dict[str, Any]] | None = None, *, final: bool = True
+) -> Response:
+    """Metronome's error body. A 4xx is final (`x-should-retry: false`) unless `final=False`:
+    a database another process holds is released in time, so trying again may work."""
     response = _json(status, {"message": message, "issues": issues or []})
-    if status == 409 and message.startswith("the database is in use"):
-        del response.headers["x-should-retry"]  # a lock is released: trying again may work
+    if not final and "x-should-retry" in response.headers:
+        del response.headers["x-should-retry"]
     return response
 
 
 def _status(error: BulkRatingError) -> int:
     if isinstance(error, NotFoundError):
         return 404
-    if isinstance(error, DatabaseLockedError):
+    if isinstance(error, DatabaseLockedError | CatalogConflictError):
         return 409
     if isinstance(error, ResourceError):
         return 503
@@ -103,12 +133,18 @@ def _status(error: BulkRatingError) -> int:
     return 500
 
 
-def _issues(frame: Any) -> list[dict[str, Any]]:
-    """The problem list of a run as the API gives it: code, path, field, message (and where)."""
+def _issues(frame: Any, within: str | None = None) -> list[dict[str, Any]]:
+    """The problem list of a run as the API gives it: code, path, field, message (and where).
+    `within`: where the request's body sits in the document it was imported as (`products[0]`),
+    left out of the messages."""
     listed = []
     for issue in frame.to_dicts():
         field = issue.get("field") or ""
         message = issue["message"]
+        if within is not None and message.startswith(f"{within}."):
+            message = message[len(within) + 1 :]
+        elif within is not None and message.startswith(f"{within}:"):
+            message = "body" + message[len(within) :]
         if issue["code"] == "UNKNOWN_FIELD" and field.rsplit(".", 1)[-1] in NOT_SUPPORTED_YET:
             message = f"`{field}` is not supported yet"
         listed.append(
@@ -153,11 +189,78 @@ def _timestamp(value: str | None, name: str) -> datetime | None:
         ) from exc
 
 
-def contract_id(body: dict[str, Any]) -> str:
-    """A contract's id from its content: the same body sent again (the SDK retries a POST that
-    timed out) names the same contract, which is then already stored (a no-op)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+def _rejected(issues: Any, what: str, within: str | None = None) -> ApiError:
+    """A request whose content has problems: 400 listing them all, or 409 when one is a
+    conflict with what is stored (CATALOG_CONFLICT)."""
+    listed = _issues(issues, within)
+    count = sum(i["count"] or 1 for i in listed)
+    status = 409 if any(i["code"] == "CATALOG_CONFLICT" for i in listed) else 400
+    return ApiError(
+        status,
+        f"{what}: {count} problem{'s' if count != 1 else ''} found; nothing was written",
+        listed,
+    )
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def _only(body: dict[str, Any], allowed: set[str], what: str) -> None:
+    """A body with no field beyond `allowed` (a typo is never ignored)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            f"{what}: unknown field{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(f"`{name}`" for name in unknown),
+            [{"code": "UNKNOWN_FIELD", "field": name} for name in unknown],
+        )
+
+
+def _text(body: dict[str, Any], name: str, what: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise ApiError(
+            400,
+            f"{what}: `{name}` is required (text)",
+            [{"code": "MISSING_FIELD" if value is None else "INVALID_VALUE", "field": name}],
+        )
+    return value
+
+
+def _rate_types_supported(rates: list[Any], where: Callable[[int], str]) -> None:
+    """Metronome's rate types bulk_rating cannot price yet are named, not called unknown."""
+    issues = [
+        {
+            "code": "INVALID_VALUE",
+            "field": "rate_type",
+            "message": f"{where(n)}rate_type `{r['rate_type']}` is not supported yet"
+            " (FLAT and TIERED are)",
+        }
+        for n, r in enumerate(rates)
+        if isinstance(r, dict)
+        and isinstance(r.get("rate_type"), str)
+        and r["rate_type"].upper() in RATE_TYPES_NOT_SUPPORTED_YET
+    ]
+    if issues:
+        raise ApiError(400, "the rates have problems; nothing was written", issues)
+
+
+def content_id(body: dict[str, Any], kind: str | None = None) -> str:
+    """An object's id from its content (and its kind: a product and a rate card given the same
+    body differ): the same body sent again (the SDK retries a POST that timed out) names the
+    same object, which is then already stored (a no-op)."""
+    keyed = body if kind is None else {"object": kind, "body": body}
+    canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"), default=str)
     return str(uuid.UUID(hashlib.sha256(canonical.encode()).hexdigest()[:32]))
+
+
+def contract_id(body: dict[str, Any]) -> str:
+    """A contract's id from its content (contracts/create)."""
+    return content_id(body)
 
 
 def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
@@ -171,7 +274,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     store_lock = threading.Lock()
     app = FastAPI(
         title="bulk_rating",
-        summary="Metronome's contract, invoice and historical-import endpoints over a DuckDB ledger",
+        summary="Metronome's catalog, contract, invoice and historical-import endpoints over a DuckDB ledger",
         version="0.1.0",
         docs_url=None,
         redoc_url=None,
@@ -248,7 +351,12 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
 
     @app.exception_handler(BulkRatingError)
     async def known_error(_request: Request, error: BulkRatingError) -> Response:
-        return _error(_status(error), error.message, [{"code": error.code, "path": error.path}])
+        return _error(
+            _status(error),
+            error.message,
+            [{"code": error.code, "path": error.path}],
+            final=not isinstance(error, DatabaseLockedError),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, error: RequestValidationError) -> Response:
@@ -315,6 +423,195 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
                 )
 
         await locked(run)
+        return _json(200, {"data": {"id": made}})
+
+    # --- the catalog ------------------------------------------------------------------------
+    # Metronome makes the ids: here they come from the content (content_id), so a create sent
+    # again names the same object, already stored (a no-op). Stored objects are immutable.
+
+    async def create(request: Request, kind: str, what: str, refused: dict[str, str]) -> str:
+        """Store one catalog object of `kind` from the body, checked as an import checks
+        catalog.json; its id."""
+        body = _object(await _body(request), f"a {what} body")
+        for name, why in {"id": "`id` is given by the API, not in the body", **refused}.items():
+            if name in body:
+                raise ApiError(400, why, [{"code": "INVALID_VALUE", "field": name}])
+        made = content_id(body, kind)
+
+        def run() -> None:
+            report = services.import_documents(
+                catalog={kind: [{"id": made, **body}]}, settings=settings
+            )
+            if report.status == "rejected":
+                raise _rejected(report.issues, f"the {what} body", within=f"{kind}[0]")
+
+        await locked(run)
+        return made
+
+    def found(document: dict[str, Any] | None, what: str, object_id: str) -> Response:
+        if document is None:
+            raise ApiError(404, f"no {what} `{object_id}`")
+        return _json(200, {"data": document})
+
+    async def asked_id(request: Request, what: str) -> str:
+        body = _object(await _body(request), f"a {what} body")
+        _only(body, {"id"}, what)
+        return _text(body, "id", what)
+
+    @app.post("/v1/customers")
+    async def create_customer(request: Request) -> Response:
+        made = await create(request, "customers", "customers/create", {})
+        created = await locked(lambda: services.created_customer(made, settings=settings))
+        return _json(200, {"data": created})
+
+    @app.get("/v1/customers")
+    async def list_customers(
+        limit: int = 25,
+        next_page: str | None = None,
+        customer_ids: str | None = None,
+        only_archived: bool = False,
+        ingest_alias: str | None = None,
+        salesforce_account_ids: str | None = None,
+    ) -> Response:
+        page = await locked(
+            lambda: services.customers(
+                limit=_limit(limit),
+                next_page=next_page,
+                customer_ids=None if customer_ids is None else customer_ids.split(","),
+                archived=only_archived,
+                ingest_alias=ingest_alias,
+                salesforce_account_ids=(
+                    None if salesforce_account_ids is None else salesforce_account_ids.split(",")
+                ),
+                settings=settings,
+            )
+        )
+        return _json(200, page.to_dict())
+
+    @app.get("/v1/customers/{customer_id}")
+    async def retrieve_customer(customer_id: str) -> Response:
+        detail = await locked(lambda: services.customer(customer_id, settings=settings))
+        return found(detail, "customer", customer_id)
+
+    @app.post("/v1/contract-pricing/products/create")
+    async def create_product(request: Request) -> Response:
+        made = await create(request, "products", "products/create", {})
+        return _json(200, {"data": {"id": made}})
+
+    @app.post("/v1/contract-pricing/products/get")
+    async def retrieve_product(request: Request) -> Response:
+        asked = await asked_id(request, "products/get")
+        return found(
+            await locked(lambda: services.product(asked, settings=settings)), "product", asked
+        )
+
+    @app.post("/v1/contract-pricing/products/list")
+    async def list_products(
+        request: Request, limit: int = 25, next_page: str | None = None
+    ) -> Response:
+        body = _object(await _body(request), "a products/list body")
+        _only(body, {"archive_filter"}, "products/list")
+        archive_filter = str(body.get("archive_filter", "NOT_ARCHIVED")).upper()
+        if archive_filter not in ("NOT_ARCHIVED", "ARCHIVED", "ALL"):
+            raise ApiError(400, "archive_filter is ARCHIVED, NOT_ARCHIVED or ALL")
+        if archive_filter == "ARCHIVED":  # no product is archived here
+            return _json(200, {"data": [], "next_page": None})
+        page = await locked(
+            lambda: services.products(limit=_limit(limit), next_page=next_page, settings=settings)
+        )
+        return _json(200, page.to_dict())
+
+    @app.post("/v1/contract-pricing/rate-cards/create")
+    async def create_rate_card(request: Request) -> Response:
+        made = await create(
+            request,
+            "rate_cards",
+            "rate-cards/create",
+            {
+                "rates": "`rates` are not part of rate-cards/create: add them with addRate or addRates"
+            },
+        )
+        return _json(200, {"data": {"id": made}})
+
+    @app.post("/v1/contract-pricing/rate-cards/get")
+    async def retrieve_rate_card(request: Request) -> Response:
+        asked = await asked_id(request, "rate-cards/get")
+        return found(
+            await locked(lambda: services.rate_card(asked, settings=settings)), "rate card", asked
+        )
+
+    @app.post("/v1/contract-pricing/rate-cards/list")
+    async def list_rate_cards(
+        request: Request, limit: int = 25, next_page: str | None = None
+    ) -> Response:
+        _only(_object(await _body(request), "a rate-cards/list body"), set(), "rate-cards/list")
+        page = await locked(
+            lambda: services.rate_cards(limit=_limit(limit), next_page=next_page, settings=settings)
+        )
+        return _json(200, page.to_dict())
+
+    async def add_rates(
+        rate_card_id: str, rates: list[Any], within: str | None = None
+    ) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            added = services.add_rates(rate_card_id, rates, settings=settings)
+            if added.status == "rejected":
+                raise _rejected(added.issues, "the rates", within)
+            return added.rates
+
+        result: list[dict[str, Any]] = await locked(run)
+        return result
+
+    @app.post("/v1/contract-pricing/rate-cards/addRate")
+    async def add_rate(request: Request) -> Response:
+        """Add a rate to a rate card that no stored contract uses (409 when one does: its
+        effective rates were computed from the card, and a change would reprice history)."""
+        body = _object(await _body(request), "an addRate body")
+        rate_card_id = _text(body, "rate_card_id", "addRate")
+        rate = {k: v for k, v in body.items() if k != "rate_card_id"}
+        _rate_types_supported([rate], lambda _n: "")
+        added = await add_rates(rate_card_id, [rate], within="rates[0]")
+        return _json(200, {"data": added[0]})
+
+    @app.post("/v1/contract-pricing/rate-cards/addRates")
+    async def add_many_rates(request: Request) -> Response:
+        body = _object(await _body(request), "an addRates body")
+        _only(body, {"rate_card_id", "rates"}, "addRates")
+        rate_card_id = _text(body, "rate_card_id", "addRates")
+        rates = body.get("rates")
+        if not isinstance(rates, list) or not rates:
+            raise ApiError(400, "addRates: `rates` is required (a list of rates)")
+        _rate_types_supported(rates, lambda n: f"rates[{n}]: ")
+        await add_rates(rate_card_id, rates)
+        return _json(200, {"data": {"id": rate_card_id}})
+
+    @app.post("/v1/contract-pricing/rate-cards/getRates")
+    async def list_rates(
+        request: Request, limit: int = 25, next_page: str | None = None
+    ) -> Response:
+        """A rate card's rates in effect at `at` or later, those matching any selector."""
+        asked, problems = services.read_rates_query(await _body(request))
+        if asked is None:
+            raise _rejected(problems, "the getRates body", within="body")
+        page = await locked(
+            lambda: services.rate_card_rates(
+                asked, limit=_limit(limit), next_page=next_page, settings=settings
+            )
+        )
+        return _json(200, page.to_dict())
+
+    @app.get("/v1/credit-types/list")
+    async def list_credit_types(limit: int = 25, next_page: str | None = None) -> Response:
+        page = await locked(
+            lambda: services.credit_types(
+                limit=_limit(limit), next_page=next_page, settings=settings
+            )
+        )
+        return _json(200, page.to_dict())
+
+    @app.post("/v1/credit-types/create")
+    async def create_credit_type(request: Request) -> Response:
+        made = await create(request, "credit_types", "credit-types/create", {})
         return _json(200, {"data": {"id": made}})
 
     # --- invoices ---------------------------------------------------------------------------

@@ -9,22 +9,34 @@ are the fields of `Settings` given as keywords (`db`, `as_of`, `preview`, `memor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import TypeAdapter
 
-from bulk_rating import frames, interrupts, load, output, pipeline, reconcile
-from bulk_rating.errors import ExitCode, NotFoundError, UsageError
+from bulk_rating import documents, frames, interrupts, load, output, pipeline, reconcile, validate
+from bulk_rating.errors import CatalogConflictError, ExitCode, NotFoundError, UsageError
+from bulk_rating.models import (
+    USD_CENTS_ID,
+    USD_CENTS_NAME,
+    Catalog,
+    NewRates,
+    Product,
+    Rate,
+    RateCard,
+    RateSelector,
+    RatesQuery,
+)
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport, invoice_document, timestamp
 from bulk_rating.settings import Settings
-from bulk_rating.store import Store
+from bulk_rating.store import Store, rate_card_in_use
 
 ERRORS_SUFFIXES = (".csv", ".parquet")
 
@@ -191,14 +203,18 @@ def customer_balances(
 
 
 @dataclass
-class InvoicePage:
-    """One page of a customer's invoices, in Metronome's Invoice shape, by start and id."""
+class Page:
+    """One page of a list in Metronome's shapes; `next_page` is the cursor of the next (None on
+    the last): the offset of its first item, as text."""
 
     data: list[dict[str, Any]]
     next_page: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data, "next_page": self.next_page}
+
+
+InvoicePage = Page  # a customer's invoices, in Metronome's Invoice shape, by start and id
 
 
 def customer_invoices(
@@ -287,6 +303,254 @@ def _offset(next_page: str | None) -> int:
     if not next_page.isdigit() or len(next_page) > 18:
         raise UsageError(f"next_page `{next_page[:40]}` is not a cursor this API gave")
     return int(next_page)
+
+
+# --- the catalog: customers, products, rate cards and rates, credit types -----------------------
+
+
+@contextmanager
+def _reading(settings: Settings) -> Iterator[Store | None]:
+    """The store opened read-only, or None when there is no file yet: an empty store, which
+    holds only the built-in USD (cents)."""
+    if not settings.db.exists():
+        yield None
+        return
+    with Store.open_read_only(settings.db) as store:
+        yield store
+
+
+def _stored(
+    settings: Settings,
+    table: str,
+    *,
+    ids: Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    with _reading(settings) as store:
+        if store is not None:
+            return store.catalog_objects(table, ids=ids, limit=limit, offset=offset)
+    if table == "credit_types" and offset == 0 and (ids is None or USD_CENTS_ID in ids):
+        built_in = {"id": USD_CENTS_ID, "name": USD_CENTS_NAME, "body": None}
+        return [{**built_in, "created_at": None, "created_by": None}][:limit]
+    return []
+
+
+def _credit_type_names(settings: Settings) -> dict[str, str]:
+    return {row["id"]: row["name"] for row in _stored(settings, "credit_types")}
+
+
+def _page(
+    settings: Settings,
+    table: str,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+    limit: int,
+    next_page: str | None,
+    ids: Sequence[str] | None = None,
+) -> Page:
+    offset = _offset(next_page)
+    rows = _stored(settings, table, ids=ids, limit=limit + 1, offset=offset)  # one more: next?
+    return Page(
+        [shape(row) for row in rows[:limit]], str(offset + limit) if len(rows) > limit else None
+    )
+
+
+def _one(settings: Settings, table: str, object_id: str) -> dict[str, Any] | None:
+    found = _stored(settings, table, ids=[object_id])
+    return found[0] if found else None
+
+
+def customers(
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    customer_ids: Sequence[str] | None = None,
+    archived: bool = False,
+    ingest_alias: str | None = None,
+    salesforce_account_ids: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Page:
+    """The customers in the order they were stored (CustomerDetail), `customer_ids` only when
+    given. No customer here is archived, has an ingest alias or a Salesforce account: those
+    filters match none."""
+    chosen = settings_of(settings, **options)
+    if archived or ingest_alias is not None or salesforce_account_ids is not None:
+        return Page([], None)
+    return _page(chosen, "customers", documents.customer_detail, limit, next_page, customer_ids)
+
+
+def customer(
+    customer_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, Any] | None:
+    """One customer (CustomerDetail), or None."""
+    found = _one(settings_of(settings, **options), "customers", customer_id)
+    return None if found is None else documents.customer_detail(found)
+
+
+def created_customer(
+    customer_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, Any]:
+    """A stored customer as customers/create answers it."""
+    found = _one(settings_of(settings, **options), "customers", customer_id)
+    if found is None:
+        raise NotFoundError(f"no customer `{customer_id}`")
+    return documents.created_customer(found)
+
+
+def products(
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Page:
+    """The products in the order they were stored, in Metronome's product shape."""
+    return _page(settings_of(settings, **options), "products", documents.product, limit, next_page)
+
+
+def product(
+    product_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, Any] | None:
+    found = _one(settings_of(settings, **options), "products", product_id)
+    return None if found is None else documents.product(found)
+
+
+def rate_cards(
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Page:
+    """The rate cards in the order they were stored (without their rates: see `rate_card_rates`)."""
+    chosen = settings_of(settings, **options)
+    names = _credit_type_names(chosen)
+    return _page(
+        chosen, "rate_cards", lambda row: documents.rate_card(row, names), limit, next_page
+    )
+
+
+def rate_card(
+    rate_card_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, Any] | None:
+    chosen = settings_of(settings, **options)
+    found = _one(chosen, "rate_cards", rate_card_id)
+    return None if found is None else documents.rate_card(found, _credit_type_names(chosen))
+
+
+def credit_types(
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Page:
+    """The pricing units: USD (cents) first, then the custom ones in the order they were stored."""
+    return _page(
+        settings_of(settings, **options), "credit_types", documents.credit_type, limit, next_page
+    )
+
+
+def _selected(given: Rate, of: Product, selectors: Sequence[RateSelector] | None) -> bool:
+    """A rate matches when no selector is given, or when it meets every condition of one."""
+    if not selectors:
+        return True
+    values = given.pricing_group_values or {}
+    return any(
+        (s.product_id is None or s.product_id == given.product_id)
+        and (s.product_tags is None or bool(set(s.product_tags) & set(of.tags)))
+        and (s.pricing_group_values is None or s.pricing_group_values == values)
+        and (
+            s.partial_pricing_group_values is None
+            or s.partial_pricing_group_values.items() <= values.items()
+        )
+        and s.billing_frequency is None
+        for s in selectors
+    )
+
+
+def rate_card_rates(
+    request: RatesQuery,
+    *,
+    limit: int = 25,
+    next_page: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Page:
+    """getRates: a rate card's rates in effect at `request.at` or later, in the card's order,
+    those matching any of the selectors when some are given."""
+    chosen = settings_of(settings, **options)
+    offset = _offset(next_page)
+    found = _one(chosen, "rate_cards", request.rate_card_id)
+    if found is None:
+        raise NotFoundError(f"no rate card `{request.rate_card_id}`")
+    card = RateCard.model_validate_json(found["body"])
+    of = {
+        row["id"]: Product.model_validate_json(row["body"])
+        for row in _stored(chosen, "products", ids=sorted({r.product_id for r in card.rates}))
+    }
+    names = _credit_type_names(chosen)
+    rows = [
+        documents.scheduled_rate(r, of[r.product_id], names)
+        for r in card.rates
+        if (r.ending_before is None or r.ending_before > request.at)
+        and _selected(r, of[r.product_id], request.selectors)
+    ]
+    more = len(rows) > offset + limit
+    return Page(rows[offset : offset + limit], str(offset + limit) if more else None)
+
+
+def read_rates_query(document: Any) -> tuple[RatesQuery | None, pl.DataFrame]:
+    """A getRates body read into its shape, or None and its problems."""
+    request, problems = load.parse_document("body", TypeAdapter(RatesQuery), document)
+    return request, validate.issue_frame(problems)
+
+
+@dataclass
+class RatesAdded:
+    """What adding rates to a rate card did: `added`, `unchanged` (every rate was on the card
+    already: the same request sent again) or `rejected` (the problems in `issues`)."""
+
+    status: str
+    rates: list[dict[str, Any]]  # the rates given, in Metronome's Rate shape
+    issues: pl.DataFrame
+
+
+def add_rates(
+    rate_card_id: str, rates: Sequence[Any], settings: Settings | None = None, **options: Any
+) -> RatesAdded:
+    """Add rates (addRate bodies without `rate_card_id`) to a stored rate card that no contract
+    uses: its new version (its rates, then the new ones) is checked as a whole, as an import
+    checks a rate card, and stored in one transaction. A rate already on the card is not added
+    again. A card a stored contract uses is immutable: CatalogConflictError (its contracts'
+    effective rates were computed from it; a change would silently reprice their history)."""
+    chosen = settings_of(settings, **options)
+    with _reading(chosen) as store:
+        stored = [] if store is None else store.catalog_objects("rate_cards", ids=[rate_card_id])
+        users = store.rate_card_contracts(rate_card_id) if store and stored else []
+    if not stored:
+        raise NotFoundError(f"no rate card `{rate_card_id}`")
+    found = stored[0]
+    if users:
+        raise CatalogConflictError(rate_card_in_use(rate_card_id, users))
+    request, problems = load.parse_document("body", TypeAdapter(NewRates), {"rates": list(rates)})
+    if request is None:
+        return RatesAdded("rejected", [], validate.issue_frame(problems))
+    given = request.rates
+    names = _credit_type_names(chosen)
+    shaped = [documents.rate(r, names) for r in given]
+    card = RateCard.model_validate_json(found["body"])
+    new = [r for r in given if r not in card.rates]
+    if not new:
+        return RatesAdded("unchanged", shaped, validate.issue_frame([]))
+    version = Catalog(rate_cards=[card.model_copy(update={"rates": [*card.rates, *new]})])
+    report = pipeline.run_import(
+        lambda: load.documents_dataset(catalog=version), chosen, replacing={rate_card_id}
+    )
+    if report.status == "rejected":
+        return RatesAdded("rejected", [], report.issues)
+    return RatesAdded("added", shaped, report.issues)
 
 
 def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:

@@ -31,6 +31,7 @@ from bulk_rating import __version__, balances, rate, reconcile, validate
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
+    CatalogConflictError,
     DatabaseLockedError,
     NotAStoreError,
     ResourceError,
@@ -945,6 +946,60 @@ class Store:
             {"at": at},
         )
 
+    def catalog_objects(
+        self,
+        table: str,
+        *,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Stored catalog objects of one kind (`credit_types`, `customers`, `products`,
+        `rate_cards`) in the order they were stored (their run, then id), each with its `id`,
+        `body` (as given, canonical JSON; null for the built-in USD), `created_at` (when the run
+        that stored it started) and `created_by` (what that run read). `ids`: only those."""
+        id_column = CATALOG_ID_COLUMNS[table]  # a known table, never text from a request
+        return self.rows(
+            f"""SELECT o.{id_column} AS id, o.name, o.body, r.started_at AS created_at,
+                       r.inputs[1] AS created_by
+                FROM {table} o LEFT JOIN _runs r ON r.run_id = o.run_id
+                WHERE $all OR list_contains($ids, o.{id_column})
+                ORDER BY o.run_id NULLS FIRST, o.{id_column}
+                LIMIT $limit OFFSET $offset""",
+            {
+                "all": ids is None,
+                "ids": list(ids or []),
+                "limit": limit if limit is not None else 2**62,
+                "offset": offset,
+            },
+        )
+
+    def rate_card_contracts(self, rate_card_id: str) -> list[str]:
+        """The stored contracts on a rate card."""
+        return [
+            contract
+            for (contract,) in self.con.execute(
+                "SELECT contract_id FROM contracts WHERE rate_card_id = ? ORDER BY 1",
+                [rate_card_id],
+            ).fetchall()
+        ]
+
+    def replace_rate_card(
+        self, rate_card_id: str, body: str, rates: pl.DataFrame, run_id: int
+    ) -> None:
+        """A new version of an unused rate card: its body and all its rates replaced (its other
+        columns are those of the body and do not change; only rates are added). DML only, inside
+        the run's transaction; refused when a stored contract uses the card, since the
+        contract's effective rates were computed from it (a change would reprice history)."""
+        users = self.rate_card_contracts(rate_card_id)
+        if users:
+            raise CatalogConflictError(rate_card_in_use(rate_card_id, users))
+        self.con.execute(
+            "UPDATE rate_cards SET body = ? WHERE rate_card_id = ?", [body, rate_card_id]
+        )
+        self.con.execute("DELETE FROM rates WHERE rate_card_id = ?", [rate_card_id])
+        self.insert("rates", rates.with_columns(run_id=pl.lit(run_id)))
+
     def has_customer(self, customer_id: str) -> bool:
         return bool(
             self.scalar("SELECT count(*) FROM customers WHERE customer_id = ?", [customer_id])
@@ -1086,6 +1141,26 @@ class Store:
             {"run": run_id},
         )
         return counts, totals
+
+
+# The catalog tables the API reads, and their id columns.
+CATALOG_ID_COLUMNS = {
+    "credit_types": "credit_type_id",
+    "customers": "customer_id",
+    "products": "product_id",
+    "rate_cards": "rate_card_id",
+}
+
+
+def rate_card_in_use(rate_card_id: str, contracts: Sequence[str]) -> str:
+    """Why a rate card that contracts use cannot change."""
+    named = ", ".join(f"`{c}`" for c in contracts[:3]) + (" and more" if len(contracts) > 3 else "")
+    return (
+        f"rate card `{rate_card_id}` is used by {len(contracts)} stored"
+        f" contract{'s' if len(contracts) != 1 else ''} ({named}): their effective rates were"
+        " computed from it when they were stored, and a change would silently reprice their"
+        " history. Stored rate cards that contracts use are immutable; create a new rate card"
+    )
 
 
 RUNS_SCHEMA: dict[str, pl.DataType] = {
