@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,20 +24,26 @@ AS_OF = "2024-08-15"
 class Served:
     base_url: str
     db: Path
+    clients: list[Metronome] = field(default_factory=list)
 
     def client(self, token: str = TOKEN, **options: object) -> Metronome:
-        return Metronome(
+        """A client of this server, closed when the test ends (a connection left for the
+        garbage collector is a ResourceWarning, an error in whichever test it lands in)."""
+        made = Metronome(
             bearer_token=token,
             base_url=self.base_url,
             max_retries=0,
             _strict_response_validation=True,
             **options,  # type: ignore[arg-type]
         )
+        self.clients.append(made)
+        return made
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    served: list[Served] = []
 
     def start(db: Path | None = None, as_of: str = AS_OF) -> Served:
         db = db or tmp_path / "api.duckdb"
@@ -54,9 +60,13 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         servers.append((server, thread))
-        return Served(f"http://127.0.0.1:{port}", db)
+        served.append(Served(f"http://127.0.0.1:{port}", db))
+        return served[-1]
 
     yield start
+    for one in served:
+        for client in one.clients:
+            client.close()
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
