@@ -50,16 +50,37 @@ def _applicable_products(item: Commit | Credit, products: dict[str, Product]) ->
     return sum(1 for p in products.values() if p.id in ids or tags & set(p.tags))
 
 
-def segment_rows(contract: Contract, products: dict[str, Product]) -> list[dict[str, Any]]:
-    """One row per access segment of the contract's commits and credits (`commit_segments`)."""
-    rows = []
+def commits_and_credits(contract: Contract) -> list[tuple[str, str, Commit | Credit]]:
+    """The contract's commits, then its credits: (kind, id, the item), each id as given or
+    derived from the contract and the position (the ids `commit_segments` holds)."""
     items: list[tuple[str, int, Commit | Credit]] = [
         *(("commit", n, c) for n, c in enumerate(contract.commits)),
         *(("credit", n, c) for n, c in enumerate(contract.credits)),
     ]
-    for what, n, item in items:
-        kind = item.type if isinstance(item, Commit) else "CREDIT"
-        item_id = item.id or stable_id(f"{contract.id}|{what}|{n}")
+    return [
+        (
+            item.type if isinstance(item, Commit) else "CREDIT",
+            item.id or stable_id(f"{contract.id}|{what}|{n}"),
+            item,
+        )
+        for what, n, item in items
+    ]
+
+
+def display_name(kind: str, item: Commit | Credit) -> str:
+    """The name its applied lines show: as given, or its kind ("Prepaid commit", "Credit")."""
+    return item.name or ("Credit" if kind == "CREDIT" else f"{kind.title()} commit")
+
+
+def segment_id(item_id: str, position: int, given: str | None) -> str:
+    """An access segment's id: as given, or derived from its commit or credit and position."""
+    return given or stable_id(f"{item_id}|segment|{position}")
+
+
+def segment_rows(contract: Contract, products: dict[str, Product]) -> list[dict[str, Any]]:
+    """One row per access segment of the contract's commits and credits (`commit_segments`)."""
+    rows = []
+    for kind, item_id, item in commits_and_credits(contract):
         zero_cost = kind == "CREDIT" or (
             isinstance(item, Commit) and kind == "PREPAID" and item.invoice_schedule is None
         )
@@ -70,15 +91,14 @@ def segment_rows(contract: Contract, products: dict[str, Product]) -> list[dict[
                     "customer_id": contract.customer_id,
                     "commit_or_credit_id": item_id,
                     "kind": kind,
-                    "name": item.name
-                    or ("Credit" if kind == "CREDIT" else f"{kind.title()} commit"),
+                    "name": display_name(kind, item),
                     "product_id": item.product_id,
                     "priority": item.priority,
                     "zero_cost_basis": zero_cost,
                     "applicable_products": _applicable_products(item, products),
                     "applicable_product_ids": item.applicable_product_ids,
                     "applicable_product_tags": item.applicable_product_tags,
-                    "segment_id": segment.id or stable_id(f"{item_id}|segment|{k}"),
+                    "segment_id": segment_id(item_id, k, segment.id),
                     "credit_type_id": item.access_schedule.credit_type_id,
                     "amount": segment.amount,
                     "starting_at": segment.starting_at,

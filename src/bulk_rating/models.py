@@ -361,3 +361,72 @@ class RatesQuery(Strict):
     rate_card_id: str
     at: UtcDatetime
     selectors: list[RateSelector] | None = None
+
+
+# --- the API's read requests (bodies of Metronome's POST reads) ------------------------------
+
+AccessType = Annotated[Literal["SPEND", "QUANTITY"], BeforeValidator(_upper)]
+BalanceType = Annotated[
+    Literal["PREPAID_COMMIT", "POSTPAID_COMMIT", "CREDIT"], BeforeValidator(_upper)
+]
+InvoiceInclusionMode = Annotated[
+    Literal["FINALIZED", "FINALIZED_AND_DRAFT"], BeforeValidator(_upper)
+]
+
+
+class ContractRetrieveRequest(Strict):
+    """contracts/get."""
+
+    contract_id: str
+    customer_id: str
+    include_balance: bool = False
+    include_ledgers: bool = False
+
+
+class ContractListRequest(Strict):
+    """contracts/list: `cursor` is the one the previous page gave."""
+
+    customer_id: str
+    covering_date: UtcDatetime | None = None
+    starting_at: UtcDatetime | None = None
+    cursor: str | None = None
+    include_archived: bool = False
+    include_balance: bool = False
+    include_ledgers: bool = False
+    limit: int = Field(default=20, ge=1, le=20)
+
+
+class BalanceFilter(Strict):
+    """getNetBalance `filters[]`: the conditions of one filter all hold (AND)."""
+
+    balance_types: list[BalanceType] | None = None
+    ids: list[str] | None = None
+    custom_fields: dict[str, str] | None = None
+
+
+class BalancesListRequest(Strict):
+    """contracts/customerBalances/list."""
+
+    customer_id: str
+    id: str | None = None
+    access_type: AccessType | None = None
+    covering_date: UtcDatetime | None = None
+    effective_before: UtcDatetime | None = None
+    starting_at: UtcDatetime | None = None
+    exclude_zero_balances: bool = False
+    include_archived: bool = False
+    include_balance: bool = False
+    include_contract_balances: bool = False
+    include_ledgers: bool = False
+    limit: int = Field(default=25, ge=1, le=25)
+    next_page: str | None = None
+
+
+class NetBalanceRequest(Strict):
+    """contracts/customerBalances/getNetBalance."""
+
+    customer_id: str
+    access_type: AccessType = "SPEND"
+    credit_type_id: str | None = None
+    filters: list[BalanceFilter] | None = None
+    invoice_inclusion_mode: InvoiceInclusionMode = "FINALIZED_AND_DRAFT"

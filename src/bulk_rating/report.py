@@ -1,7 +1,9 @@
 """The run report: what a run did, as a dict for `--json` and rows for the terminal.
 
-Invoices are rendered in Metronome's `Invoice` shape. Numbers are Decimal throughout; the CLI
-writes them as exact JSON number text (never through a float).
+Invoices are rendered in Metronome's `Invoice` shape (and their hourly or daily breakdowns),
+contracts in its v1 `Contract` shape, commits and credits in its `Commit` and `Credit` shapes.
+Numbers are Decimal throughout; the CLI and the API write them as exact JSON number text (never
+through a float).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from bulk_rating import frames
+from bulk_rating import balances, frames, schedule
 from bulk_rating.errors import ISSUE_CODES, BulkRatingError, ExitCode
+from bulk_rating.models import Commit, Contract, Credit, InvoiceScheduleItem, Override
 from bulk_rating.money import format_decimal
 
 
@@ -91,6 +94,237 @@ def invoice_document(invoice: dict[str, Any], lines: list[dict[str, Any]]) -> di
         "custom_fields": _json_object(invoice["custom_fields"]) or {},
         "external_invoice": None,
         "line_items": [line_document(line) for line in lines],
+    }
+
+
+def breakdown_document(
+    invoice: dict[str, Any],
+    lines: list[dict[str, Any]],
+    amounts: dict[str, tuple[Decimal | None, Decimal]],
+    start: datetime,
+    end: datetime,
+    *,
+    skip_zero_quantity: bool = False,
+) -> dict[str, Any]:
+    """An Invoice restricted to the window [start, end) (Metronome's list_breakdowns item):
+    `amounts` holds each line's quantity and total in the window. A usage line whose period
+    overlaps the window is shown (quantity 0 when none of its usage falls there, unless
+    `skip_zero_quantity`); an applied commit or credit only in the window its amount falls in.
+    Totals are the window's: usage and applications, postpaid ones aside (as on the invoice)."""
+    shown = []
+    for line in lines:
+        quantity, total = amounts.get(line["line_item_id"], (None, None))
+        if line["type"] == "usage":
+            if not (line["starting_at"] < end and start < line["ending_before"]):
+                continue
+            quantity = Decimal(0) if quantity is None else quantity
+            total = Decimal(0) if total is None else total
+            if skip_zero_quantity and quantity == 0:
+                continue
+        elif total is None:
+            continue
+        shown.append(
+            {
+                **line,
+                "quantity": quantity,
+                "total": total,
+                "starting_at": max(line["starting_at"], start),
+                "ending_before": min(line["ending_before"], end),
+            }
+        )
+    window = {
+        **invoice,
+        "total": sum(
+            (ln["total"] for ln in shown if ln.get("commit_kind") != "POSTPAID"), Decimal(0)
+        ),
+        "subtotal": sum((ln["total"] for ln in shown if ln["type"] == "usage"), Decimal(0)),
+    }
+    return {
+        **invoice_document(window, shown),
+        "breakdown_start_timestamp": timestamp(start),
+        "breakdown_end_timestamp": timestamp(end),
+    }
+
+
+# --- contracts, commits and credits (Metronome's v1 Contract, Commit and Credit) -------------
+
+CREATED_BY = "bulk-rating"
+LEDGER_FIELDS = {  # what each entry type carries beside type, amount and timestamp
+    "START": ("segment_id",),
+    "INITIAL_BALANCE": (),
+    "DEDUCTION": ("invoice_id", "segment_id", "contract_id"),
+}
+
+
+def _ledger_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    kind = next(k for k in LEDGER_FIELDS if entry["type"].endswith(k))
+    return {
+        "type": entry["type"],
+        "amount": number(entry["amount"]),
+        "timestamp": timestamp(entry["timestamp"]),
+        **{name: entry[name] for name in LEDGER_FIELDS[kind]},
+    }
+
+
+def _credit_type(credit_type_id: str, names: dict[str, str]) -> dict[str, str]:
+    return {"id": credit_type_id, "name": names.get(credit_type_id, credit_type_id)}
+
+
+def commit_document(
+    contract: Contract,
+    kind: str,
+    item_id: str,
+    item: Commit | Credit,
+    *,
+    created_at: datetime,
+    products: dict[str, str],
+    credit_types: dict[str, str],
+    balance: Decimal | None = None,
+    ledger: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A commit or credit as Metronome's Commit or Credit: its access schedule (segment ids as
+    stored), invoice schedule, and, when given, its balance and ledger."""
+    access = item.access_schedule
+    document: dict[str, Any] = {
+        "id": item_id,
+        "type": kind,
+        "created_at": timestamp(created_at),
+        "product": {"id": item.product_id, "name": products.get(item.product_id, item.product_id)},
+        "contract": {"id": contract.id},
+        "name": balances.display_name(kind, item),
+        "description": item.description,
+        "priority": number(item.priority),
+        "applicable_product_ids": item.applicable_product_ids,
+        "applicable_product_tags": item.applicable_product_tags,
+        "custom_fields": item.custom_fields,
+        "access_schedule": {
+            "credit_type": _credit_type(access.credit_type_id, credit_types),
+            "access_type": access.access_type,
+            "schedule_items": [
+                {
+                    "id": balances.segment_id(item_id, k, segment.id),
+                    "amount": number(segment.amount),
+                    "starting_at": timestamp(segment.starting_at),
+                    "ending_before": timestamp(segment.ending_before),
+                }
+                for k, segment in enumerate(access.schedule_items)
+            ],
+        },
+    }
+    if isinstance(item, Commit) and item.invoice_schedule is not None:
+        schedule = item.invoice_schedule
+        document["invoice_schedule"] = {
+            "credit_type": _credit_type(schedule.credit_type_id, credit_types),
+            "do_not_invoice": schedule.do_not_invoice,
+            "schedule_items": [
+                _charge(item_id, k, charge) for k, charge in enumerate(schedule.schedule_items)
+            ],
+        }
+    if balance is not None:
+        document["balance"] = number(balance)
+    if ledger is not None:
+        document["ledger"] = [_ledger_entry(entry) for entry in ledger]
+    return document
+
+
+def _charge(item_id: str, position: int, charge: InvoiceScheduleItem) -> dict[str, Any]:
+    """An invoice schedule item: `amount` alone is a quantity of 1 at that price (Metronome)."""
+    if charge.amount is not None:
+        unit_price, quantity, amount = charge.amount, Decimal(1), charge.amount
+    else:
+        unit_price, quantity = charge.unit_price or Decimal(0), charge.quantity or Decimal(0)
+        amount = unit_price * quantity
+    return {
+        "id": charge.id or balances.stable_id(f"{item_id}|invoice|{position}"),
+        "amount": number(amount),
+        "quantity": number(quantity),
+        "unit_price": number(unit_price),
+        "timestamp": timestamp(charge.timestamp),
+    }
+
+
+def _override_document(
+    contract: Contract,
+    position: int,
+    override: Override,
+    created_at: datetime,
+    products: dict[str, str],
+    credit_types: dict[str, str],
+) -> dict[str, Any]:
+    rate = override.overwrite_rate
+    return {
+        "id": balances.stable_id(f"{contract.id}|override|{position}"),
+        "created_at": timestamp(created_at),
+        "starting_at": timestamp(override.starting_at),
+        "ending_before": timestamp(override.ending_before),
+        "type": override.type,
+        "product": None
+        if override.product_id is None
+        else {
+            "id": override.product_id,
+            "name": products.get(override.product_id, override.product_id),
+        },
+        "applicable_product_tags": override.applicable_product_tags,
+        "entitled": override.entitled,
+        "multiplier": number(override.multiplier),
+        "priority": number(override.priority),
+        "overwrite_rate": None
+        if rate is None
+        else {
+            "rate_type": rate.rate_type,
+            "price": number(rate.price),
+            "tiers": None
+            if rate.tiers is None
+            else [{"price": number(t.price), "size": number(t.size)} for t in rate.tiers],
+            "credit_type": None
+            if rate.credit_type_id is None
+            else _credit_type(rate.credit_type_id, credit_types),
+        },
+        "override_tiers": None
+        if override.tiers is None
+        else [{"multiplier": number(t.multiplier), "size": number(t.size)} for t in override.tiers],
+    }
+
+
+def contract_document(
+    contract: Contract,
+    *,
+    created_at: datetime,
+    commits: list[dict[str, Any]],
+    products: dict[str, str],
+    credit_types: dict[str, str],
+) -> dict[str, Any]:
+    """A contract as Metronome's v1 Contract: never amended, so `initial` and `current` are the
+    same state and `amendments` is empty. `commits`: its commits and credits as documents."""
+    state = {
+        "starting_at": timestamp(contract.starting_at),
+        "ending_before": timestamp(contract.ending_before),
+        "name": contract.name,
+        "rate_card_id": contract.rate_card_id,
+        "net_payment_terms_days": number(contract.net_payment_terms_days),
+        "usage_statement_schedule": {
+            "frequency": contract.usage_statement_schedule.frequency,
+            "billing_anchor_date": timestamp(schedule.billing_anchor(contract)),
+        },
+        "commits": [c for c in commits if c["type"] != "CREDIT"],
+        "credits": [c for c in commits if c["type"] == "CREDIT"],
+        "overrides": [
+            _override_document(contract, n, o, created_at, products, credit_types)
+            for n, o in enumerate(contract.overrides)
+        ],
+        "scheduled_charges": [],
+        "transitions": [],
+        "created_at": timestamp(created_at),
+        "created_by": CREATED_BY,
+    }
+    return {
+        "id": contract.id,
+        "customer_id": contract.customer_id,
+        "initial": state,
+        "current": state,
+        "amendments": [],
+        "custom_fields": contract.custom_fields,
+        "uniqueness_key": contract.uniqueness_key,
     }
 
 

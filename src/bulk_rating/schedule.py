@@ -38,6 +38,11 @@ def _anchor(contract: Contract) -> datetime:
     return start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def billing_anchor(contract: Contract) -> datetime:
+    """The moment the contract's periods are counted from (Metronome's `billing_anchor_date`)."""
+    return _anchor(contract)
+
+
 def _boundary(contract: Contract, k: int) -> datetime:
     anchor = _anchor(contract)
     frequency = contract.usage_statement_schedule.frequency

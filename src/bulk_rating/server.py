@@ -19,13 +19,13 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from bulk_rating import load, services
@@ -36,6 +36,12 @@ from bulk_rating.errors import (
     NotFoundError,
     ResourceError,
     UsageError,
+)
+from bulk_rating.models import (
+    BalancesListRequest,
+    ContractListRequest,
+    ContractRetrieveRequest,
+    NetBalanceRequest,
 )
 from bulk_rating.money import dumps_exact
 from bulk_rating.settings import Settings
@@ -86,6 +92,7 @@ NOT_SUPPORTED_YET = {
 RATE_TYPES_NOT_SUPPORTED_YET = {"PERCENTAGE", "TIERED_PERCENTAGE", "CUSTOM", "SUBSCRIPTION"}
 MAX_LIMIT = 100
 TIMESTAMP = TypeAdapter(AwareDatetime)
+Asked = TypeVar("Asked", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -179,8 +186,10 @@ def _object(document: Any, what: str) -> dict[str, Any]:
 
 
 def _timestamp(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
+    return None if value is None else _moment(value, name)
+
+
+def _moment(value: str, name: str) -> datetime:
     try:
         return TIMESTAMP.validate_python(value)
     except ValidationError as exc:
@@ -247,6 +256,30 @@ def _rate_types_supported(rates: list[Any], where: Callable[[int], str]) -> None
     ]
     if issues:
         raise ApiError(400, "the rates have problems; nothing was written", issues)
+
+
+def _request(model: type[Asked], body: Any) -> Asked:
+    """A read request's body as its model; every problem with it is a 400 listing them all."""
+    try:
+        return model.model_validate(_object(body, f"a {model.__name__} body"))
+    except ValidationError as exc:
+        issues = [
+            {
+                "code": "UNKNOWN_FIELD" if e["type"] == "extra_forbidden" else "INVALID_VALUE",
+                "field": ".".join(str(part) for part in e["loc"]),
+                "message": e["msg"],
+            }
+            for e in exc.errors()
+        ]
+        raise ApiError(400, "the request is not valid", issues) from exc
+
+
+def _one_of(value: str, name: str, allowed: Sequence[str]) -> str:
+    """An enum query parameter, in any casing; anything else is a 400."""
+    for choice in allowed:
+        if value.lower() == choice.lower():
+            return choice
+    raise ApiError(400, f"{name} must be one of {', '.join(allowed)} (not {value!r})")
 
 
 def content_id(body: dict[str, Any], kind: str | None = None) -> str:
@@ -600,6 +633,68 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         )
         return _json(200, page.to_dict())
 
+    @app.post("/v1/contracts/get")
+    async def retrieve_contract(request: Request) -> Response:
+        """One contract of a customer in Metronome's v1 Contract shape."""
+        asked = _request(ContractRetrieveRequest, await _body(request))
+        found = await locked(
+            lambda: services.customer_contract(
+                asked.customer_id,
+                asked.contract_id,
+                include_balance=asked.include_balance,
+                include_ledgers=asked.include_ledgers,
+                settings=settings,
+            )
+        )
+        if found is None:
+            raise ApiError(
+                404, f"no contract `{asked.contract_id}` of customer `{asked.customer_id}`"
+            )
+        return _json(200, {"data": found})
+
+    @app.post("/v1/contracts/list")
+    async def list_contracts(request: Request) -> Response:
+        """A customer's contracts, a page at a time (`cursor` in the body and the answer)."""
+        asked = _request(ContractListRequest, await _body(request))
+        page = await locked(
+            lambda: services.customer_contracts(
+                asked.customer_id,
+                limit=asked.limit,
+                cursor=asked.cursor,
+                covering_date=asked.covering_date,
+                starting_at=asked.starting_at,
+                include_balance=asked.include_balance,
+                include_ledgers=asked.include_ledgers,
+                settings=settings,
+            )
+        )
+        return _json(200, page.to_dict())
+
+    # --- balances ---------------------------------------------------------------------------
+
+    @app.post("/v1/contracts/customerBalances/list")
+    async def list_balances(request: Request) -> Response:
+        """A customer's commits and credits (Metronome's Commit and Credit), a page at a time."""
+        asked = _request(BalancesListRequest, await _body(request))
+        page = await locked(
+            lambda: services.customer_commits(
+                asked.customer_id,
+                commit_id=asked.id,
+                access_type=asked.access_type,
+                covering_date=asked.covering_date,
+                effective_before=asked.effective_before,
+                starting_at=asked.starting_at,
+                exclude_zero_balances=asked.exclude_zero_balances,
+                include_balance=asked.include_balance,
+                include_contract_balances=asked.include_contract_balances,
+                include_ledgers=asked.include_ledgers,
+                limit=asked.limit,
+                next_page=asked.next_page,
+                settings=settings,
+            )
+        )
+        return _json(200, page.to_dict())
+
     @app.get("/v1/credit-types/list")
     async def list_credit_types(limit: int = 25, next_page: str | None = None) -> Response:
         page = await locked(
@@ -613,6 +708,22 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def create_credit_type(request: Request) -> Response:
         made = await create(request, "credit_types", "credit-types/create", {})
         return _json(200, {"data": {"id": made}})
+
+    @app.post("/v1/contracts/customerBalances/getNetBalance")
+    async def get_net_balance(request: Request) -> Response:
+        """What a customer can still draw in one credit type: the `bulk-rating balances` rule."""
+        asked = _request(NetBalanceRequest, await _body(request))
+        found = await locked(
+            lambda: services.net_balance(
+                asked.customer_id,
+                credit_type_id=asked.credit_type_id,
+                filters=asked.filters,
+                invoice_inclusion_mode=asked.invoice_inclusion_mode,
+                access_type=asked.access_type,
+                settings=settings,
+            )
+        )
+        return _json(200, {"data": found.to_dict()})
 
     # --- invoices ---------------------------------------------------------------------------
 
@@ -635,6 +746,43 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
                 status=status,
                 starting_on=_timestamp(starting_on, "starting_on"),
                 ending_before=_timestamp(ending_before, "ending_before"),
+                settings=settings,
+            )
+        )
+        return _json(200, page.to_dict())
+
+    # before /invoices/{invoice_id}, which would take "breakdowns" for an invoice id
+    @app.get("/v1/customers/{customer_id}/invoices/breakdowns")
+    async def list_invoice_breakdowns(
+        customer_id: str,
+        starting_on: str,
+        ending_before: str,
+        window_size: str = "DAY",
+        limit: int | None = None,
+        next_page: str | None = None,
+        status: str | None = None,
+        credit_type_id: str | None = None,
+        sort: str = "date_asc",
+        skip_zero_qty_line_items: bool = False,
+    ) -> Response:
+        """Each invoice window by window (UTC hours or days): an Invoice per window with that
+        window's lines and totals, and its `breakdown_start_timestamp`/`_end_timestamp`."""
+        if limit is not None and not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be between 1 and 100")
+        start = _moment(starting_on, "starting_on")
+        end = _moment(ending_before, "ending_before")
+        page = await locked(
+            lambda: services.customer_invoice_breakdowns(
+                customer_id,
+                starting_on=start,
+                ending_before=end,
+                window_size=_one_of(window_size, "window_size", ("HOUR", "DAY")),
+                limit=limit,
+                next_page=next_page,
+                status=status,
+                credit_type_id=credit_type_id,
+                sort=_one_of(sort, "sort", ("date_asc", "date_desc")),
+                skip_zero_qty_line_items=skip_zero_qty_line_items,
                 settings=settings,
             )
         )

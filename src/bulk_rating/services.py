@@ -13,18 +13,33 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from pydantic import TypeAdapter
 
-from bulk_rating import documents, frames, interrupts, load, output, pipeline, reconcile, validate
+from bulk_rating import (
+    balances,
+    documents,
+    frames,
+    interrupts,
+    load,
+    output,
+    pipeline,
+    reconcile,
+    validate,
+)
 from bulk_rating.errors import CatalogConflictError, ExitCode, NotFoundError, UsageError
 from bulk_rating.models import (
     USD_CENTS_ID,
     USD_CENTS_NAME,
+    BalanceFilter,
     Catalog,
+    Commit,
+    Contract,
+    Credit,
     NewRates,
     Product,
     Rate,
@@ -34,7 +49,14 @@ from bulk_rating.models import (
 )
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
-from bulk_rating.report import RunReport, invoice_document, timestamp
+from bulk_rating.report import (
+    RunReport,
+    breakdown_document,
+    commit_document,
+    contract_document,
+    invoice_document,
+    timestamp,
+)
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store, rate_card_in_use
 
@@ -290,6 +312,381 @@ def keep_api_answer(
         store.keep_api_answer(key, request_hash, method, path, status, body)
 
 
+# Breakdowns per page when the request gives no limit: Metronome's 35 days, or 24 hours.
+BREAKDOWNS_PER_PAGE = {"DAY": 35, "HOUR": 24}
+
+
+def customer_invoice_breakdowns(
+    customer_id: str,
+    *,
+    starting_on: datetime,
+    ending_before: datetime,
+    window_size: str = "DAY",
+    limit: int | None = None,
+    next_page: str | None = None,
+    status: str | None = None,
+    credit_type_id: str | None = None,
+    sort: str = "date_asc",
+    skip_zero_qty_line_items: bool = False,
+    settings: Settings | None = None,
+    **options: Any,
+) -> InvoicePage:
+    """A customer's invoices window by window (UTC hours or days, `window_size`), each window
+    an Invoice with that window's lines and totals; the windows of all invoices, by issue date
+    (`sort`), invoice and window start, `limit` a page. A window is listed when it lies wholly
+    in [starting_on, ending_before); over an invoice's whole period its windows add up to it."""
+    if starting_on >= ending_before:
+        raise UsageError("starting_on must be before ending_before")
+    page_size = limit or BREAKDOWNS_PER_PAGE[window_size]
+    offset = _offset(next_page)
+    with Store.open_read_only(settings_of(settings, **options).db) as store:
+        if not store.has_customer(customer_id):
+            raise NotFoundError(f"no customer `{customer_id}`")
+        windows = store.breakdown_windows(
+            customer_id,
+            starting_on=starting_on,
+            ending_before=ending_before,
+            window_size=window_size,
+            status=status,
+            credit_type_id=credit_type_id,
+            descending=sort == "date_desc",
+            limit=page_size + 1,  # one more: is there a next page
+            offset=offset,
+        )
+        more = windows.height > page_size
+        windows = windows.head(page_size)
+        if not windows.height:
+            return InvoicePage([], None)
+        ids = windows["invoice_id"].unique().to_list()
+        invoices, lines = store.customer_invoices_by_id(customer_id, ids)
+        starts: list[datetime] = windows["window_start"].to_list()
+        amounts = store.breakdown_amounts(ids, window_size, min(starts), max(starts))
+    by_invoice = {i["invoice_id"]: i for i in invoices.to_dicts()}
+    lines_of: dict[str, list[dict[str, Any]]] = {}
+    for line in lines.to_dicts():
+        lines_of.setdefault(line["invoice_id"], []).append(line)
+    in_window: dict[tuple[str, datetime], dict[str, tuple[Any, Any]]] = {}
+    for row in amounts.to_dicts():
+        key = (row["invoice_id"], row["window_start"])
+        in_window.setdefault(key, {})[row["line_item_id"]] = (row["quantity"], row["total"])
+    documents = [
+        breakdown_document(
+            by_invoice[w["invoice_id"]],
+            lines_of.get(w["invoice_id"], []),
+            in_window.get((w["invoice_id"], w["window_start"]), {}),
+            w["breakdown_start"],
+            w["breakdown_end"],
+            skip_zero_quantity=skip_zero_qty_line_items,
+        )
+        for w in windows.to_dicts()
+    ]
+    return InvoicePage(documents, str(offset + page_size) if more else None)
+
+
+# --- contracts, commits and credits ------------------------------------------------------------
+
+
+@dataclass
+class ContractPage:
+    """One page of a customer's contracts (contracts/list answers `cursor`, not `next_page`)."""
+
+    data: list[dict[str, Any]]
+    cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "cursor": self.cursor}
+
+
+@dataclass
+class _Commitment:
+    """One commit or credit of a contract, as `balances.commits_and_credits` names it."""
+
+    contract: Contract
+    created_at: datetime  # when its contract was stored
+    kind: str  # PREPAID, POSTPAID or CREDIT
+    id: str
+    item: Commit | Credit
+
+    @property
+    def first_access(self) -> datetime:
+        return min(s.starting_at for s in self.item.access_schedule.schedule_items)
+
+    def has_access(
+        self,
+        covering: datetime | None = None,
+        on_or_after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> bool:
+        """Whether a segment covers `covering`, one gives access on or after `on_or_after`,
+        one before `before` (each test left out when None)."""
+        segments = self.item.access_schedule.schedule_items
+        return (
+            (covering is None or any(s.starting_at <= covering < s.ending_before for s in segments))
+            and (on_or_after is None or any(s.ending_before > on_or_after for s in segments))
+            and (before is None or any(s.starting_at < before for s in segments))
+        )
+
+
+@dataclass
+class _Commitments:
+    """A customer's contracts and their commits and credits, read once from the store with
+    what each segment held at the as-of moment, as the documents are built from them."""
+
+    contracts: list[tuple[Contract, datetime]]
+    segments: pl.DataFrame  # store.customer_balances
+    ledger: pl.DataFrame  # store.customer_ledger
+    products: dict[str, str]
+    credit_types: dict[str, str]
+
+    def items(self, contract: Contract | None = None) -> list[_Commitment]:
+        return [
+            _Commitment(c, created_at, kind, item_id, item)
+            for c, created_at in self.contracts
+            if contract is None or c.id == contract.id
+            for kind, item_id, item in balances.commits_and_credits(c)
+        ]
+
+    def balance(self, item_id: str) -> Decimal:
+        """Metronome's balance of one commit or credit: what remains of its segments usable at
+        the as-of moment, a negative remainder counted as 0."""
+        remaining = self.segments.filter((pl.col("id") == item_id) & pl.col("active"))["remaining"]
+        return sum((max(r, Decimal(0)) for r in remaining.to_list()), Decimal(0))
+
+    def document(self, one: _Commitment, *, balance: bool, ledger: bool) -> dict[str, Any]:
+        return commit_document(
+            one.contract,
+            one.kind,
+            one.id,
+            one.item,
+            created_at=one.created_at,
+            products=self.products,
+            credit_types=self.credit_types,
+            balance=self.balance(one.id) if balance else None,
+            ledger=self.ledger.filter(pl.col("commit_or_credit_id") == one.id).to_dicts()
+            if ledger
+            else None,
+        )
+
+    def contract(
+        self, contract: Contract, created_at: datetime, *, balance: bool, ledger: bool
+    ) -> dict[str, Any]:
+        return contract_document(
+            contract,
+            created_at=created_at,
+            commits=[
+                self.document(one, balance=balance, ledger=ledger) for one in self.items(contract)
+            ],
+            products=self.products,
+            credit_types=self.credit_types,
+        )
+
+
+def _commitments(
+    store: Store, customer_id: str, as_of: datetime, *, finalized_only: bool = False
+) -> _Commitments:
+    if not store.has_customer(customer_id):
+        raise NotFoundError(f"no customer `{customer_id}`")
+    contracts = []
+    for row in store.customer_contracts(customer_id):
+        contract = Contract.model_validate_json(row["body"])
+        contracts.append((contract, row["created_at"] or contract.starting_at))
+    return _Commitments(
+        contracts,
+        store.customer_balances(customer_id, as_of, finalized_only=finalized_only),
+        store.customer_ledger(customer_id, as_of),
+        store.names("products"),
+        store.names("credit_types"),
+    )
+
+
+def customer_contract(
+    customer_id: str,
+    contract_id: str,
+    *,
+    include_balance: bool = False,
+    include_ledgers: bool = False,
+    settings: Settings | None = None,
+    **options: Any,
+) -> dict[str, Any] | None:
+    """One contract of a customer in Metronome's v1 Contract shape, or None; its commits and
+    credits with their balance and ledger at the as-of moment when asked."""
+    chosen = settings_of(settings, **options)
+    with Store.open_read_only(chosen.db) as store:
+        known = _commitments(store, customer_id, chosen.as_of_or_now())
+    for contract, created_at in known.contracts:
+        if contract.id == contract_id:
+            return known.contract(
+                contract, created_at, balance=include_balance, ledger=include_ledgers
+            )
+    return None
+
+
+def customer_contracts(
+    customer_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    covering_date: datetime | None = None,
+    starting_at: datetime | None = None,
+    include_balance: bool = False,
+    include_ledgers: bool = False,
+    settings: Settings | None = None,
+    **options: Any,
+) -> ContractPage:
+    """A customer's contracts by start and id, `limit` a page: those in effect at
+    `covering_date`, or starting on or after `starting_at` (one of the two at most)."""
+    if covering_date is not None and starting_at is not None:
+        raise UsageError("covering_date and starting_at cannot be given together")
+    offset = _offset(cursor, "cursor")
+    chosen = settings_of(settings, **options)
+    with Store.open_read_only(chosen.db) as store:
+        known = _commitments(store, customer_id, chosen.as_of_or_now())
+    listed = [
+        (contract, created_at)
+        for contract, created_at in known.contracts
+        if (
+            covering_date is None
+            or (
+                contract.starting_at <= covering_date
+                and (contract.ending_before is None or covering_date < contract.ending_before)
+            )
+        )
+        and (starting_at is None or contract.starting_at >= starting_at)
+    ]
+    page = [
+        known.contract(c, created_at, balance=include_balance, ledger=include_ledgers)
+        for c, created_at in listed[offset : offset + limit]
+    ]
+    return ContractPage(page, str(offset + limit) if len(listed) > offset + limit else None)
+
+
+@dataclass
+class BalancePage:
+    """One page of a customer's commits and credits (Metronome's Commit and Credit shapes)."""
+
+    data: list[dict[str, Any]]
+    next_page: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "next_page": self.next_page}
+
+
+def customer_commits(
+    customer_id: str,
+    *,
+    commit_id: str | None = None,
+    access_type: str | None = None,
+    covering_date: datetime | None = None,
+    effective_before: datetime | None = None,
+    starting_at: datetime | None = None,
+    exclude_zero_balances: bool = False,
+    include_balance: bool = False,
+    include_contract_balances: bool = False,
+    include_ledgers: bool = False,
+    limit: int = 25,
+    next_page: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> BalancePage:
+    """A customer's commits and credits (customerBalances/list), by first access and id.
+
+    As Metronome does, the commits and credits of a contract are listed only with
+    `include_contract_balances` (every one bulk_rating holds belongs to a contract), their
+    balance only with `include_balance`, their ledger only with `include_ledgers`. Every one
+    is drawn down by spend, so `access_type` QUANTITY lists none. `commit_id` (Metronome's
+    `id`) names one; an unknown one is a NotFoundError."""
+    offset = _offset(next_page)
+    chosen = settings_of(settings, **options)
+    with Store.open_read_only(chosen.db) as store:
+        known = _commitments(store, customer_id, chosen.as_of_or_now())
+    every = known.items()
+    if commit_id is not None and all(one.id != commit_id for one in every):
+        raise NotFoundError(f"no commit or credit `{commit_id}` of customer `{customer_id}`")
+    listed = sorted(
+        (
+            one
+            for one in every
+            if include_contract_balances
+            and access_type != "QUANTITY"
+            and commit_id in (None, one.id)
+            and one.has_access(covering_date, starting_at, effective_before)
+            and not (exclude_zero_balances and known.balance(one.id) == 0)
+        ),
+        key=lambda one: (one.first_access, one.id),
+    )
+    page = [
+        known.document(one, balance=include_balance, ledger=include_ledgers)
+        for one in listed[offset : offset + limit]
+    ]
+    return BalancePage(page, str(offset + limit) if len(listed) > offset + limit else None)
+
+
+@dataclass
+class NetBalance:
+    """getNetBalance's answer."""
+
+    balance: Decimal
+    credit_type_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"balance": self.balance, "credit_type_id": self.credit_type_id}
+
+
+# getNetBalance's balance_types, by the kind a commit or credit is stored as.
+BALANCE_TYPES = {"PREPAID": "PREPAID_COMMIT", "POSTPAID": "POSTPAID_COMMIT", "CREDIT": "CREDIT"}
+# Metronome's credit type of quantity-based balances.
+NULL_CREDIT_TYPE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def net_balance(
+    customer_id: str,
+    *,
+    credit_type_id: str | None = None,
+    filters: Sequence[BalanceFilter] | None = None,
+    invoice_inclusion_mode: str = "FINALIZED_AND_DRAFT",
+    access_type: str = "SPEND",
+    settings: Settings | None = None,
+    **options: Any,
+) -> NetBalance:
+    """getNetBalance: the `bulk-rating balances` rule (what remains of the segments usable at
+    the as-of moment, a negative remainder counted as 0) over the commits and credits in the
+    credit type (default USD cents) that match any of `filters` (all when none);
+    `invoice_inclusion_mode` FINALIZED leaves out what DRAFT invoices deducted. Nothing is
+    drawn down by quantity: `access_type` QUANTITY is 0 in Metronome's null credit type."""
+    if access_type == "QUANTITY" and credit_type_id is not None:
+        raise UsageError("credit_type_id cannot be given with access_type QUANTITY")
+    credit_type = credit_type_id or USD_CENTS_ID
+    chosen = settings_of(settings, **options)
+    with Store.open_read_only(chosen.db) as store:
+        known = _commitments(
+            store,
+            customer_id,
+            chosen.as_of_or_now(),
+            finalized_only=invoice_inclusion_mode == "FINALIZED",
+        )
+        if not store.has_credit_type(credit_type):
+            raise NotFoundError(f"no credit type `{credit_type}`")
+    if access_type == "QUANTITY":
+        return NetBalance(Decimal(0), NULL_CREDIT_TYPE_ID)
+
+    def matches(one: _Commitment, given: BalanceFilter) -> bool:
+        return (
+            (given.balance_types is None or BALANCE_TYPES[one.kind] in given.balance_types)
+            and (given.ids is None or one.id in given.ids)
+            and all(
+                one.item.custom_fields.get(k) == v for k, v in (given.custom_fields or {}).items()
+            )
+        )
+
+    counted = {
+        one.id
+        for one in known.items()
+        if one.item.access_schedule.credit_type_id == credit_type
+        and (not filters or any(matches(one, f) for f in filters))
+    }
+    return NetBalance(sum((known.balance(i) for i in counted), Decimal(0)), credit_type)
+
+
 def _documents(invoices: pl.DataFrame, lines: pl.DataFrame) -> list[dict[str, Any]]:
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for line in lines.to_dicts():
@@ -297,11 +694,11 @@ def _documents(invoices: pl.DataFrame, lines: pl.DataFrame) -> list[dict[str, An
     return [invoice_document(i, by_invoice.get(i["invoice_id"], [])) for i in invoices.to_dicts()]
 
 
-def _offset(next_page: str | None) -> int:
+def _offset(next_page: str | None, name: str = "next_page") -> int:
     if next_page is None or next_page == "":
         return 0
     if not next_page.isdigit() or len(next_page) > 18:
-        raise UsageError(f"next_page `{next_page[:40]}` is not a cursor this API gave")
+        raise UsageError(f"{name} `{next_page[:40]}` is not a cursor this API gave")
     return int(next_page)
 
 

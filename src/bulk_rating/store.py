@@ -1005,8 +1005,11 @@ class Store:
             self.scalar("SELECT count(*) FROM customers WHERE customer_id = ?", [customer_id])
         )
 
-    def customer_balances(self, customer_id: str, as_of: datetime) -> pl.DataFrame:
-        """Each commit and credit segment of a customer, with what remained of it at `as_of`."""
+    def customer_balances(
+        self, customer_id: str, as_of: datetime, *, finalized_only: bool = False
+    ) -> pl.DataFrame:
+        """Each commit and credit segment of a customer, with what remained of it at `as_of`;
+        `finalized_only`: deductions of DRAFT invoices left out."""
         return self.frame(
             """SELECT s.commit_or_credit_id AS id, s.kind AS type, s.segment_id, s.starting_at, s.ending_before,
                       s.credit_type_id, s.amount,
@@ -1014,11 +1017,144 @@ class Store:
                       s.starting_at <= $as_of AND $as_of < s.ending_before AS active
                FROM commit_segments s
                LEFT JOIN balance_ledger_entries e ON e.segment_id = s.segment_id AND e.timestamp <= $as_of
+                 AND NOT ($finalized_only AND e.invoice_id IN (SELECT invoice_id FROM invoices WHERE status = 'DRAFT'))
                WHERE s.customer_id = $customer
                GROUP BY s.commit_or_credit_id, s.kind, s.segment_id, s.starting_at, s.ending_before,
                         s.credit_type_id, s.amount
                ORDER BY s.starting_at, s.segment_id""",
+            {"customer": customer_id, "as_of": as_of, "finalized_only": finalized_only},
+        )
+
+    def customer_ledger(self, customer_id: str, as_of: datetime) -> pl.DataFrame:
+        """A customer's ledger entries up to `as_of`, per segment in time order (a segment's
+        start before what is deducted at the same moment)."""
+        return self.frame(
+            """SELECT commit_or_credit_id, kind, segment_id, type, amount, invoice_id, contract_id, timestamp
+               FROM balance_ledger_entries
+               WHERE customer_id = $customer AND timestamp <= $as_of
+               ORDER BY commit_or_credit_id, timestamp, amount DESC, entry_id""",
             {"customer": customer_id, "as_of": as_of},
+        )
+
+    def customer_contracts(self, customer_id: str) -> list[dict[str, Any]]:
+        """A customer's contracts by start and id: the body each was created with, and when it
+        was stored (its run's start)."""
+        return self.rows(
+            """SELECT c.contract_id, c.body, r.started_at AS created_at
+               FROM contracts c LEFT JOIN _runs r USING (run_id)
+               WHERE c.customer_id = $customer ORDER BY c.starting_at, c.contract_id""",
+            {"customer": customer_id},
+        )
+
+    def names(self, table: str) -> dict[str, str]:
+        """Id to name of the products or the credit types."""
+        id_column = {"products": "product_id", "credit_types": "credit_type_id"}[table]
+        return dict(self.con.execute(f"SELECT {id_column}, name FROM {table}").fetchall())
+
+    def breakdown_windows(
+        self,
+        customer_id: str,
+        *,
+        starting_on: datetime,
+        ending_before: datetime,
+        window_size: str,
+        status: str | None = None,
+        credit_type_id: str | None = None,
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> pl.DataFrame:
+        """One page of a customer's invoice windows: every UTC hour or day (`window_size`) of each
+        invoice's period, clipped to the period, wholly inside [starting_on, ending_before); by
+        issue date, invoice and window."""
+        unit, step = _WINDOW_SIZES[window_size]
+        order = " DESC" if descending else ""
+        return self.frame(
+            f"""WITH shown AS (
+                    SELECT invoice_id, issued_at, start_timestamp, end_timestamp FROM invoices
+                    WHERE customer_id = $customer
+                      AND ($status IS NULL OR status = upper($status))
+                      AND ($credit_type IS NULL OR credit_type_id = $credit_type)
+                      AND start_timestamp < $ending_before AND $starting_on < end_timestamp
+                ),
+                windows AS (
+                    SELECT *, unnest(generate_series(
+                        date_trunc('{unit}', greatest(start_timestamp, $starting_on)),
+                        least(end_timestamp, $ending_before) - INTERVAL 1 MICROSECOND, {step}
+                    )) AS window_start
+                    FROM shown
+                )
+                SELECT invoice_id, window_start,
+                       greatest(window_start, start_timestamp) AS breakdown_start,
+                       least(window_start + {step}, end_timestamp) AS breakdown_end
+                FROM windows
+                WHERE greatest(window_start, start_timestamp) >= $starting_on
+                  AND least(window_start + {step}, end_timestamp) <= $ending_before
+                ORDER BY issued_at{order}, start_timestamp{order}, invoice_id{order}, window_start{order}
+                LIMIT $limit OFFSET $offset""",
+            {
+                "customer": customer_id,
+                "status": status,
+                "credit_type": credit_type_id,
+                "starting_on": starting_on,
+                "ending_before": ending_before,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+
+    def breakdown_amounts(
+        self, invoice_ids: list[str], window_size: str, first: datetime, last: datetime
+    ) -> pl.DataFrame:
+        """Each line's quantity and exact total per UTC hour or day window from `first` to `last`
+        (window starts). A breakdown row counts in the window holding its last instant: hours
+        roll up into their day, a day's usage falls in its last hour; a line without breakdown
+        rows (a plain quantity, an applied commit or credit) falls whole in the window holding
+        its end, where the ledger dates a deduction."""
+        unit, step = _WINDOW_SIZES[window_size]
+        return self.frame(
+            f"""WITH pieces AS (
+                    SELECT invoice_id, line_item_id,
+                           date_trunc('{unit}', window_end - INTERVAL 1 MICROSECOND) AS window_start,
+                           quantity, amount AS total
+                    FROM invoice_breakdowns
+                    WHERE list_contains($ids, invoice_id)
+                      -- no breakdown row is wider than a day: rows far from the page are skipped
+                      AND window_start > $first - INTERVAL 1 DAY AND window_start < $last + {step}
+                    UNION ALL
+                    SELECT invoice_id, line_item_id,
+                           date_trunc('{unit}', ending_before - INTERVAL 1 MICROSECOND) AS window_start,
+                           quantity, total
+                    FROM invoice_line_items
+                    WHERE list_contains($ids, invoice_id) AND coalesce(granularity, 'NONE') NOT IN ('HOUR', 'DAY')
+                )
+                SELECT invoice_id, line_item_id, window_start, sum(quantity) AS quantity, sum(total) AS total
+                FROM pieces WHERE window_start BETWEEN $first AND $last
+                GROUP BY ALL""",
+            {"ids": invoice_ids, "first": first, "last": last},
+        )
+
+    def customer_invoices_by_id(
+        self, customer_id: str, invoice_ids: list[str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Some invoices of a customer and their line items (no temporary table: read-only)."""
+        invoices = self.frame(
+            """SELECT i.*, c.name AS credit_type_name FROM invoices i JOIN credit_types c USING (credit_type_id)
+               WHERE i.customer_id = $customer AND list_contains($ids, i.invoice_id)""",
+            {"customer": customer_id, "ids": invoice_ids},
+        )
+        lines = self.frame(
+            """SELECT l.*, c.name AS credit_type_name FROM invoice_line_items l JOIN credit_types c USING (credit_type_id)
+               WHERE list_contains($ids, l.invoice_id) ORDER BY l.invoice_index, l.position""",
+            {"ids": invoices["invoice_id"].to_list()},
+        )
+        return invoices, lines
+
+    def has_credit_type(self, credit_type_id: str) -> bool:
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [credit_type_id]
+            )
         )
 
     def apply_commits(self, run_id: int, applications: pl.DataFrame) -> None:
@@ -1162,6 +1298,9 @@ def rate_card_in_use(rate_card_id: str, contracts: Sequence[str]) -> str:
         " history. Stored rate cards that contracts use are immutable; create a new rate card"
     )
 
+
+# A breakdown window size: DuckDB's date_trunc unit and the window's width.
+_WINDOW_SIZES = {"HOUR": ("hour", "INTERVAL 1 HOUR"), "DAY": ("day", "INTERVAL 1 DAY")}
 
 RUNS_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.Int64(),
