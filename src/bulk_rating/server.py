@@ -695,20 +695,6 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         )
         return _json(200, page.to_dict())
 
-    @app.get("/v1/credit-types/list")
-    async def list_credit_types(limit: int = 25, next_page: str | None = None) -> Response:
-        page = await locked(
-            lambda: services.credit_types(
-                limit=_limit(limit), next_page=next_page, settings=settings
-            )
-        )
-        return _json(200, page.to_dict())
-
-    @app.post("/v1/credit-types/create")
-    async def create_credit_type(request: Request) -> Response:
-        made = await create(request, "credit_types", "credit-types/create", {})
-        return _json(200, {"data": {"id": made}})
-
     @app.post("/v1/contracts/customerBalances/getNetBalance")
     async def get_net_balance(request: Request) -> Response:
         """What a customer can still draw in one credit type: the `bulk-rating balances` rule."""
@@ -724,6 +710,20 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             )
         )
         return _json(200, {"data": found.to_dict()})
+
+    @app.get("/v1/credit-types/list")
+    async def list_credit_types(limit: int = 25, next_page: str | None = None) -> Response:
+        page = await locked(
+            lambda: services.credit_types(
+                limit=_limit(limit), next_page=next_page, settings=settings
+            )
+        )
+        return _json(200, page.to_dict())
+
+    @app.post("/v1/credit-types/create")
+    async def create_credit_type(request: Request) -> Response:
+        made = await create(request, "credit_types", "credit-types/create", {})
+        return _json(200, {"data": {"id": made}})
 
     # --- invoices ---------------------------------------------------------------------------
 

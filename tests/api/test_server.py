@@ -14,8 +14,27 @@ from tests.conftest import run_process
 SERVED = [
     ("post", "/v1/contracts/createHistoricalInvoices"),
     ("post", "/v1/contracts/create"),
+    ("post", "/v1/contracts/get"),
+    ("post", "/v1/contracts/list"),
+    ("post", "/v1/contracts/customerBalances/list"),
+    ("post", "/v1/contracts/customerBalances/getNetBalance"),
     ("get", "/v1/customers/{customer_id}/invoices"),
     ("get", "/v1/customers/{customer_id}/invoices/{invoice_id}"),
+    ("get", "/v1/customers/{customer_id}/invoices/breakdowns"),
+    ("post", "/v1/customers"),
+    ("get", "/v1/customers"),
+    ("get", "/v1/customers/{customer_id}"),
+    ("post", "/v1/contract-pricing/products/create"),
+    ("post", "/v1/contract-pricing/products/get"),
+    ("post", "/v1/contract-pricing/products/list"),
+    ("post", "/v1/contract-pricing/rate-cards/create"),
+    ("post", "/v1/contract-pricing/rate-cards/get"),
+    ("post", "/v1/contract-pricing/rate-cards/list"),
+    ("post", "/v1/contract-pricing/rate-cards/addRate"),
+    ("post", "/v1/contract-pricing/rate-cards/addRates"),
+    ("post", "/v1/contract-pricing/rate-cards/getRates"),
+    ("get", "/v1/credit-types/list"),
+    ("post", "/v1/credit-types/create"),
 ]
 
 
