@@ -17,7 +17,8 @@ import hmac
 import json
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -93,6 +94,43 @@ RATE_TYPES_NOT_SUPPORTED_YET = {"PERCENTAGE", "TIERED_PERCENTAGE", "CUSTOM", "SU
 MAX_LIMIT = 100
 TIMESTAMP = TypeAdapter(AwareDatetime)
 Asked = TypeVar("Asked", bound=BaseModel)
+
+
+class ReadersWriter:
+    """Reads side by side, each write alone; a waiting write goes before new reads (so a steady
+    stream of reads never starves an import)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._changed:
+            self._writers_waiting += 1
+            self._changed.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
 
 
 class ApiError(Exception):
@@ -304,7 +342,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             " separated by commas (e.g. BULK_RATING_API_TOKENS=$(openssl rand -hex 24))"
         )
     accepted = [t.encode() for t in tokens if t]
-    store_lock = threading.Lock()
+    store_access = ReadersWriter()
     app = FastAPI(
         title="bulk_rating",
         summary="Metronome's catalog, contract, invoice and historical-import endpoints over a DuckDB ledger",
@@ -313,9 +351,21 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         redoc_url=None,
     )
 
-    def locked(work: Callable[[], Any]) -> Awaitable[Any]:
+    def reading(work: Callable[[], Any]) -> Awaitable[Any]:
+        """Run a read beside other reads (read-only connections share one DuckDB instance)."""
+
         def run() -> Any:
-            with store_lock:
+            with store_access.reading():
+                return work()
+
+        return run_in_threadpool(run)
+
+    def writing(work: Callable[[], Any]) -> Awaitable[Any]:
+        """Run a request that writes alone: no read or other write meanwhile (one writer; and a
+        read-only and a writing connection to one file cannot be open in one process at once)."""
+
+        def run() -> Any:
+            with store_access.writing():
                 return work()
 
         return run_in_threadpool(run)
@@ -335,7 +385,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             digest.update(part.encode() + b"\0")
         digest.update(body)
         request_hash = digest.hexdigest()
-        kept = await locked(lambda: services.api_answer(key, settings=settings))
+        kept = await writing(lambda: services.api_answer(key, settings=settings))
         if kept is not None:
             kept_hash, status, text = kept
             if kept_hash != request_hash:
@@ -347,7 +397,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
         text = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks).decode()
         if response.status_code < 500:  # a failure of ours may succeed when tried again
-            await locked(
+            await writing(
                 lambda: services.keep_api_answer(
                     key,
                     request_hash,
@@ -437,7 +487,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
                 return services.run_invoices(report.previous_run_id, settings=settings)
             return list(report.documents())
 
-        return _json(200, {"data": await locked(run)})
+        return _json(200, {"data": await writing(run)})
 
     @app.post("/v1/contracts/create")
     async def create_contract(request: Request) -> Response:
@@ -455,7 +505,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
                     400, "the contract has problems; nothing was written", _issues(report.issues)
                 )
 
-        await locked(run)
+        await writing(run)
         return _json(200, {"data": {"id": made}})
 
     # --- the catalog ------------------------------------------------------------------------
@@ -478,7 +528,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             if report.status == "rejected":
                 raise _rejected(report.issues, f"the {what} body", within=f"{kind}[0]")
 
-        await locked(run)
+        await writing(run)
         return made
 
     def found(document: dict[str, Any] | None, what: str, object_id: str) -> Response:
@@ -494,7 +544,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     @app.post("/v1/customers")
     async def create_customer(request: Request) -> Response:
         made = await create(request, "customers", "customers/create", {})
-        created = await locked(lambda: services.created_customer(made, settings=settings))
+        created = await writing(lambda: services.created_customer(made, settings=settings))
         return _json(200, {"data": created})
 
     @app.get("/v1/customers")
@@ -506,7 +556,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         ingest_alias: str | None = None,
         salesforce_account_ids: str | None = None,
     ) -> Response:
-        page = await locked(
+        page = await reading(
             lambda: services.customers(
                 limit=_limit(limit),
                 next_page=next_page,
@@ -523,7 +573,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
 
     @app.get("/v1/customers/{customer_id}")
     async def retrieve_customer(customer_id: str) -> Response:
-        detail = await locked(lambda: services.customer(customer_id, settings=settings))
+        detail = await reading(lambda: services.customer(customer_id, settings=settings))
         return found(detail, "customer", customer_id)
 
     @app.post("/v1/contract-pricing/products/create")
@@ -535,7 +585,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def retrieve_product(request: Request) -> Response:
         asked = await asked_id(request, "products/get")
         return found(
-            await locked(lambda: services.product(asked, settings=settings)), "product", asked
+            await reading(lambda: services.product(asked, settings=settings)), "product", asked
         )
 
     @app.post("/v1/contract-pricing/products/list")
@@ -549,7 +599,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             raise ApiError(400, "archive_filter is ARCHIVED, NOT_ARCHIVED or ALL")
         if archive_filter == "ARCHIVED":  # no product is archived here
             return _json(200, {"data": [], "next_page": None})
-        page = await locked(
+        page = await reading(
             lambda: services.products(limit=_limit(limit), next_page=next_page, settings=settings)
         )
         return _json(200, page.to_dict())
@@ -570,7 +620,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def retrieve_rate_card(request: Request) -> Response:
         asked = await asked_id(request, "rate-cards/get")
         return found(
-            await locked(lambda: services.rate_card(asked, settings=settings)), "rate card", asked
+            await reading(lambda: services.rate_card(asked, settings=settings)), "rate card", asked
         )
 
     @app.post("/v1/contract-pricing/rate-cards/list")
@@ -578,7 +628,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         request: Request, limit: int = 25, next_page: str | None = None
     ) -> Response:
         _only(_object(await _body(request), "a rate-cards/list body"), set(), "rate-cards/list")
-        page = await locked(
+        page = await reading(
             lambda: services.rate_cards(limit=_limit(limit), next_page=next_page, settings=settings)
         )
         return _json(200, page.to_dict())
@@ -592,7 +642,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
                 raise _rejected(added.issues, "the rates", within)
             return added.rates
 
-        result: list[dict[str, Any]] = await locked(run)
+        result: list[dict[str, Any]] = await writing(run)
         return result
 
     @app.post("/v1/contract-pricing/rate-cards/addRate")
@@ -626,7 +676,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
         asked, problems = services.read_rates_query(await _body(request))
         if asked is None:
             raise _rejected(problems, "the getRates body", within="body")
-        page = await locked(
+        page = await reading(
             lambda: services.rate_card_rates(
                 asked, limit=_limit(limit), next_page=next_page, settings=settings
             )
@@ -637,7 +687,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def retrieve_contract(request: Request) -> Response:
         """One contract of a customer in Metronome's v1 Contract shape."""
         asked = _request(ContractRetrieveRequest, await _body(request))
-        found = await locked(
+        found = await reading(
             lambda: services.customer_contract(
                 asked.customer_id,
                 asked.contract_id,
@@ -656,7 +706,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def list_contracts(request: Request) -> Response:
         """A customer's contracts, a page at a time (`cursor` in the body and the answer)."""
         asked = _request(ContractListRequest, await _body(request))
-        page = await locked(
+        page = await reading(
             lambda: services.customer_contracts(
                 asked.customer_id,
                 limit=asked.limit,
@@ -676,7 +726,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def list_balances(request: Request) -> Response:
         """A customer's commits and credits (Metronome's Commit and Credit), a page at a time."""
         asked = _request(BalancesListRequest, await _body(request))
-        page = await locked(
+        page = await reading(
             lambda: services.customer_commits(
                 asked.customer_id,
                 commit_id=asked.id,
@@ -699,7 +749,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def get_net_balance(request: Request) -> Response:
         """What a customer can still draw in one credit type: the `bulk-rating balances` rule."""
         asked = _request(NetBalanceRequest, await _body(request))
-        found = await locked(
+        found = await reading(
             lambda: services.net_balance(
                 asked.customer_id,
                 credit_type_id=asked.credit_type_id,
@@ -713,7 +763,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
 
     @app.get("/v1/credit-types/list")
     async def list_credit_types(limit: int = 25, next_page: str | None = None) -> Response:
-        page = await locked(
+        page = await reading(
             lambda: services.credit_types(
                 limit=_limit(limit), next_page=next_page, settings=settings
             )
@@ -738,7 +788,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     ) -> Response:
         if not 1 <= limit <= 100:
             raise ApiError(400, "limit must be between 1 and 100")
-        page = await locked(
+        page = await reading(
             lambda: services.customer_invoices(
                 customer_id,
                 limit=limit,
@@ -771,7 +821,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             raise ApiError(400, "limit must be between 1 and 100")
         start = _moment(starting_on, "starting_on")
         end = _moment(ending_before, "ending_before")
-        page = await locked(
+        page = await reading(
             lambda: services.customer_invoice_breakdowns(
                 customer_id,
                 starting_on=start,
@@ -790,7 +840,7 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
 
     @app.get("/v1/customers/{customer_id}/invoices/{invoice_id}")
     async def retrieve_invoice(customer_id: str, invoice_id: str) -> Response:
-        found = await locked(
+        found = await reading(
             lambda: services.customer_invoice(customer_id, invoice_id, settings=settings)
         )
         if found is None:

@@ -952,7 +952,7 @@ def add_rates(
 
 def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:
     """An analyst's query on the store, in a sandbox: read-only, no files, no extensions."""
-    with Store.open_read_only(settings_of(settings, **options).db) as store:
+    with Store.open_read_only(settings_of(settings, **options).db, sandboxed=True) as store:
         return store.query(sql)
 
 

@@ -250,13 +250,17 @@ class Store:
         return store
 
     @classmethod
-    def open_read_only(cls, path: Path) -> Store:
-        """For analysts' queries: DuckDB itself refuses every write on this connection, and every
-        file, extension and setting beyond the database (see SANDBOX)."""
+    def open_read_only(cls, path: Path, *, sandboxed: bool = False) -> Store:
+        """For reads: DuckDB itself refuses every write on this connection. `sandboxed` (for
+        analysts' own SQL) also refuses every file, extension and setting beyond the database
+        (see SANDBOX); it locks the configuration of the process's DuckDB instance for that file,
+        so it is not for reads that run beside others in one process (the HTTP API's)."""
         if not path.exists():
             raise UsageError(f"no database at {path}", path=str(path))
         _refuse_foreign_file(path)
-        store = cls(_connect(str(path), read_only=True, sandboxed=True), str(path), throwaway=True)
+        store = cls(
+            _connect(str(path), read_only=True, sandboxed=sandboxed), str(path), throwaway=True
+        )
         if store._schema_version() is None:
             store.close()
             raise NotAStoreError(f"{path} is not a bulk_rating store", path=str(path))

@@ -231,3 +231,41 @@ def test_an_idempotency_key_outlives_the_server(
         restarted.v1.contracts.create(**SEPTEMBER_CONTRACT, extra_headers=key).data.id
         == first.data.id
     )
+
+
+def test_reads_run_beside_each_other_and_wait_for_an_import(
+    serve: Callable[..., Served], acme_catalog: Path
+) -> None:
+    """Eight readers list invoices while an import runs: every read answers (before the import,
+    or after it, whole), none fails on DuckDB's one-configuration-per-file rule, and the import
+    is stored once."""
+    served = serve(acme_catalog)
+    failures: list[BaseException] = []
+    seen: list[int] = []
+
+    def read() -> None:
+        with served.client() as client:
+            for _ in range(5):
+                try:
+                    page = client.v1.customers.invoices.list(customer_id="cus_acme", limit=10)
+                    seen.append(len(page.data))
+                except BaseException as failed:  # collected, asserted below
+                    failures.append(failed)
+
+    def write() -> None:
+        with served.client() as client:
+            _raw(client, ACME_INVOICES, preview=False)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    threads.insert(4, threading.Thread(target=write))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert len(seen) == 40
+    assert set(seen) <= {1, 3}  # the draft alone, or the draft and both imported invoices
+    assert query(
+        acme_catalog, "SELECT count(*) FROM invoices WHERE origin = 'HISTORICAL_IMPORT'"
+    ) == [(2,)]
