@@ -71,3 +71,29 @@ def dumps_exact(value: Any, *, indent: bool = True) -> str:
     return orjson.dumps(
         value, default=_exact, option=options | (orjson.OPT_INDENT_2 if indent else 0)
     ).decode()
+
+
+# The most decimal places shown to people; the exact value is given beside it (a page's `title`).
+SHOWN_SCALE = 6
+
+
+def format_money(amount: Decimal, credit_type_id: str, credit_type_name: str) -> str:
+    """An amount in a credit type for people: USD (cents) as dollars and cents (37500 ->
+    '$375.00'), a custom unit by its name ('1,234.5 Compute credits'); thousands separators,
+    at least the currency's own decimals (2 for dollars, none for custom units) and at most
+    SHOWN_SCALE, rounded half-even and then marked '≈'. Never used for arithmetic."""
+    from bulk_rating.models import USD_CENTS_ID  # models imports this module
+
+    usd = credit_type_id == USD_CENTS_ID
+    value = amount / 100 if usd else amount
+    shown = value.quantize(Decimal(1).scaleb(-SHOWN_SCALE), rounding=ROUND_HALF_EVEN)
+    places = max(2 if usd else 0, min(decimal_places(shown), SHOWN_SCALE))
+    digits = f"{abs(shown):,.{places}f}"
+    sign = "-" if shown < 0 else ""
+    approx = "≈" if shown != value else ""
+    return f"{approx}{sign}${digits}" if usd else f"{approx}{sign}{digits} {credit_type_name}"
+
+
+def exact_money(amount: Decimal, credit_type_name: str) -> str:
+    """The exact stored amount with its unit ('37500 USD (cents)'): what `format_money` rounds."""
+    return f"{format_decimal(amount)} {credit_type_name}"
