@@ -21,15 +21,16 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
-from bulk_rating import load, services
+from bulk_rating import load, pages, services
 from bulk_rating.errors import (
     BulkRatingError,
     CatalogConflictError,
@@ -92,6 +93,9 @@ NOT_SUPPORTED_YET = {
 # Metronome's rate types that bulk_rating does not price yet (it prices FLAT and TIERED).
 RATE_TYPES_NOT_SUPPORTED_YET = {"PERCENTAGE", "TIERED_PERCENTAGE", "CUSTOM", "SUBSCRIPTION"}
 MAX_LIMIT = 100
+# The Contracts page's cookie: the API token itself, sent back by the browser (HttpOnly: no
+# script reads it; SameSite=Strict: no other site's page sends it) and only under /ui/.
+UI_COOKIE = "bulk_rating_token"
 TIMESTAMP = TypeAdapter(AwareDatetime)
 Asked = TypeVar("Asked", bound=BaseModel)
 
@@ -342,6 +346,12 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             " separated by commas (e.g. BULK_RATING_API_TOKENS=$(openssl rand -hex 24))"
         )
     accepted = [t.encode() for t in tokens if t]
+
+    def valid(given: str) -> bool:
+        """Whether `given` is an accepted token, compared in constant time with each."""
+        encoded = given.encode()
+        return any(hmac.compare_digest(encoded, t) for t in accepted)
+
     store_access = ReadersWriter()
     app = FastAPI(
         title="bulk_rating",
@@ -419,12 +429,21 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path == "/openapi.json":  # the interface, not data
+        path = request.url.path
+        if path == "/openapi.json" or path == "/ui/login":  # the interface, not data
             return await call_next(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        given = token.strip().encode()
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, t) for t in accepted):
+        if path == "/ui" or path.startswith("/ui/"):  # the pages: the cookie, or the header
+            cookie = request.cookies.get(UI_COOKIE)
+            if not (
+                (cookie is not None and valid(cookie))
+                or (scheme.lower() == "bearer" and valid(token.strip()))
+            ):
+                wanted = path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/ui/login?next={quote(wanted, safe='')}", 303)
+            return await call_next(request)
+        if scheme.lower() != "bearer" or not valid(token.strip()):
             return _error(401, "a valid bearer token is required (Authorization: Bearer <token>)")
         return await call_next(request)
 
@@ -847,7 +866,163 @@ def create_app(settings: Settings, tokens: Sequence[str]) -> FastAPI:
             raise ApiError(404, f"no invoice `{invoice_id}` of customer `{customer_id}`")
         return _json(200, {"data": found})
 
+    _pages(app, settings, reading, valid)
     return app
+
+
+def _ui_next(given: str | None) -> str:
+    """Where a login goes on: a page of this site under /ui/, never elsewhere."""
+    if given and given.startswith("/ui/") and not given.startswith("//") and "\\" not in given:
+        return given
+    return "/ui/"
+
+
+def _pages(
+    app: FastAPI,
+    settings: Settings,
+    reading: Callable[[Callable[[], Any]], Awaitable[Any]],
+    valid: Callable[[str], bool],
+) -> None:
+    """The Contracts page (`/ui/`): HTML over the same services as the API, each page read in
+    one go (one store access) and rendered by `pages`."""
+
+    def html(text: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(text, status_code=status, headers={"cache-control": "no-store"})
+
+    def all_of(page: Callable[[str | None], Any]) -> list[dict[str, Any]]:
+        """Every item of a paged service, pages followed."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            one = page(cursor)
+            found.extend(one.data)
+            cursor = getattr(one, "next_page", None) or getattr(one, "cursor", None)
+            if cursor is None:
+                return found
+
+    async def shown(render: Callable[[], str]) -> HTMLResponse:
+        try:
+            return html(await reading(render))
+        except NotFoundError as exc:
+            return html(pages.not_found_page(exc.message), 404)
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui_root() -> Response:
+        return RedirectResponse("/ui/", 308)
+
+    @app.get("/ui/login", include_in_schema=False)
+    async def ui_login(next: str | None = None) -> Response:
+        return html(pages.login_page(refused=False, next_path=_ui_next(next)))
+
+    @app.post("/ui/login", include_in_schema=False)
+    async def ui_log_in(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        goes_on = _ui_next((form.get("next") or [""])[0])
+        if not token or not valid(token):
+            return html(pages.login_page(refused=True, next_path=goes_on), 401)
+        answer = RedirectResponse(goes_on, 303)
+        answer.set_cookie(UI_COOKIE, token, path="/ui", httponly=True, samesite="strict")
+        return answer
+
+    @app.get("/ui/logout", include_in_schema=False)
+    async def ui_log_out() -> Response:
+        answer = RedirectResponse("/ui/login", 303)
+        answer.delete_cookie(UI_COOKIE, path="/ui", httponly=True, samesite="strict")
+        return answer
+
+    @app.get("/ui/", include_in_schema=False)
+    async def ui_customers(q: str = "") -> Response:
+        def render() -> str:
+            every = all_of(
+                lambda cursor: services.customers(
+                    limit=MAX_LIMIT, next_page=cursor, settings=settings
+                )
+            )
+            wanted = q.strip().lower()
+            matching = [
+                c for c in every if wanted in c["name"].lower() or wanted in c["id"].lower()
+            ]
+            return pages.customers_page(matching, q.strip())
+
+        return await shown(render)
+
+    @app.get("/ui/customers/{customer_id}", include_in_schema=False)
+    async def ui_customer(customer_id: str) -> Response:
+        def render() -> str:
+            customer = services.customer(customer_id, settings=settings)
+            if customer is None:
+                raise NotFoundError(f"no customer `{customer_id}`")
+            contracts = all_of(
+                lambda cursor: services.customer_contracts(
+                    customer_id,
+                    limit=MAX_LIMIT,
+                    cursor=cursor,
+                    include_balance=True,
+                    settings=settings,
+                )
+            )
+            starts = services.invoice_generation_starts(customer_id, settings=settings)
+            return pages.customer_page(customer, contracts, starts)
+
+        return await shown(render)
+
+    @app.get("/ui/customers/{customer_id}/contracts/{contract_id}", include_in_schema=False)
+    async def ui_contract(customer_id: str, contract_id: str) -> Response:
+        def render() -> str:
+            customer = services.customer(customer_id, settings=settings)
+            if customer is None:
+                raise NotFoundError(f"no customer `{customer_id}`")
+            contract = services.customer_contract(
+                customer_id, contract_id, include_balance=True, settings=settings
+            )
+            if contract is None:
+                raise NotFoundError(f"no contract `{contract_id}` of customer `{customer_id}`")
+            invoices = all_of(
+                lambda cursor: services.customer_invoices(
+                    customer_id, limit=MAX_LIMIT, next_page=cursor, settings=settings
+                )
+            )
+            segments = services.customer_balances(customer_id, settings=settings).segments
+            ids = {
+                c["id"] for c in [*contract["current"]["commits"], *contract["current"]["credits"]]
+            }
+            return pages.contract_page(
+                customer,
+                contract,
+                [i for i in invoices if i.get("contract_id") == contract_id],
+                [s for s in segments.to_dicts() if s["id"] in ids],
+                services.invoice_generation_starts(customer_id, settings=settings).get(contract_id),
+            )
+
+        return await shown(render)
+
+    @app.get("/ui/customers/{customer_id}/invoices/{invoice_id}", include_in_schema=False)
+    async def ui_invoice(customer_id: str, invoice_id: str, window: str = "day") -> Response:
+        window_size = _one_of(window, "window", ("HOUR", "DAY"))
+
+        def render() -> str:
+            customer = services.customer(customer_id, settings=settings)
+            invoice = services.customer_invoice(customer_id, invoice_id, settings=settings)
+            if customer is None or invoice is None:
+                raise NotFoundError(f"no invoice `{invoice_id}` of customer `{customer_id}`")
+            start = _moment(invoice["start_timestamp"], "start_timestamp")
+            end = _moment(invoice["end_timestamp"], "end_timestamp")
+            windows = all_of(
+                lambda cursor: services.customer_invoice_breakdowns(
+                    customer_id,
+                    starting_on=start,
+                    ending_before=end,
+                    window_size=window_size,
+                    limit=MAX_LIMIT,
+                    next_page=cursor,
+                    settings=settings,
+                )
+            )
+            mine = [w for w in windows if w["id"] == invoice_id]
+            return pages.invoice_page(customer, invoice, mine, window_size)
+
+        return await shown(render)
 
 
 def serve(settings: Settings, tokens: Sequence[str], host: str, port: int) -> None:

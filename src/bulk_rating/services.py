@@ -521,6 +521,19 @@ def customer_contract(
     return None
 
 
+def invoice_generation_starts(
+    customer_id: str, settings: Settings | None = None, **options: Any
+) -> dict[str, str]:
+    """When each contract of a customer generates its own invoices (its
+    `invoice_generation_starting_at`, else its start), by contract id, as API timestamps."""
+    with Store.open_read_only(settings_of(settings, **options).db) as store:
+        if not store.has_customer(customer_id):
+            raise NotFoundError(f"no customer `{customer_id}`")
+        rows = store.customer_contracts(customer_id)
+    contracts = [Contract.model_validate_json(row["body"]) for row in rows]
+    return {c.id: str(timestamp(c.generation_starts_at)) for c in contracts}
+
+
 def customer_contracts(
     customer_id: str,
     *,
