@@ -8,7 +8,7 @@ AS_OF  ?=
 AS_OF_FLAG := $(if $(AS_OF),--as-of $(AS_OF),)
 
 .DEFAULT_GOAL := help
-.PHONY: help import preview reconcile nightly serve sql test test-slow test-all lint bench lock clean
+.PHONY: help import preview reconcile nightly serve sql test test-slow test-all lint bench lock clean chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,7 +54,16 @@ sql: $(STAMP) ## run a read-only query on DB: make sql Q="SELECT ..."
 	@test -n "$(Q)" || { echo 'usage: make sql Q="SELECT ..." [DB=file.duckdb]'; exit 2; }
 	$(BIN)/bulk-rating sql "$(Q)" --db $(DB)
 
-test: $(STAMP) ## fast tests (about three minutes)
+# The browser tests (tests/ui) drive Debian's Chromium with Playwright, which never downloads one.
+CHROMIUM := /usr/bin/chromium
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+chromium: ## install Debian's Chromium for the browser tests, when it is missing (as root)
+	@test -x $(CHROMIUM) || { \
+	  test "$$(id -u)" = 0 || { echo "$(CHROMIUM) is missing: run make chromium as root (apt-get install chromium)"; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) chromium ## fast tests (about three and a half minutes; the browser tests included)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP) ## only the slow tests (big data, kill loops)
