@@ -96,6 +96,8 @@ MAX_LIMIT = 100
 # The Contracts page's cookie: the API token itself, sent back by the browser (HttpOnly: no
 # script reads it; SameSite=Strict: no other site's page sends it) and only under /ui/.
 UI_COOKIE = "bulk_rating_token"
+# Breakdown windows the page reads at a time: a 31-day month's hours in one read.
+UI_WINDOWS = 31 * 24
 TIMESTAMP = TypeAdapter(AwareDatetime)
 Asked = TypeVar("Asked", bound=BaseModel)
 
@@ -1014,7 +1016,7 @@ def _pages(
                     starting_on=start,
                     ending_before=end,
                     window_size=window_size,
-                    limit=MAX_LIMIT,
+                    limit=UI_WINDOWS,
                     next_page=cursor,
                     settings=settings,
                 )
