@@ -33,7 +33,7 @@ from rich.table import Table
 
 from bulk_rating import frames, interrupts, reconcile, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
-from bulk_rating.money import dumps_exact, format_decimal
+from bulk_rating.money import dumps_exact, exact_money, format_decimal, format_money
 from bulk_rating.report import RunReport
 from bulk_rating.settings import Settings
 
@@ -153,29 +153,26 @@ def _render_report(report: RunReport, console: Console) -> None:
         _render_issues(report.issues, console)
         return
     shown = [*report.invoices, *report.drafts]
-    units = sorted({i["credit_type"]["name"] for i in shown})
     title = "preview (nothing saved)" if report.preview else f"imported (run {report.run_id})"
-    if len(units) == 1:
-        title += f", amounts in {units[0]}"
-    columns = ["contract", "from", "until", "status", "lines", "total"] + (
-        ["unit"] if len(units) > 1 else []
-    )
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for column in columns:
-        table.add_column(
-            column, justify="right" if column in ("lines", "total") else "left", no_wrap=True
-        )
+    # ids fold onto a second line rather than lose characters; dates, status and money never
+    # break (`--json` has every amount exact)
+    table.add_column("contract", overflow="fold")
+    for column in ("from", "until", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("lines", justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
     for invoice in shown:
-        cells = [
+        table.add_row(
             invoice["contract_id"],
             invoice["start_timestamp"][:10],
             invoice["end_timestamp"][:10],
             invoice["status"],
             str(len(invoice["line_items"])),
-            f"{invoice['total']:,}",
-            invoice["credit_type"]["name"],
-        ]
-        table.add_row(*cells[: len(columns)])
+            format_money(
+                invoice["total"], invoice["credit_type"]["id"], invoice["credit_type"]["name"]
+            ),
+        )
     console.print(table)
     hidden = summary["invoices"] - len(report.invoices)
     if hidden > 0:
@@ -192,7 +189,8 @@ def _render_report(report: RunReport, console: Console) -> None:
             f"{summary['duplicates_collapsed']:,} exact duplicate rows collapsed (priced once)"
         )
     for total in summary["totals"]:
-        console.print(f"total {total['total']:,} {total['credit_type_name']}")
+        money = (total["total"], total["credit_type_id"], total["credit_type_name"])
+        console.print(f"total {format_money(*money)} ({exact_money(money[0], money[2])})")
 
 
 def _count(number: int, noun: str) -> str:
@@ -415,30 +413,36 @@ def balances_command(
     """Every commit and credit segment of a customer and the net balance per credit type."""
 
     def action() -> int:
-        document = services.customer_balances(
-            customer, settings=_settings(db=db, as_of=as_of)
-        ).to_dict()
+        settings = _settings(db=db, as_of=as_of)
+        document = services.customer_balances(customer, settings=settings).to_dict()
         if as_json:
             sys.stdout.write(dumps_exact(document) + "\n")
             return 0
+        names = services.credit_type_names(settings=settings)
+
+        def money(amount: Decimal, credit_type_id: str) -> str:
+            return format_money(amount, credit_type_id, names.get(credit_type_id, credit_type_id))
+
         table = Table(title=f"balances of {customer}", box=box.SIMPLE_HEAD)
-        for column in ("type", "id", "segment", "from", "until", "amount", "remaining"):
-            table.add_column(
-                column, justify="right" if column in ("amount", "remaining") else "left"
-            )
+        for column in ("type", "id", "segment"):  # ids whole, folded when the terminal is narrow
+            table.add_column(column, overflow="fold")
+        for column in ("from", "until"):
+            table.add_column(column, no_wrap=True)
+        for column in ("amount", "remaining"):
+            table.add_column(column, justify="right", no_wrap=True)
         for row in document["data"]:
             table.add_row(
                 row["type"],
                 row["id"],
-                row["segment_id"][:8],
+                row["segment_id"],
                 row["starting_at"][:10],
                 row["ending_before"][:10],
-                _cell(row["amount"]),
-                _cell(row["remaining"]),
+                money(row["amount"], row["credit_type_id"]),
+                money(row["remaining"], row["credit_type_id"]),
             )
         out.print(table)
         for row in document["net_balance"]:
-            out.print(f"net balance {_cell(row['balance'])} in {row['credit_type_id']}")
+            out.print(f"net balance {money(row['balance'], row['credit_type_id'])}")
         return 0
 
     _guarded(action, as_json=as_json, debug=False)

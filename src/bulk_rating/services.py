@@ -963,6 +963,15 @@ def add_rates(
     return RatesAdded("added", shaped, report.issues)
 
 
+def credit_type_names(settings: Settings | None = None, **options: Any) -> dict[str, str]:
+    """Each stored credit type's name by its id (USD (cents) alone for a store not made yet)."""
+    chosen = settings_of(settings, **options)
+    if not chosen.db.exists():
+        return {USD_CENTS_ID: USD_CENTS_NAME}
+    with Store.open_read_only(chosen.db) as store:
+        return store.credit_type_names()
+
+
 def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:
     """An analyst's query on the store, in a sandbox: read-only, no files, no extensions."""
     with Store.open_read_only(settings_of(settings, **options).db, sandboxed=True) as store:

@@ -1004,6 +1004,10 @@ class Store:
         self.con.execute("DELETE FROM rates WHERE rate_card_id = ?", [rate_card_id])
         self.insert("rates", rates.with_columns(run_id=pl.lit(run_id)))
 
+    def credit_type_names(self) -> dict[str, str]:
+        rows = self.con.execute("SELECT credit_type_id, name FROM credit_types").fetchall()
+        return {str(key): str(name) for key, name in rows}
+
     def has_customer(self, customer_id: str) -> bool:
         return bool(
             self.scalar("SELECT count(*) FROM customers WHERE customer_id = ?", [customer_id])

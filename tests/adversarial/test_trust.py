@@ -90,7 +90,7 @@ def test_the_same_objects_in_two_data_sets_are_kept_once(db: Path, tmp_path: Pat
 
     result = _import(a, b, "--db", db)
 
-    assert_clean(result, 0, "37,500")
+    assert_clean(result, 0, "$375.00")
     assert query(db, "SELECT count(*) FROM contracts") == [(1,)]
 
 
@@ -448,7 +448,7 @@ def test_the_errors_file_never_overwrites_an_input_or_lands_in_an_input_folder(
 def test_a_database_path_with_quotes_is_stored_and_previewed(tmp_path: Path) -> None:
     db = tmp_path / "it's" / "o'brien.duckdb"
     db.parent.mkdir()
-    assert_clean(_import(SAMPLES / "acme", "--db", db), 0, "37,500")
+    assert_clean(_import(SAMPLES / "acme", "--db", db), 0, "$375.00")
     assert_clean(_import(SAMPLES / "acme", "--db", db, "--preview"), 0, "already imported")
 
 

@@ -62,3 +62,21 @@ def test_a_file_of_another_version_is_named_not_a_traceback(db: Path) -> None:
 
     assert result.exit_code == 2
     assert "another version" in result.stderr
+
+
+def test_balances_for_people_keep_ids_whole_and_name_the_money(db: Path) -> None:
+    """At 80 columns ids fold onto a second line instead of losing characters, and amounts are
+    dollars and cents (the credit type's name, never its UUID)."""
+    assert (
+        run_cli("import", SAMPLES / "acme-commit", "--db", db, "--as-of", "2024-08-15").exit_code
+        == 0
+    )
+    shown = run_cli("balances", "--customer", "cus_acme", "--db", db, "--as-of", "2024-08-15")
+    assert "…" not in shown.stdout  # nothing cut
+    lines = shown.stdout.splitlines()
+    row = next(n for n, line in enumerate(lines) if "PREPAID" in line)
+    first, below = lines[row].split(), lines[row + 1].split()
+    assert first[1] + below[0] == "commit_acme_2024"  # the id, folded onto two lines
+    assert "$500.00" in first
+    assert "net balance $125.00" in shown.stdout
+    assert "2714e483" not in shown.stdout  # the credit type by name, never its UUID

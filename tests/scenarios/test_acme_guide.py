@@ -54,7 +54,8 @@ def test_the_human_summary_names_totals_and_the_draft(db: Path) -> None:
     result = run_cli("import", SAMPLES / "acme", "--db", db, "--as-of", "2024-08-15")
 
     assert result.exit_code == 0
-    assert "total 37,500 USD (cents)" in result.stdout
+    assert "total $375.00 (37500 USD (cents))" in result.stdout  # for people, then exact
+    assert "$125.00" in result.stdout  # June's invoice in dollars and cents
     assert "DRAFT" in result.stdout
     assert "2 invoices, 2 lines, 2 windows; 1 contract created, 1 draft" in result.stdout
 
