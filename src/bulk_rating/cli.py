@@ -302,6 +302,20 @@ def _cell(value: object) -> str:
     return format_decimal(value) if isinstance(value, Decimal) else str(value)
 
 
+class LegacyUnit(StrEnum):
+    minor = "minor"
+    major = "major"
+
+
+LegacyUnitOption = Annotated[
+    LegacyUnit,
+    typer.Option(
+        help="unit of the legacy totals: minor = the credit type's smallest (cents),"
+        " major = whole units (dollars, multiplied by 100 exactly)"
+    ),
+]
+
+
 @app.command("reconcile")
 def reconcile_command(
     legacy: Annotated[
@@ -319,12 +333,18 @@ def reconcile_command(
     ] = None,
     as_of: Annotated[str | None, typer.Option(help="today for a preview: YYYY-MM-DD")] = None,
     as_json: JsonOption = False,
+    legacy_unit: LegacyUnitOption = LegacyUnit.minor,
 ) -> None:
     """Compare legacy invoices with the imported ones (exit 1 when any differs beyond tolerance)."""
 
     def action() -> int:
         reconciled = services.reconcile_invoices(
-            legacy, data or [], tolerance=tolerance, out=to, settings=_settings(db=db, as_of=as_of)
+            legacy,
+            data or [],
+            tolerance=tolerance,
+            legacy_unit=legacy_unit.value,
+            out=to,
+            settings=_settings(db=db, as_of=as_of),
         )
         if as_json:
             sys.stdout.write(dumps_exact(reconciled.to_dict()) + "\n")
@@ -372,6 +392,7 @@ def nightly_command(
         Path, typer.Option(help="a dated report folder is written under this one")
     ] = Path("data/reports"),
     wait: WaitOption = None,
+    legacy_unit: LegacyUnitOption = LegacyUnit.minor,
 ) -> None:
     """The nightly batch: import what is new in the inbox, reconcile, write a dated report."""
 
@@ -380,6 +401,7 @@ def nightly_command(
             inbox,
             legacy=legacy or [],
             tolerance=tolerance,
+            legacy_unit=legacy_unit.value,
             reports=reports,
             settings=_settings(db=db, as_of=as_of, wait=wait),
         )

@@ -26,7 +26,7 @@ from bulk_rating import (
     validate,
 )
 from bulk_rating.errors import AmountOverflowError, BulkRatingError, ScanError, UsageError
-from bulk_rating.models import Product, RateCard
+from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Product, RateCard
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport
@@ -552,13 +552,40 @@ def _fill(
 
 
 def run_reconcile(
-    legacy_paths: Sequence[Path], data_paths: Sequence[Path], settings: Settings, tolerance: int
+    legacy_paths: Sequence[Path],
+    data_paths: Sequence[Path],
+    settings: Settings,
+    tolerance: int,
+    legacy_unit: str = "minor",
 ) -> tuple[reconcile.Reconciliation, pl.DataFrame]:
     """Legacy invoices against the stored import, or against a preview of `data_paths` (then
-    nothing is saved). Returns the result and the daily totals for the chart."""
+    nothing is saved). Legacy totals are in the credit type's smallest unit (`minor`, cents) or
+    in whole units (`major`, dollars). Returns the result and the totals per month for the chart."""
+    if legacy_unit not in reconcile.LEGACY_UNITS:
+        raise UsageError(f"--legacy-unit must be one of {', '.join(reconcile.LEGACY_UNITS)}")
     legacy_invoices, legacy_lines, problems = load.read_legacy(legacy_paths)
     preview = bool(data_paths)
-    empty = reconcile.Reconciliation(pl.DataFrame(), pl.DataFrame(), Decimal(tolerance), preview)
+    run_at = utc_now()
+    names = {USD_CENTS_ID: USD_CENTS_NAME}
+
+    def described(invoices: pl.DataFrame, lines: pl.DataFrame) -> reconcile.Reconciliation:
+        return reconcile.Reconciliation(
+            invoices,
+            lines,
+            Decimal(tolerance),
+            preview,
+            credit_types=names,
+            run_at=run_at,
+            compared_with=(
+                "a preview of " + ", ".join(str(p) for p in data_paths)
+                if preview
+                else f"the database {settings.db}"
+            ),
+            legacy_files=[str(p) for p in legacy_paths],
+            legacy_unit=legacy_unit,
+        )
+
+    empty = described(pl.DataFrame(), pl.DataFrame())
     if problems:
         empty.issues = _sorted(validate.issue_frame(problems))
         return empty, pl.DataFrame()
@@ -571,7 +598,8 @@ def run_reconcile(
         if report.status == "rejected":
             empty.issues = report.issues
             return empty, pl.DataFrame()
-        imported = report.invoice_rows.filter(pl.col("origin") == "HISTORICAL_IMPORT").select(
+        historical = report.invoice_rows.filter(pl.col("origin") == "HISTORICAL_IMPORT")
+        imported = historical.select(
             "invoice_id",
             "customer_id",
             "contract_id",
@@ -580,19 +608,28 @@ def run_reconcile(
             "end_timestamp",
             "total",
         )
+        names.update(historical.select("credit_type_id", "credit_type_name").unique().iter_rows())
         lines = report.line_rows.filter(pl.col("type") == "usage").select(
             "invoice_id", "product_id", "quantity", "total"
         )
         with Store.scratch() as scratch:
-            invoices, line_diffs, daily = scratch.reconcile(legacy, (imported, lines), tolerance)
-        return reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview), daily
+            invoices, line_diffs, periods = scratch.reconcile(
+                legacy, (imported, lines), tolerance, legacy_unit
+            )
+        return described(invoices, line_diffs), periods
     limits = _limits(settings)
     with Store.open(settings.db, limits) as store:
-        invoices, line_diffs, daily = store.reconcile(legacy, store.imported_invoices(), tolerance)
-        result = reconcile.Reconciliation(invoices, line_diffs, Decimal(tolerance), preview)
+        invoices, line_diffs, periods = store.reconcile(
+            legacy, store.imported_invoices(), tolerance, legacy_unit
+        )
+        names.update(
+            (r["credit_type_id"], r["name"])
+            for r in store.rows("SELECT credit_type_id, name FROM credit_types")
+        )
+        result = described(invoices, line_diffs)
         store.record_reconciliation(
             {
-                "run_at": utc_now(),
+                "run_at": run_at,
                 "legacy_files": [str(p) for p in legacy_paths],
                 "tolerance": tolerance,
                 "invoices_compared": invoices.height,
@@ -601,7 +638,7 @@ def run_reconcile(
             },
             reconcile.results_table(result),
         )
-    return result, daily
+    return result, periods
 
 
 def inbox_entries(inbox: Path) -> list[Path]:
@@ -613,7 +650,11 @@ def inbox_entries(inbox: Path) -> list[Path]:
 
 
 def run_nightly(
-    inbox: Path, settings: Settings, legacy: Sequence[Path], tolerance: int
+    inbox: Path,
+    settings: Settings,
+    legacy: Sequence[Path],
+    tolerance: int,
+    legacy_unit: str = "minor",
 ) -> tuple[
     list[tuple[str, RunReport]],
     dict[str, int],
@@ -639,7 +680,7 @@ def run_nightly(
     closed = (
         run_close(settings) if settings.db.exists() else {"finalized": 0, "invoices_created": 0}
     )
-    reconciled = run_reconcile(legacy, [], settings, tolerance) if legacy else None
+    reconciled = run_reconcile(legacy, [], settings, tolerance, legacy_unit) if legacy else None
     return imported, closed, reconciled
 
 

@@ -7,17 +7,23 @@ invoice without a contract that overlaps imported invoices of more than one cont
 `candidates` names the other side's ids. Each legacy invoice is listed once. Lines
 match on invoice and product (an imported product's lines, across tiers and rate pieces, add
 up), for the invoices whose legacy export lists lines. Amounts compare after rounding half-even to whole units (money.round_to_units, done in SQL
-as round_even), within a tolerance in units.
+as round_even), within a tolerance in units. Legacy totals are in the credit type's smallest unit
+(cents) unless given in whole units (`--legacy-unit major`, turned into cents exactly in SQL).
 """
 
 from __future__ import annotations
 
-import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
+
+from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME
+from bulk_rating.money import exact_money, format_decimal, format_money, round_to_units
+from bulk_rating.pages import DASH, STYLE, _e, when
 
 STATUSES = (
     "MATCH",
@@ -150,6 +156,34 @@ FROM paired
 ORDER BY legacy_invoice_id, product_id
 """
 
+# The digits of a credit type's smallest unit in its whole unit: a cent is 10^-2 dollars. Custom
+# credit types have no smaller unit (0). `--legacy-unit major` multiplies legacy totals by 10^digits.
+MINOR_DIGITS = {USD_CENTS_ID: 2}
+LEGACY_UNITS = ("minor", "major")
+
+
+def legacy_to_minor_sql() -> list[str]:
+    """Statements that turn legacy totals given in whole units (dollars) into the credit type's
+    smallest unit (cents), exactly: DECIMAL times an integer, never a float. Lines take their
+    invoice's credit type. Run on the legacy temp tables, lines first (invoices keep their type)."""
+    factor = " ".join(
+        f"WHEN '{credit_type}' THEN {10**digits}" for credit_type, digits in MINOR_DIGITS.items()
+    )
+    case = f"CASE credit_type_id {factor} ELSE 1 END"
+    return [
+        f"""UPDATE legacy_lines SET total = total * f.factor
+            FROM (SELECT legacy_invoice_id, max({case}) AS factor FROM legacy_invoices GROUP BY ALL) f
+            WHERE legacy_lines.legacy_invoice_id = f.legacy_invoice_id""",
+        f"UPDATE legacy_invoices SET total = total * {case}",
+    ]
+
+
+PERIOD_TOTALS = """
+SELECT strftime(inclusive_start, '%Y-%m') AS period, credit_type_id,
+       sum(imported_units) AS imported, sum(legacy_units) AS legacy
+FROM invoice_diff GROUP BY ALL ORDER BY period, credit_type_id
+"""
+
 LEGACY_COLUMNS = {
     "legacy_invoice_id": pl.String(),
     "customer_id": pl.String(),
@@ -174,6 +208,14 @@ class Reconciliation:
     tolerance: Decimal
     preview: bool
     issues: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # What the report says about the run: names of the credit types (id -> name), when it ran,
+    # what it compared with ("the database x.duckdb", "a preview of ..."), the legacy files and
+    # the unit of their totals.
+    credit_types: dict[str, str] = field(default_factory=lambda: {USD_CENTS_ID: USD_CENTS_NAME})
+    run_at: datetime | None = None
+    compared_with: str = ""
+    legacy_files: Sequence[str] = ()
+    legacy_unit: str = "minor"
 
     @property
     def differences(self) -> int:
@@ -203,6 +245,7 @@ class Reconciliation:
         return {
             "preview": self.preview,
             "tolerance": self.tolerance,
+            "legacy_unit": self.legacy_unit,
             "counts": self.counts(),
             "difference": self.money_difference(),
             "differences": self.differences,
@@ -261,76 +304,346 @@ def results_table(result: Reconciliation) -> pl.DataFrame:
     return pl.concat([invoices, lines], how="vertical_relaxed")
 
 
-def html_report(result: Reconciliation, daily: pl.DataFrame, title: str) -> str:
-    """A self-contained page: the summary, the largest differences, and a chart (inline SVG)."""
-    counts = result.counts()
-    rows = "".join(
-        f"<tr><td>{s}</td><td>{counts['invoices'][s]}</td><td>{counts['lines'][s]}</td></tr>"
-        for s in STATUSES
-    )
-    money = "".join(
-        f"<tr><td>{html.escape(str(d['credit_type_id']))}</td><td class=n>{d['difference']}</td></tr>"
-        for d in result.money_difference()
-    )
-    largest = (
-        result.invoices.filter(pl.col("status") != "MATCH")
-        .with_columns(size=pl.col("difference").abs())
-        .sort("size", descending=True, nulls_last=True)
-        .head(20)
-    )
-    worst = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape('' if v is None else str(v))}</td>"
-            for v in (
-                r["status"],
-                r["customer_id"],
-                r["contract_id"],
-                str(r["inclusive_start"])[:10],
-                r["legacy_invoice_id"],
-                r["invoice_id"],
-                r["legacy_total"],
-                r["imported_total"],
-                r["difference"],
-            )
-        )
-        + "</tr>"
-        for r in largest.iter_rows(named=True)
-    )
+# --- the report for people ----------------------------------------------------------------------
+
+DESCRIPTIONS = {
+    "AMOUNT_MISMATCH": "matched, but the totals differ beyond the tolerance",
+    "QUANTITY_MISMATCH": "the quantities differ",
+    "PERIOD_MISMATCH": "the same customer and contract, overlapping but different periods",
+    "AMBIGUOUS": "no contract named and several contracts possible: not paired",
+    "MISSING_IN_IMPORT": "in the legacy export only",
+    "MISSING_IN_LEGACY": "imported only",
+}
+# Lists longer than this are collapsed (<details>), never cut.
+COLLAPSE_AFTER = 25
+CHART_WIDTH = 1000
+REPORT_STYLE = (
+    STYLE
+    + """
+td,th{overflow-wrap:anywhere;font-size:13px}td.id{font-family:ui-monospace,monospace;font-size:12px}
+h3{font-size:15px;margin:20px 0 4px}p.note{font-size:13px;color:#4a5260;margin:4px 0 8px}
+details summary{cursor:pointer;margin:6px 0;color:#3559c7}svg .imported{fill:#2f4fb3}
+svg .legacy{fill:#a9b9e8}svg{background:#fff;border:1px solid #dde1e7;max-width:100%}
+table#summary,table#difference{width:auto;min-width:420px}
+"""
+)
+
+
+def html_report(result: Reconciliation, periods: pl.DataFrame, title: str) -> str:
+    """A self-contained page for finance: what was compared, the summary per status, every
+    difference grouped by status (money through `format_money`, exact on hover), and a chart of
+    imported against legacy totals per month (inline SVG, no script, nothing fetched)."""
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}</style></head>
-<body><h1>{html.escape(title)}</h1>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{REPORT_STYLE}</style></head>
+<body><main><h1>{_e(title)}</h1>
+{_metadata(result)}
 <h2>Summary</h2>
-<table id="summary"><tr><th>status</th><th>invoices</th><th>lines</th></tr>{rows}</table>
-<h2>Total difference per credit type (whole units, imported minus legacy)</h2>
-<table id="difference"><tr><th>credit type</th><th>difference</th></tr>{money}</table>
-<h2>Largest differences</h2>
-<table id="largest"><tr><th>status</th><th>customer</th><th>contract</th><th>period</th><th>legacy id</th>
-<th>invoice id</th><th>legacy total</th><th>imported total</th><th>difference</th></tr>{worst}</table>
-<h2>Daily totals: imported and legacy</h2>
-{_chart(daily)}
-</body></html>
+{_summary(result)}
+<h2>Total difference per credit type (imported minus legacy)</h2>
+{_money_differences(result)}
+<h2>Invoice differences</h2>
+{_invoice_differences(result)}
+<h2>Line differences</h2>
+{_line_differences(result)}
+<h2>Totals per month: imported and legacy</h2>
+{_charts(result, periods)}
+</main></body></html>
 """
 
 
-def _chart(daily: pl.DataFrame) -> str:
-    """Bars per day (by period start): imported in dark, legacy in light. No script, no network."""
-    if not daily.height:
+def _name(result: Reconciliation, credit_type_id: str | None) -> str:
+    return result.credit_types.get(credit_type_id or "", credit_type_id or "")
+
+
+def _money(result: Reconciliation, amount: Any, credit_type_id: str | None) -> str:
+    """An amount's cell: rounded half-even to whole units (cents), as compared; exact on hover."""
+    if amount is None:
+        return '<td class="num"></td>'
+    value = Decimal(str(amount))
+    name = _name(result, credit_type_id)
+    shown = format_money(round_to_units(value), credit_type_id or "", name)
+    return f'<td class="num" title="{_e(exact_money(value, name))}">{_e(shown)}</td>'
+
+
+def _period(start: Any, end: Any) -> str:
+    return f"{when(start)} {DASH} {when(end)}" if start is not None else ""
+
+
+def _unit_words(unit: str) -> str:
+    if unit == "major":
+        return (
+            "whole currency units (dollars for USD), multiplied by 10^(the credit type's decimals:"
+            " 100 for USD) on reading"
+        )
+    return "the credit type's smallest unit (cents for USD; custom credit types: whole units)"
+
+
+def _metadata(result: Reconciliation) -> str:
+    run_at = result.run_at.strftime("%Y-%m-%d %H:%M UTC") if result.run_at else ""
+    files = "<br>".join(_e(f) for f in result.legacy_files)
+    return f"""<dl id="meta">
+<dt>Run</dt><dd>{_e(run_at)}</dd>
+<dt>Compared with</dt><dd>{_e(result.compared_with)}</dd>
+<dt>Legacy files</dt><dd>{files}</dd>
+<dt>Legacy totals in</dt><dd>{_e(_unit_words(result.legacy_unit))}</dd>
+<dt>Tolerance</dt><dd>{_e(result.tolerance)} whole units (cents for USD) per total</dd>
+<dt>Rounding</dt><dd>amounts compared and shown rounded half-even to whole units;
+hover an amount for its exact value. Differences are imported minus legacy. Dates are UTC.</dd>
+</dl>"""
+
+
+def _summary(result: Reconciliation) -> str:
+    counts = result.counts()
+    rows = "".join(
+        f'<tr><td>{s}</td><td class="num">{counts["invoices"][s]:,}</td>'
+        f'<td class="num">{counts["lines"][s]:,}</td></tr>'
+        for s in STATUSES
+    )
+    return (
+        '<table id="summary"><tr><th>status</th><th class="num">invoices</th>'
+        f'<th class="num">lines</th></tr>{rows}</table>'
+    )
+
+
+def _money_differences(result: Reconciliation) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(_name(result, d['credit_type_id']))}</td>"
+        f"{_money(result, d['difference'], d['credit_type_id'])}</tr>"
+        for d in result.money_difference()
+    )
+    return (
+        '<table id="difference"><tr><th>credit type</th><th class="num">difference</th></tr>'
+        f"{rows}</table>"
+    )
+
+
+def _listing(table_id: str, header: str, rows: list[str], noun: str) -> str:
+    """A table of every row; a long one collapsed under <details>, never cut."""
+    table = f'<table id="{table_id}"><tr>{header}</tr>{"".join(rows)}</table>'
+    if len(rows) > COLLAPSE_AFTER:
+        return f"<details><summary>show all {len(rows):,} {noun}</summary>{table}</details>"
+    return table
+
+
+def _by_size(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(_size=pl.col("difference").abs()).sort(
+        ["_size", "customer_id", "inclusive_start"], descending=[True, False, False]
+    )
+
+
+def _invoice_differences(result: Reconciliation) -> str:
+    invoices = result.invoices
+    if not invoices.height or not invoices.filter(pl.col("status") != "MATCH").height:
+        return "<p>None: every invoice matches.</p>"
+    parts = []
+    for status in STATUSES[1:]:
+        if status == "QUANTITY_MISMATCH":
+            continue  # a line-level status
+        chosen = invoices.filter(pl.col("status") == status)
+        if not chosen.height:
+            continue
+        if status == "PERIOD_MISMATCH":
+            rows, header = _period_pairs(result, chosen), _PAIR_HEADER
+        else:
+            rows = [_invoice_row(result, r) for r in _by_size(chosen).iter_rows(named=True)]
+            header = _INVOICE_HEADER
+        noun = ("pair" if status == "PERIOD_MISMATCH" else "invoice") + (
+            "" if len(rows) == 1 else "s"
+        )
+        parts.append(
+            f'<h3 id="{status}">{status}: {len(rows):,} {noun}</h3>'
+            f'<p class="note">{_e(DESCRIPTIONS[status])}</p>'
+            + _listing(f"invoices-{status}", header, rows, noun)
+        )
+    return "\n".join(parts)
+
+
+_INVOICE_HEADER = (
+    "<th>customer</th><th>contract</th><th>period</th><th>legacy invoice</th>"
+    '<th>imported invoice</th><th class="num">legacy total</th>'
+    '<th class="num">imported total</th><th class="num">difference</th><th>candidates</th>'
+)
+_PAIR_HEADER = (
+    "<th>customer</th><th>contract</th><th>legacy invoice</th><th>legacy period</th>"
+    '<th class="num">legacy total</th><th>imported invoice</th><th>imported period</th>'
+    '<th class="num">imported total</th><th class="num">difference</th>'
+)
+
+
+def _invoice_row(result: Reconciliation, r: dict[str, Any]) -> str:
+    credit_type = r["credit_type_id"]
+    return (
+        f'<tr><td class="id">{_e(r["customer_id"])}</td><td class="id">{_e(r["contract_id"])}</td>'
+        f"<td>{_e(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
+        f'<td class="id">{_e(r["legacy_invoice_id"])}</td><td class="id">{_e(r["invoice_id"])}</td>'
+        + _money(result, r["legacy_total"], credit_type)
+        + _money(result, r["imported_total"], credit_type)
+        + _money(result, r["difference"], credit_type)
+        + f'<td class="id">{_e((r["candidates"] or "").replace(",", ", "))}</td></tr>'
+    )
+
+
+def _period_pairs(result: Reconciliation, chosen: pl.DataFrame) -> list[str]:
+    """One row per legacy invoice: its period beside the imported invoices it overlaps (its
+    `candidates`); an imported one that no legacy row names gets a row of its own."""
+    imported = {
+        r["invoice_id"]: r
+        for r in chosen.filter(pl.col("invoice_id").is_not_null()).iter_rows(named=True)
+    }
+    named: set[str] = set()
+    rows = []
+    for r in chosen.filter(pl.col("legacy_invoice_id").is_not_null()).iter_rows(named=True):
+        ids = [i for i in (r["candidates"] or "").split(",") if i in imported]
+        named.update(ids)
+        others = [imported[i] for i in ids]
+        credit_type = r["credit_type_id"]
+        units = sum((Decimal(o["imported_units"] or 0) for o in others), Decimal(0))
+        total = sum((Decimal(o["imported_total"] or 0) for o in others), Decimal(0))
+        rows.append(
+            f'<tr><td class="id">{_e(r["customer_id"])}</td><td class="id">{_e(r["contract_id"])}</td>'
+            f'<td class="id">{_e(r["legacy_invoice_id"])}</td>'
+            f"<td>{_e(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
+            + _money(result, r["legacy_total"], credit_type)
+            + f'<td class="id">{"<br>".join(_e(o["invoice_id"]) for o in others)}</td>'
+            f"<td>{'<br>'.join(_e(_period(o['inclusive_start'], o['exclusive_end'])) for o in others)}</td>"
+            + _money(result, total if others else None, credit_type)
+            + _money(result, units - Decimal(r["legacy_units"] or 0), credit_type)
+            + "</tr>"
+        )
+    for invoice_id, o in imported.items():
+        if invoice_id in named:
+            continue
+        credit_type = o["credit_type_id"]
+        rows.append(
+            f'<tr><td class="id">{_e(o["customer_id"])}</td><td class="id">{_e(o["contract_id"])}</td>'
+            f'<td class="id">{_e(o["candidates"])}</td><td></td>'
+            + _money(result, None, credit_type)
+            + f'<td class="id">{_e(invoice_id)}</td>'
+            f"<td>{_e(_period(o['inclusive_start'], o['exclusive_end']))}</td>"
+            + _money(result, o["imported_total"], credit_type)
+            + _money(result, o["difference"], credit_type)
+            + "</tr>"
+        )
+    return rows
+
+
+def _line_differences(result: Reconciliation) -> str:
+    lines = result.lines
+    if not lines.height or not lines.filter(pl.col("status") != "MATCH").height:
+        return "<p>None: every line the legacy export lists matches.</p>"
+    kinds = result.invoices.filter(pl.col("invoice_id").is_not_null()).select(
+        "invoice_id", "credit_type_id"
+    )
+    lines = lines.join(kinds, on="invoice_id", how="left")
+    parts = []
+    header = (
+        "<th>legacy invoice</th><th>imported invoice</th><th>product</th>"
+        '<th class="num">legacy quantity</th><th class="num">imported quantity</th>'
+        '<th class="num">legacy total</th><th class="num">imported total</th>'
+        '<th class="num">difference</th>'
+    )
+    for status in STATUSES[1:]:
+        chosen = lines.filter(pl.col("status") == status)
+        if not chosen.height:
+            continue
+        rows = [
+            f'<tr><td class="id">{_e(r["legacy_invoice_id"])}</td>'
+            f'<td class="id">{_e(r["invoice_id"])}</td><td class="id">{_e(r["product_id"])}</td>'
+            f'<td class="num">{_e(_quantity(r["legacy_quantity"]))}</td>'
+            f'<td class="num">{_e(_quantity(r["imported_quantity"]))}</td>'
+            + _money(result, r["legacy_total"], r["credit_type_id"])
+            + _money(result, r["imported_total"], r["credit_type_id"])
+            + _money(result, r["difference"], r["credit_type_id"])
+            + "</tr>"
+            for r in chosen.with_columns(_size=pl.col("difference").abs())
+            .sort(["_size", "legacy_invoice_id", "product_id"], descending=[True, False, False])
+            .iter_rows(named=True)
+        ]
+        parts.append(
+            f'<h3 id="lines-{status}-heading">{status}: {len(rows):,} line{"" if len(rows) == 1 else "s"}</h3>'
+            + _listing(f"lines-{status}", header, rows, "lines")
+        )
+    return "\n".join(parts)
+
+
+def _quantity(value: Any) -> str:
+    return "" if value is None else format_decimal(Decimal(str(value)))
+
+
+def _charts(result: Reconciliation, periods: pl.DataFrame) -> str:
+    if not periods.height:
         return "<p>No invoices.</p>"
-    values = [float(v or 0) for v in (*daily["imported"].to_list(), *daily["legacy"].to_list())]
-    top = max([*values, 1.0])  # pixel heights only: never money
-    width, bar = 40 * daily.height + 40, 16
-    bars = []
-    for n, row in enumerate(daily.iter_rows(named=True)):
-        for k, (key, color) in enumerate((("imported", "#335"), ("legacy", "#99c"))):
-            value = float(row[key] or 0)  # pixel heights, not money
-            height = 180 * value / top
-            x = 30 + 40 * n + k * bar
-            bars.append(
-                f'<rect class="{key}" data-day="{row["day"]}" data-total="{row[key] or 0}" x="{x}" '
-                f'y="{200 - height:.1f}" width="{bar - 2}" height="{height:.1f}" fill="{color}"/>'
+    return "\n".join(
+        chart(result, periods.filter(pl.col("credit_type_id") == credit_type), credit_type)
+        for credit_type in periods["credit_type_id"].unique(maintain_order=True).to_list()
+    )
+
+
+def _nice_step(top: int) -> int:
+    """A round tick step (1, 2 or 5 times a power of ten) so that four steps reach `top`."""
+    raw = max(1, -(-top // 4))
+    magnitude: int = 10 ** (len(str(raw)) - 1)
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def chart(result: Reconciliation, periods: pl.DataFrame, credit_type: str) -> str:
+    """Imported and legacy totals per month of one credit type: bars, both axes, a legend, and
+    a fixed width (CHART_WIDTH) whatever the number of months or invoices. Heights are pixels
+    from whole units; the labels are money through `format_money`."""
+    name = _name(result, credit_type)
+    left, right, top_margin, bottom, height = 110, 20, 40, 60, 340
+    plot_w, plot_h = CHART_WIDTH - left - right, height - top_margin - bottom
+    rows = list(periods.iter_rows(named=True))
+    highest = max([int(r[k] or 0) for r in rows for k in ("imported", "legacy")] + [1])
+    step = _nice_step(highest)
+    scale = plot_h / (4 * step)
+    base = top_margin + plot_h
+    slot = plot_w / len(rows)
+    bar = max(slot * 0.38, 0.5)
+    parts = []
+    for k in range(5):
+        y = base - k * step * scale
+        label = format_money(Decimal(k * step), credit_type, name)
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>'
+        )
+    every = max(1, -(-len(rows) * 64 // plot_w))  # a label at least 64 px from the next
+    for n, r in enumerate(rows):
+        x0 = left + n * slot + (slot - 2 * bar) / 2
+        for j, key in enumerate(("imported", "legacy")):
+            value = int(r[key] or 0)
+            h = max(value, 0) * scale
+            shown = format_money(Decimal(value), credit_type, name)
+            parts.append(
+                f'<rect class="{key}" data-period="{_e(r["period"])}" data-total="{value}" '
+                f'x="{x0 + j * bar:.1f}" y="{base - h:.1f}" width="{bar:.1f}" height="{h:.1f}">'
+                f"<title>{_e(r['period'])} {key}: {_e(shown)}</title></rect>"
             )
-        bars.append(f'<text x="{30 + 40 * n}" y="215" font-size="9">{str(row["day"])[5:]}</text>')
-    return f'<svg id="chart" width="{width}" height="225" xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>'
+        if n % every == 0:
+            parts.append(
+                f'<text x="{left + (n + 0.5) * slot:.1f}" y="{base + 16}" '
+                f'text-anchor="middle">{_e(r["period"])}</text>'
+            )
+    axes = (
+        f'<line class="axis" x1="{left}" x2="{left + plot_w}" y1="{base}" y2="{base}"/>'
+        f'<line class="axis" x1="{left}" x2="{left}" y1="{top_margin}" y2="{base}"/>'
+        f'<text x="{left + plot_w / 2:.0f}" y="{height - 12}" text-anchor="middle">'
+        "month of the invoice start (UTC)</text>"
+        f'<text x="14" y="{top_margin + plot_h / 2:.0f}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top_margin + plot_h / 2:.0f})">total per month, {_e(name)}</text>'
+    )
+    legend = (
+        f'<g class="legend"><rect class="imported" x="{left}" y="12" width="14" height="14"/>'
+        f'<text x="{left + 20}" y="24">imported</text>'
+        f'<rect class="legacy" x="{left + 100}" y="12" width="14" height="14"/>'
+        f'<text x="{left + 120}" y="24">legacy</text></g>'
+    )
+    return (
+        f'<svg class="chart" id="chart-{_e(credit_type)}" width="{CHART_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {CHART_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'aria-label="imported and legacy totals per month, {_e(name)}">'
+        f"{legend}{axes}{''.join(parts)}</svg>"
+    )

@@ -983,10 +983,10 @@ def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.Data
 
 @dataclass
 class Reconciled:
-    """A reconciliation and the daily totals its report charts."""
+    """A reconciliation and the totals per month (and credit type) its report charts."""
 
     result: reconcile.Reconciliation
-    daily: pl.DataFrame
+    periods: pl.DataFrame
 
     @property
     def exit_code(self) -> ExitCode:
@@ -1011,7 +1011,7 @@ class Reconciled:
             "a preview" if self.result.preview else "the imported invoices"
         )
         (directory / "report.html").write_text(
-            reconcile.html_report(self.result, self.daily, title), encoding="utf-8"
+            reconcile.html_report(self.result, self.periods, title), encoding="utf-8"
         )
 
 
@@ -1020,16 +1020,18 @@ def reconcile_invoices(
     data: Sequence[Path] = (),
     *,
     tolerance: int = 0,
+    legacy_unit: str = "minor",
     out: Path | None = None,
     settings: Settings | None = None,
     **options: Any,
 ) -> Reconciled:
     """Legacy invoices against the store (results kept), or against a preview of `data`
-    (nothing saved); the diff and report written to `out` when given and readable."""
-    result, daily = pipeline.run_reconcile(
-        legacy, data, settings_of(settings, **options), tolerance
+    (nothing saved); the diff and report written to `out` when given and readable. Legacy
+    totals are in the credit type's smallest unit (`minor`: cents) or whole units (`major`)."""
+    result, periods = pipeline.run_reconcile(
+        legacy, data, settings_of(settings, **options), tolerance, legacy_unit
     )
-    reconciled = Reconciled(result, daily)
+    reconciled = Reconciled(result, periods)
     if out is not None and not result.issues.height:
         reconciled.write(out)
     return reconciled
@@ -1086,6 +1088,7 @@ def nightly(
     *,
     legacy: Sequence[Path] = (),
     tolerance: int = 0,
+    legacy_unit: str = "minor",
     reports: Path = Path("data/reports"),
     settings: Settings | None = None,
     **options: Any,
@@ -1094,7 +1097,9 @@ def nightly(
     the legacy files if given, and write the dated report (`nightly.json`, each failed entry's
     issues, the reconciliation); a later run of the same day writes `-2`, `-3`, ... beside."""
     chosen = settings_of(settings, **options)
-    imported, closed, reconciled = pipeline.run_nightly(inbox, chosen, legacy, tolerance)
+    imported, closed, reconciled = pipeline.run_nightly(
+        inbox, chosen, legacy, tolerance, legacy_unit
+    )
     folder = reports / chosen.as_of_or_now().strftime("%Y-%m-%d")
     folder.mkdir(parents=True, exist_ok=True)
     run = _nightly_suffix(folder)

@@ -1231,26 +1231,27 @@ class Store:
         legacy: tuple[pl.DataFrame, pl.DataFrame],
         imported: tuple[pl.DataFrame, pl.DataFrame],
         tolerance: int,
+        legacy_unit: str = "minor",
     ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """Run the reconciliation diffs; returns invoice diffs, line diffs and daily totals."""
+        """Run the reconciliation diffs; returns invoice diffs, line diffs and the totals per
+        month and credit type. Legacy totals in `major` units are turned into minor ones first."""
         for name, frame in zip(
             ("legacy_invoices", "legacy_lines", "imported_invoices", "imported_lines"),
             (*legacy, *imported),
             strict=True,
         ):
             self.temp_table(name, frame)
+        if legacy_unit == "major":
+            for statement in reconcile.legacy_to_minor_sql():
+                self.con.execute(statement)
         params = {"tolerance": tolerance}
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE invoice_diff AS " + reconcile.INVOICE_DIFF, params
         )
         invoices = self.frame("SELECT * FROM invoice_diff")
         lines = self.frame(reconcile.LINE_DIFF, params)
-        daily = self.frame(
-            """SELECT strftime(inclusive_start, '%Y-%m-%d') AS day, sum(imported_units) AS imported,
-                      sum(legacy_units) AS legacy
-               FROM invoice_diff GROUP BY ALL ORDER BY day"""
-        )
-        return invoices, lines, daily
+        periods = self.frame(reconcile.PERIOD_TOTALS)
+        return invoices, lines, periods
 
     def record_reconciliation(self, run: dict[str, Any], results: pl.DataFrame) -> int:
         with self.transaction():

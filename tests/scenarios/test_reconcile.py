@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -202,11 +203,14 @@ def test_the_stored_import_is_reconciled_and_the_report_is_written(
     summary = {row[0]: (row[1], row[2]) for row in page.tables["summary"][1:]}
     assert summary["AMOUNT_MISMATCH"] == ("1", "1")
     assert summary["MISSING_IN_IMPORT"] == ("1", "0")
-    assert page.tables["difference"][1] == [USD, "4899"]
-    assert page.tables["largest"][1][0] == "MISSING_IN_LEGACY"  # 5,000 is the largest difference
-    totals = {(r["class"], r["data-day"]): r["data-total"] for r in page.rects}
-    assert totals[("imported", "2024-06-01")] == "17500"  # acme 12,500 + globex 5,000
-    assert totals[("legacy", "2024-06-01")] == "12501"
+    assert page.tables["difference"][1] == ["USD (cents)", "$48.99"]
+    row = page.tables["invoices-AMOUNT_MISMATCH"][1]  # customer, contract, period, ids, totals
+    assert (row[3], row[5:]) == ("L1", ["$125.01", "$125.00", "-$0.01"])
+    assert page.tables["invoices-MISSING_IN_LEGACY"][1][-1] == "$50.00"
+    assert page.tables["lines-QUANTITY_MISMATCH"][1][:1] == ["L2"]
+    totals = {(r["class"], r.get("data-period")): r.get("data-total") for r in page.rects}
+    assert totals[("imported", "2024-06")] == "17500"  # acme 12,500 + globex 5,000
+    assert totals[("legacy", "2024-06")] == "12501"
 
 
 def test_a_bad_legacy_file_is_named(data: Path, tmp_path: Path) -> None:
@@ -266,3 +270,69 @@ def test_a_period_that_differs_and_a_parquet_legacy_file(data: Path, tmp_path: P
         ],
         key=str,
     )
+
+
+def test_legacy_totals_in_dollars_with_legacy_unit_major(data: Path, tmp_path: Path) -> None:
+    """The same export with totals in dollars (125.01 for 12,501 cents): multiplied by 100
+    exactly, it gives the same result as in cents; read as cents, nothing matches."""
+    dollars = tmp_path / "dollars.csv"
+    with dollars.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "legacy_invoice_id",
+                "customer_id",
+                "contract_id",
+                "inclusive_start_date",
+                "exclusive_end_date",
+                "product_id",
+                "quantity",
+                "total",
+            ]
+        )
+        writer.writerows(
+            (*row[:-1], str(Decimal(row[-1]) / 100) if row[-1] else "") for row in LEGACY
+        )
+
+    def statuses(*unit: str) -> tuple[dict[Any, str], dict[Any, str], Any]:
+        result = run_cli(
+            "reconcile", data, "--legacy", dollars, "--db", tmp_path / "s.duckdb",
+            "--as-of", "2024-08-15", "--json", *unit,
+        )  # fmt: skip
+        document = result.json()
+        return (
+            _statuses(document["invoices"], "legacy_invoice_id"),
+            _statuses(document["lines"], "legacy_invoice_id"),
+            document["summary"]["difference"],
+        )
+
+    invoices, lines, difference = statuses("--legacy-unit", "major")
+    assert invoices == {"L1": "AMOUNT_MISMATCH", "L2": "MATCH", "L4": "MATCH", "L5": "MISSING_IN_IMPORT", None: "MISSING_IN_LEGACY"}  # fmt: skip
+    assert lines == {"L1": "AMOUNT_MISMATCH", "L2": "QUANTITY_MISMATCH", "L4": "MATCH"}
+    assert difference == [{"credit_type_id": USD, "difference": 4899}]
+    assert statuses()[0]["L4"] == "AMOUNT_MISMATCH"  # 25 cents is not $25.00
+    refused = run_cli("reconcile", data, "--legacy", dollars, "--legacy-unit", "dollars")
+    assert refused.exit_code == 2
+
+
+def test_legacy_unit_reaches_the_nightly_reconciliation(data: Path, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data.rename(inbox / "set")
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_text(
+        "legacy_invoice_id,customer_id,contract_id,inclusive_start_date,exclusive_end_date,total\n"
+        "L2,cus_acme,con_acme_2024,2024-07-01T00:00:00Z,2024-08-01T00:00:00Z,250.00\n"
+    )
+    reports = tmp_path / "reports"
+    result = run_cli(
+        "nightly", "--inbox", inbox, "--db", tmp_path / "s.duckdb", "--as-of", "2024-08-15",
+        "--legacy", legacy, "--legacy-unit", "major", "--reports", reports,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stdout + result.stderr  # the other invoices are missing
+    page = (reports / "2024-08-15" / "reconciliation" / "report.html").read_text()
+    assert "whole currency units" in page
+    assert query(
+        tmp_path / "s.duckdb",
+        "SELECT status FROM reconciliation_results WHERE legacy_invoice_id = 'L2' AND level = 'invoice'",
+    ) == [("MATCH",)]
