@@ -7,7 +7,10 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 
 from bulk_rating.cli import app
@@ -185,3 +189,21 @@ def dataset(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
         return write_dataset(tmp_path / f"set{next(counter)}", copy.deepcopy(files))
 
     return make
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free port of 127.0.0.1; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -369,8 +369,12 @@ def _render_reconciliation(result: reconcile.Reconciliation, console: Console) -
         table.add_row(status, str(counts["invoices"][status]), str(counts["lines"][status]))
     console.print(table)
     for difference in result.money_difference():
+        credit_type = difference["credit_type_id"]
+        name = result.credit_types.get(credit_type, credit_type)
+        amount = difference["difference"]
         console.print(
-            f"difference {difference['difference']:,} (whole units) in {difference['credit_type_id']}"
+            f"difference {format_money(amount, credit_type, name)} (imported minus legacy,"
+            f" {exact_money(amount, name)})"
         )
     console.print(
         f"{_count(result.differences, 'difference')} beyond a tolerance of {result.tolerance}"

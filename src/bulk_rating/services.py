@@ -153,7 +153,7 @@ def close_periods(settings: Settings | None = None, **options: Any) -> Closed:
     """Finalize the drafts whose period has ended, make the drafts up to the as-of date, and
     queue the finalized invoices for their billing providers."""
     done = pipeline.run_close(settings_of(settings, **options))
-    return Closed(done["finalized"], done["invoices_created"])
+    return Closed(**done)
 
 
 @dataclass
@@ -1106,7 +1106,7 @@ def nightly(
     result = Nightly(
         as_of=chosen.as_of_or_now().isoformat(),
         entries=[NightlyEntry(name, report) for name, report in imported],
-        closed=Closed(closed["finalized"], closed["invoices_created"]),
+        closed=Closed(**closed),
         reconciled=None if reconciled is None else Reconciled(*reconciled),
         report=folder / f"nightly{run}.json",
         tolerance=tolerance,

@@ -184,7 +184,7 @@ def test_the_stored_import_is_reconciled_and_the_report_is_written(
     result = run_cli("reconcile", "--legacy", legacy, "--db", db, "--out", out)
 
     assert result.exit_code == 1
-    assert "4,899" in result.stdout
+    assert "difference $48.99 (imported minus legacy, 4899 USD (cents))" in result.stdout
     assert query(db, "SELECT differences, invoices_compared FROM reconciliation_runs") == [(5, 5)]
     stored = query(
         db, "SELECT level, status, count(*) FROM reconciliation_results GROUP BY ALL ORDER BY ALL"

@@ -4,17 +4,14 @@ downloads a browser), against a real server on 127.0.0.1 over a store the CLI im
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
-from tests.conftest import SAMPLES, run_cli
+from tests.conftest import SAMPLES, run_cli, running_server
 
 from bulk_rating.server import create_app
 from bulk_rating.settings import Settings
@@ -40,20 +37,8 @@ class Site:
 
 def _serve(db: Path) -> Iterator[Site]:
     settings = Settings(db=db, as_of=AS_OF)
-    config = uvicorn.Config(
-        create_app(settings, [TOKEN]), host="127.0.0.1", port=0, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield Site(f"http://127.0.0.1:{port}", settings)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(settings, [TOKEN])) as base_url:
+        yield Site(base_url, settings)
 
 
 @pytest.fixture(scope="module", params=["acme-commit", "acme-daily"])
