@@ -1,24 +1,33 @@
 """The seeded data-set generator: shapes the importer accepts, hourly rows inside contracts,
-exact decimal quantities, and the same files for the same seed."""
+exact decimal quantities, and the same files for the same seed; the realistic shape (UUID ids,
+rows in time order, one file) has the same rows and the same invoices as the short one."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from dateutil.relativedelta import relativedelta
 from pydantic import TypeAdapter
+from tests.conftest import query
 
-from bulk_rating import samples
+from bulk_rating import import_history, samples
 from bulk_rating.models import Catalog, Contract
 
 SIZE = {"customers": 3, "products": 3, "months": 1}
 START = datetime(2024, 1, 1, tzinfo=UTC)
+# Every kind of product, dense and sparse customers, both billing days, a price change.
+REALISTIC_SIZE = {"customers": 4, "products": 4, "months": 2}
+REALISTIC: dict[str, Any] = {"ids": "uuid", "order": "time", "single_file": True}
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+SORT_KEY = ["inclusive_start_date", "customer_id", "product_id", "pricing.region"]
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +208,180 @@ def test_hash_is_the_same_in_python_and_polars() -> None:
 def test_rejects_a_start_that_is_not_a_month_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="first day of a month"):
         samples.generate(tmp_path, **SIZE, start="2024-01-15")
+
+
+# --- the realistic shape ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("realistic") / "set"
+    return out, samples.generate(out, **REALISTIC_SIZE, **REALISTIC)
+
+
+def _ids_in(out: Path) -> dict[str, list[str]]:
+    """Every id the data set names, by kind, customers and products in the catalog's order."""
+    catalog = Catalog.model_validate_json((out / "catalog.json").read_text())
+    contracts = _contracts(out)
+    return {
+        "customers": [c.id for c in catalog.customers],
+        "products": [p.id for p in catalog.products],
+        "rate_cards": [r.id for r in catalog.rate_cards],
+        "contracts": [c.id for c in contracts],
+        "contract_customers": [c.customer_id for c in contracts],
+        "contract_rate_cards": [c.rate_card_id for c in contracts],
+    }
+
+
+def test_uuid_ids_are_uuid_text_drawn_from_the_seed(
+    realistic: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, result = realistic
+    named = _ids_in(out)
+    assert len(named["customers"]) == len(named["contracts"]) == REALISTIC_SIZE["customers"]
+    assert len(named["products"]) == REALISTIC_SIZE["products"]
+    every = [
+        i for kind in ("customers", "products", "rate_cards", "contracts") for i in named[kind]
+    ]
+    assert all(len(i) == 36 and UUID_TEXT.fullmatch(i) for i in every), every
+    assert len(set(every)) == len(every)
+    assert named["contract_customers"] == named["customers"]
+    assert set(named["contract_rate_cards"]) == set(named["rate_cards"])
+    usage = _usage(out)
+    assert set(usage["customer_id"]) == set(named["customers"])
+    assert set(usage["contract_id"]) == set(named["contracts"])
+    assert set(usage["product_id"]) == set(named["products"])
+
+    again = samples.generate(tmp_path / "again", **REALISTIC_SIZE, **REALISTIC)
+    other = samples.generate(tmp_path / "other", **REALISTIC_SIZE, **REALISTIC, seed=8)
+    assert again == result
+    for name in result["files"]:
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+    others = _ids_in(tmp_path / "other")
+    for kind in ("customers", "products", "rate_cards", "contracts"):
+        assert not set(others[kind]) & set(named[kind]), kind
+    assert other["rows"] == samples.rows_for(**REALISTIC_SIZE, seed=8)
+    assert not _usage(tmp_path / "other").equals(usage)
+
+
+def test_time_order_sorts_rows_by_time_customer_product_region(
+    realistic: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = realistic
+    usage = _usage(out)
+    assert usage["inclusive_start_date"].is_sorted()
+    assert usage.equals(usage.sort(SORT_KEY))
+    assert usage.schema == pl.Schema(samples.USAGE)
+
+
+def test_single_file_of_row_groups_of_at_most_a_million_rows(
+    realistic: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, result = realistic
+    assert result["files"] == ["catalog.json", "contracts.json", "usage/part-0000.parquet"]
+    assert sorted(p.name for p in (out / "usage").iterdir()) == ["part-0000.parquet"]
+    assert samples.ROW_GROUP_ROWS == 1_000_000
+    metadata = pq.ParquetFile(out / "usage" / "part-0000.parquet").metadata
+    assert 0 < metadata.num_rows == result["rows"]
+    assert all(metadata.row_group(i).num_rows <= 1_000_000 for i in range(metadata.num_row_groups))
+
+    # Row groups are whole whatever the slices' sizes; time order without one file splits it.
+    monkeypatch.setattr(samples, "ROW_GROUP_ROWS", 1_000)
+    monkeypatch.setattr(samples, "MAX_PART_ROWS", 3_000)
+    monkeypatch.setattr(samples, "SLICE_ROWS", 700)
+    one = samples.generate(tmp_path / "one", **REALISTIC_SIZE, **REALISTIC)
+    split = samples.generate(tmp_path / "split", **REALISTIC_SIZE, ids="uuid", order="time")
+    written = pq.ParquetFile(tmp_path / "one" / "usage" / "part-0000.parquet").metadata
+    groups = [written.row_group(i).num_rows for i in range(written.num_row_groups)]
+    assert groups == [1_000] * (result["rows"] // 1_000) + [result["rows"] % 1_000]
+    parts = [pq.ParquetFile(tmp_path / "split" / name).metadata for name in split["files"][2:]]
+    assert split["files"][2:] == [f"usage/part-{n:04d}.parquet" for n in range(len(parts))]
+    assert len(parts) > 1
+    assert [p.num_rows for p in parts[:-1]] == [3_000] * (len(parts) - 1)
+    assert one["rows"] == split["rows"] == sum(p.num_rows for p in parts) == result["rows"]
+    assert _usage(tmp_path / "split").equals(_usage(out))
+    assert _usage(tmp_path / "one").equals(_usage(out))
+
+
+def test_rows_for_counts_the_realistic_shape(realistic: tuple[Path, dict[str, Any]]) -> None:
+    out, result = realistic
+    counted = samples.rows_for(**REALISTIC_SIZE, **REALISTIC)
+    assert counted == samples.rows_for(**REALISTIC_SIZE) == result["rows"] == _usage(out).height
+
+
+@pytest.mark.parametrize("single_file", [False, True])
+def test_time_order_has_the_rows_of_customer_order(
+    single_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(samples, "SLICE_ROWS", 5_000)  # several slices
+    samples.generate(tmp_path / "customer", **REALISTIC_SIZE)
+    samples.generate(tmp_path / "time", **REALISTIC_SIZE, order="time", single_file=single_file)
+    by_customer, by_time = _usage(tmp_path / "customer"), _usage(tmp_path / "time")
+    assert by_time.height == by_customer.height > 10_000
+    assert not by_time.equals(by_customer)
+    assert by_time.equals(by_customer.sort(SORT_KEY))
+
+
+def test_single_file_in_customer_order_holds_the_parts_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(samples, "MAX_PART_ROWS", 3_000)  # several parts
+    parts = samples.generate(tmp_path / "parts", **REALISTIC_SIZE)
+    one = samples.generate(tmp_path / "one", **REALISTIC_SIZE, single_file=True)
+    assert len(parts["files"]) > 3
+    assert one["files"] == ["catalog.json", "contracts.json", "usage/part-0000.parquet"]
+    assert one["rows"] == parts["rows"]
+    assert _usage(tmp_path / "one").equals(_usage(tmp_path / "parts"))
+
+
+def _invoices(db: Path, customers: dict[str, int], products: dict[str, int]) -> list[Any]:
+    """The stored invoices and their lines, ids replaced by their index in the catalog."""
+    invoices = query(
+        db,
+        """SELECT invoice_id, customer_id, start_timestamp, end_timestamp, status, total
+           FROM invoices ORDER BY ALL""",
+    )
+    lines = query(
+        db,
+        """SELECT invoice_id, product_id, starting_at, ending_before, tier_level, quantity, total
+           FROM invoice_line_items ORDER BY ALL""",
+    )
+    by_invoice: dict[str, list[tuple[Any, ...]]] = {}
+    for invoice_id, product_id, *rest in lines:
+        by_invoice.setdefault(invoice_id, []).append((products[product_id], *rest))
+    return sorted(
+        (customers[customer_id], *rest, sorted(by_invoice.get(invoice_id, [])))
+        for invoice_id, customer_id, *rest in invoices
+    )
+
+
+def test_realistic_shape_imports_to_the_invoices_of_the_short_one(
+    realistic: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, result = realistic
+    short_out = tmp_path / "short"
+    short = samples.generate(short_out, **REALISTIC_SIZE)
+    assert short["as_of"] == result["as_of"]
+
+    imported: dict[str, list[Any]] = {}
+    for name, directory in (("realistic", out), ("short", short_out)):
+        db = tmp_path / f"{name}.duckdb"
+        report = import_history(directory, db=db, as_of=result["as_of"])
+        assert report.status == "imported", report.issues
+        assert report.issues.is_empty()
+        assert report.rows_read == result["rows"]
+        ids = _ids_in(directory)
+        customers = {c: i for i, c in enumerate(ids["customers"])}
+        products = {p: i for i, p in enumerate(ids["products"])}
+        imported[name] = _invoices(db, customers, products)
+
+    assert len(imported["realistic"]) >= REALISTIC_SIZE["customers"] * REALISTIC_SIZE["months"]
+    assert sum(invoice[4] for invoice in imported["realistic"]) > 0
+    assert imported["realistic"] == imported["short"]
+
+
+def test_rejects_an_unknown_shape(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ids must be one of"):
+        samples.generate(tmp_path, **SIZE, ids="long")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="order must be one of"):
+        samples.rows_for(**SIZE, order="random")  # type: ignore[arg-type]
