@@ -71,8 +71,8 @@ test-slow: $(STAMP) ## only the slow tests (big data, kill loops)
 
 test-all: test test-slow ## every test, the slow ones too
 
-bench: $(STAMP) ## import vs bare-DuckDB floor at 1M and 10M rows (SIZE=100M for the big one, RUNS=n)
-	$(BIN)/python bench/bench.py $(if $(SIZE),--sizes $(SIZE),) $(if $(RUNS),--runs $(RUNS),)
+bench: $(STAMP) ## import vs bare-DuckDB floor at 1M and 10M rows (SIZE=100M for the big one, SHAPE=short, RUNS=n)
+	$(BIN)/python bench/bench.py $(if $(SIZE),--sizes $(SIZE),) $(if $(SHAPE),--shape $(SHAPE),) $(if $(RUNS),--runs $(RUNS),)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests

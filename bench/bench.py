@@ -1,10 +1,24 @@
 """Import throughput against a bare-DuckDB floor, on generated hourly usage.
 
-    .venv/bin/python bench/bench.py [--sizes 1M,10M] [--runs 5] [--out bench-data]
+    .venv/bin/python bench/bench.py [--sizes 1M,10M] [--shape realistic] [--runs 5] [--out bench-data]
 
-For each size, a data set is generated once with `bulk_rating.samples.generate` (seeded, cached in
-`<out>/<size>/data/`, rebuilt only when its parameters change), then two commands run as separate
-processes, alternated (a b, b a, a b, ...), `--runs` times each:
+The data sets (`bulk_rating.samples.generate`, seeded) come in two shapes:
+
+- `realistic` (the default), shaped as billing exports are: three months of hourly usage of four
+  products (FLAT, TIERED, FLAT priced per region, TIERED priced per region; the first one's price
+  changes mid-month). Half the customers are dense (every product every hour, 4 rows an hour) and
+  half sparse (some products during business hours on weekdays): about 5,200 rows a customer.
+  Customer, contract, product and rate card ids are 36-character UUID text; the rows come in
+  time order (hour, customer, product) in one Parquet file of 1M-row row groups. Sizes 1M, 10M,
+  100M and 1B differ only in the number of customers (1B only when asked for).
+- `short`, the shape measured before: ids such as `cus_0001`, short enough for DuckDB to store
+  inline (12 bytes or less), which makes every hash and join cheaper than real ids do; files
+  split between customers and rows sorted by customer; fewer customers, more products and
+  months. Sizes 1M, 10M and 100M.
+
+For each size, a data set is generated once (cached in `<out>/<shape>-<size>/data/`, the short
+shape's in `<out>/<size>/data/`, rebuilt only when its parameters change), then two commands run
+as separate processes, alternated (a b, b a, a b, ...), `--runs` times each:
 
   (a) import: `bulk-rating import <data> --db <fresh file> --as-of <after the history>`, as
               `make import` runs it (counts and totals are read from the database after)
@@ -42,12 +56,31 @@ from bulk_rating import samples
 
 SEED = 7
 START = "2024-01-01"
-# customers x products x months; `samples.rows_for` gives the exact row count of each.
-PRESETS: dict[str, dict[str, int]] = {
-    "1M": {"customers": 100, "products": 8, "months": 3},  # 1,017,250 rows
-    "10M": {"customers": 200, "products": 10, "months": 12},  # 10,179,270 rows
-    "100M": {"customers": 1000, "products": 20, "months": 12},  # 101,702,320 rows
+REALISTIC: dict[str, Any] = {
+    "products": 4,
+    "months": 3,
+    "ids": "uuid",
+    "order": "time",
+    "single_file": True,
 }
+SHORT: dict[str, Any] = {"ids": "short", "order": "customer", "single_file": False}
+# The parameters of `samples.generate` by shape and size; `samples.rows_for` gives the exact row
+# count of each (seed 7, from 2024-01-01). Realistic customer counts are those nearest the size.
+SHAPES: dict[str, dict[str, dict[str, Any]]] = {
+    "realistic": {
+        "1M": {"customers": 193, **REALISTIC},  # 1,002,742 rows
+        "10M": {"customers": 1_927, **REALISTIC},  # 10,003,604 rows
+        "100M": {"customers": 19_296, **REALISTIC},  # 99,996,728 rows
+        "1B": {"customers": 192_998, **REALISTIC},  # 999,997,414 rows
+    },
+    "short": {
+        "1M": {"customers": 100, "products": 8, "months": 3, **SHORT},  # 1,017,250 rows
+        "10M": {"customers": 200, "products": 10, "months": 12, **SHORT},  # 10,179,270 rows
+        "100M": {"customers": 1000, "products": 20, "months": 12, **SHORT},  # 101,702,320 rows
+    },
+}
+# Manifests written before the shape options existed do not name them: they had these values.
+OPTION_DEFAULTS: dict[str, Any] = {"ids": "short", "order": "customer", "single_file": False}
 
 # Runs one command with its output in files; prints its wall time and peak RSS as JSON.
 LAUNCHER = """
@@ -90,14 +123,22 @@ def bulk_rating_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bulk_rating"]
 
 
-def dataset(out: Path, size: str, seed: int) -> tuple[Path, dict[str, Any], float | None]:
+def cache_folder(out: Path, shape: str, size: str) -> Path:
+    # The short shape keeps the folders it had before there were shapes: its caches stay in use.
+    return out / size if shape == "short" else out / f"{shape}-{size}"
+
+
+def dataset(
+    out: Path, shape: str, size: str, seed: int
+) -> tuple[Path, dict[str, Any], float | None]:
     """The cached data set of `size`, generated when absent or made with other parameters."""
-    params: dict[str, Any] = {"seed": seed, "start": START, **PRESETS[size]}
-    folder, manifest = out / size / "data", out / size / "generated.json"
+    params: dict[str, Any] = {"seed": seed, "start": START, **SHAPES[shape][size]}
+    cache = cache_folder(out, shape, size)
+    folder, manifest = cache / "data", cache / "generated.json"
     if manifest.exists():
         generated: dict[str, Any] = json.loads(manifest.read_text())
         same = generated.get("samples_version") == samples.SAMPLES_VERSION and all(
-            generated.get(key) == value for key, value in params.items()
+            generated.get(key, OPTION_DEFAULTS.get(key)) == value for key, value in params.items()
         )
         if same and all((folder / name).exists() for name in generated["files"]):
             note(f"{size}: using the data set in {folder} ({generated['rows']:,} rows)")
@@ -105,7 +146,7 @@ def dataset(out: Path, size: str, seed: int) -> tuple[Path, dict[str, Any], floa
     shutil.rmtree(folder, ignore_errors=True)
     note(f"{size}: generating {params} into {folder} ...")
     began = time.perf_counter()
-    generated = samples.generate(folder, seed=seed, start=START, **PRESETS[size])
+    generated = samples.generate(folder, **params)
     seconds = time.perf_counter() - began
     manifest.write_text(json.dumps(generated, indent=1) + "\n")
     note(
@@ -182,8 +223,10 @@ def median(runs: list[dict[str, Any]], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def bench_size(size: str, runs: int, out: Path, seed: int, timeout: float) -> dict[str, Any]:
-    data, generated, generation_seconds = dataset(out, size, seed)
+def bench_size(
+    shape: str, size: str, runs: int, out: Path, seed: int, timeout: float
+) -> dict[str, Any]:
+    data, generated, generation_seconds = dataset(out, shape, size, seed)
     as_of = as_of_after(generated)
     measured: dict[str, list[dict[str, Any]]] = {"import": [], "floor": []}
     for run in range(runs):
@@ -196,8 +239,12 @@ def bench_size(size: str, runs: int, out: Path, seed: int, timeout: float) -> di
             measured[kind].append(result)
     rows = int(generated["rows"])
     summary: dict[str, Any] = {
+        "shape": shape,
         "size": size,
-        "params": {key: generated[key] for key in ("customers", "products", "months", "seed")},
+        "params": {
+            key: generated.get(key, OPTION_DEFAULTS.get(key))
+            for key in ("customers", "products", "months", "seed", *OPTION_DEFAULTS)
+        },
         "rows": rows,
         "files": len(generated["files"]) - 2,
         "parquet_bytes": sum(f.stat().st_size for f in (data / "usage").glob("*.parquet")),
@@ -234,14 +281,14 @@ def _cell(value: float | None, spec: str) -> str:
     return "failed" if value is None else format(value, spec)
 
 
-def table(results: list[dict[str, Any]], runs: int) -> list[str]:
+def table(results: list[dict[str, Any]], shape: str, runs: int) -> list[str]:
     header = (
         f"{'size':>5} {'rows':>12} {'import s':>9} {'floor s':>8} {'import rows/s':>14} "
         f"{'floor rows/s':>13} {'import MiB':>11} {'floor MiB':>10} {'import/floor':>13}"
         f" {'paired':>7}"
     )
     lines = [
-        f"medians of {runs} run(s) each, alternated; peak RSS is the highest run;"
+        f"{shape} data; medians of {runs} run(s) each, alternated; peak RSS is the highest run;"
         " paired: the median of each run's import/floor",
         header,
     ]
@@ -266,21 +313,32 @@ def table(results: list[dict[str, Any]], runs: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1M,10M", help=f"comma-separated, of {list(PRESETS)}")
+    parser.add_argument(
+        "--shape", choices=list(SHAPES), default="realistic", help="the shape of the data sets"
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1M,10M",
+        help="comma-separated, of the shape's sizes: "
+        + "; ".join(f"{shape}: {','.join(sizes)}" for shape, sizes in SHAPES.items()),
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs of each command per size")
     parser.add_argument("--out", type=Path, default=Path("bench-data"), help="data and results")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    unknown = [s for s in sizes if s not in PRESETS]
+    presets = SHAPES[args.shape]
+    unknown = [s for s in sizes if s not in presets]
     if unknown or not sizes or args.runs < 1:
-        parser.error(f"sizes must be among {list(PRESETS)} and runs at least 1")
+        parser.error(f"{args.shape} sizes must be among {list(presets)} and runs at least 1")
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    results = [bench_size(size, args.runs, out, args.seed, args.timeout) for size in sizes]
-    for line in table(results, args.runs):
+    results = [
+        bench_size(args.shape, size, args.runs, out, args.seed, args.timeout) for size in sizes
+    ]
+    for line in table(results, args.shape, args.runs):
         say(line)
     document = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -291,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "duckdb": duckdb.__version__,
             "polars": pl.__version__,
         },
+        "shape": args.shape,
         "runs": args.runs,
         "sizes": results,
     }
