@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,6 +38,25 @@ class CliResult:
     def json(self) -> Any:
         # Numbers parsed exactly, as a billing client must.
         return json.loads(self.stdout, parse_float=Decimal)
+
+
+# The columns of a usage CSV as the tests write it, in the order its rows give their values.
+USAGE_CSV_COLUMNS = (
+    "customer_id",
+    "contract_id",
+    "product_id",
+    "inclusive_start_date",
+    "exclusive_end_date",
+    "quantity",
+    "breakdown_granularity",
+)
+
+
+def write_usage_csv(path: Path, rows: Iterable[Sequence[str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(USAGE_CSV_COLUMNS)
+        writer.writerows(rows)
 
 
 def run_cli(*args: str | Path) -> CliResult:

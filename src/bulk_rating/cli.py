@@ -240,11 +240,21 @@ def import_command(
     ] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks of internal errors")] = False,
     wait: WaitOption = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="check and price a usage table's contracts in this many partitions, one after"
+            " another (default: as many as the memory limit needs)",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
     def action() -> int:
-        settings = _settings(db=db, as_of=as_of, preview=preview or None, wait=wait)
+        settings = _settings(
+            db=db, as_of=as_of, preview=preview or None, wait=wait, partitions=partitions
+        )
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = services.import_history(
                 *paths,

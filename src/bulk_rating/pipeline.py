@@ -25,12 +25,18 @@ from bulk_rating import (
     reconcile,
     validate,
 )
-from bulk_rating.errors import AmountOverflowError, BulkRatingError, ScanError, UsageError
+from bulk_rating.errors import (
+    AmountOverflowError,
+    BulkRatingError,
+    ResourceError,
+    ScanError,
+    UsageError,
+)
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Product, RateCard
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport
-from bulk_rating.settings import Settings, utc_now
+from bulk_rating.settings import MAX_PARTITIONS, Settings, utc_now
 from bulk_rating.store import Limits, Store
 
 # A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
@@ -86,15 +92,48 @@ def run_import(
         if callable(paths)
         else lambda: load.load_dataset(paths, json_limit=settings.json_limit())
     )
-    try:
-        report = _import(read, settings, invoice_limit, progress, replacing)
-    except BaseException as failed:
-        if new_file and not getattr(failed, "committed", False):
-            _remove_store(settings.db)
-        raise
+    tried: list[int | None] = []  # each attempt's partitions (None: no usage table)
+    while True:
+        try:
+            report = _import(read, settings, invoice_limit, progress, replacing, tried)
+            break
+        except BaseException as failed:
+            if new_file and not getattr(failed, "committed", False):
+                _remove_store(settings.db)
+            retry = _more_partitions(failed, settings, tried)
+            if retry is None:
+                raise
+            settings = retry
+    if len(tried) > 1:
+        report.warnings.append(
+            f"the memory limit ({settings.memory_limit}) was reached in {tried[-2]} partitions of"
+            f" contracts: the run was rolled back and done again in {tried[-1]}; a higher"
+            " BULK_RATING_MEMORY_LIMIT needs fewer"
+        )
     if new_file and (report.run_id is None or report.preview):
         _remove_store(settings.db)
     return report
+
+
+# A run out of memory is done again in twice the partitions, at most this many times.
+MEMORY_RETRIES = 3
+
+
+def _more_partitions(
+    failed: BaseException, settings: Settings, tried: list[int | None]
+) -> Settings | None:
+    """The settings to do a run again with after it reached the memory limit in partitions the
+    run chose itself (nothing of it is stored: it was rolled back); None to give up."""
+    if not (isinstance(failed, ResourceError) and failed.code == "OUT_OF_MEMORY"):
+        return None
+    if failed.committed or not tried or tried[-1] is None or len(tried) > MEMORY_RETRIES:
+        return None
+    if settings.partitions is not None and len(tried) == 1:  # the user's choice: say so, as is
+        return None
+    more = tried[-1] * 2
+    if more > MAX_PARTITIONS:
+        return None
+    return settings.model_copy(update={"partitions": more})
 
 
 def _remove_store(db: Path) -> None:
@@ -108,6 +147,7 @@ def _import(
     invoice_limit: int | None,
     progress: Progress,
     replacing: Collection[str] = (),
+    tried: list[int | None] | None = None,
 ) -> RunReport:
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
@@ -145,7 +185,10 @@ def _import(
             # against it (their problems would follow from it, or not be found at all)
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
-            table = _prepare(store, dataset, plan, refs, as_of)
+            partitions = _partitions(store, dataset, settings)
+            table = _prepare(store, dataset, plan, refs, as_of, partitions)
+            if tried is not None:
+                tried.append(partitions if table is not None else None)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
@@ -155,7 +198,7 @@ def _import(
                     store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
                 with stages("validate"):
                     found, content_sum, has_drafts, copies_in_run = _usage_issues(
-                        store, dataset, refs, table, progress, report
+                        store, dataset, refs, table, progress, report, partitions
                     )
                     issues = pl.concat([issues, *(frames.issues(f) for f in found)])
                 if table is not None:  # stored rows overlap these when they are the same rows
@@ -171,18 +214,21 @@ def _import(
                 with stages("rate"):
                     unique = "_unique" if report.duplicates_collapsed else ""
                     if unique:  # tiers and line items count each exact duplicate once
-                        _drop_copies(store, copies_in_run)
-                        store.check_rows(_line_weeks_sql(store, table, rows="usage_rows_unique"))
+                        _drop_copies(store, copies_in_run, partitions)
+                        store.check_rows(
+                            _line_weeks_sql(store, table, rows="usage_rows_unique"), partitions
+                        )
                     store.price(
                         run_id,
                         table=table is not None,
                         rows="usage_rows" + unique,
                         progress=progress,
+                        partitions=partitions,
                     )
                     _draw_down(store, run_id)
                     store.total_invoices(run_id)
                     if has_drafts:
-                        _rate_drafts(store, run_id, rows="usage_rows" + unique)
+                        _rate_drafts(store, run_id, "usage_rows" + unique, partitions)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -321,6 +367,7 @@ def _prepare(
     plan: catalog.CatalogPlan,
     refs: validate.References,
     as_of: datetime,
+    partitions: int = 1,
 ) -> load.UsageTable | None:
     """The run's working relations, created before its transaction (which then holds no DDL)."""
     if dataset.tables and dataset.request is not None:
@@ -359,7 +406,11 @@ def _prepare(
             "_period_weeks",
             assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
         )
-        store.temp_view("usage_rows", load.rows_sql(table))
+        store.temp_view("usage_rows_all", load.rows_sql(table))
+        if partitions > 1:
+            store.partitioned_rows()
+        else:
+            store.temp_view("usage_rows", "SELECT * FROM usage_rows_all")
         store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")
         store.temp_table(  # what a row's file_index names: the file it was read from
             "_sources",
@@ -386,6 +437,7 @@ def _usage_issues(
     table: load.UsageTable | None,
     progress: Progress,
     report: RunReport,
+    partitions: int = 1,
 ) -> tuple[list[pl.DataFrame], int, bool, int]:
     """Check every row while grouping rows into lines (one scan); name the failing rows only when
     there are some; then make the invoices and lines and check the invoices. Also gives the
@@ -396,7 +448,7 @@ def _usage_issues(
     store.tracked(
         "reading and checking rows",
         progress,
-        lambda: store.check_rows(_line_weeks_sql(store, table)),
+        lambda: store.check_rows(_line_weeks_sql(store, table), partitions),
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
     report.rows_read = int(checked["rows"].sum())
@@ -466,6 +518,18 @@ def _slots(store: Store, table: load.UsageTable | None) -> int:
     return min(max(hours, 24), MAX_SLOTS)
 
 
+def _partitions(store: Store, dataset: load.Dataset, settings: Settings) -> int:
+    """How many partitions of contracts a usage table's rows are checked and priced in: as set,
+    or as many as its rows need at the memory budget (Settings.rows_per_partition). JSON batches
+    are bounded by their own size limit: one."""
+    if settings.partitions is not None:
+        return settings.partitions
+    if len(dataset.tables) != 1:
+        return 1
+    rows = store.parquet_rows(dataset.tables[0].files)
+    return max(1, -(-rows // settings.rows_per_partition()))
+
+
 def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:
     """The periods the contracts bill themselves now: their DRAFT invoices, stored or new."""
     stored = store.generated_invoices().filter(pl.col("status") == "DRAFT")
@@ -486,20 +550,21 @@ def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> 
     )
 
 
-def _drop_copies(store: Store, copies_in_run: int) -> None:
+def _drop_copies(store: Store, copies_in_run: int, partitions: int) -> None:
     """Name the rows that usage_rows_unique leaves out: as many as the check counted, or a hash
-    made two different rows look alike (never guess)."""
-    store.replace_with("_dropped_copies", validate.dropped_copies_sql())
+    made two different rows look alike (never guess). Copies are of one contract: of one
+    partition."""
+    store.replace_with("_dropped_copies", validate.dropped_copies_sql(), partitions=partitions)
     if store.scalar("SELECT count(*) FROM _dropped_copies") != copies_in_run:
         raise BulkRatingError(
             "two different rows hash alike; split the input and import it in parts"
         )
 
 
-def _rate_drafts(store: Store, run_id: int, rows: str) -> None:
+def _rate_drafts(store: Store, run_id: int, rows: str, partitions: int) -> None:
     """D8: a draft is rated from all the usage of its period given so far, again when more comes
     (each exact duplicate once, as history)."""
-    store.keep_draft_usage(run_id, rows)
+    store.keep_draft_usage(run_id, rows, partitions)
     if not store.clear_drafts():
         return
     store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DB = Path("data/bulk_rating.duckdb")
@@ -15,6 +15,12 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 # Parsed JSON takes about ten times its size in memory (models, then frames): the JSON files of
 # one run may hold at most this fraction of the memory budget (32 MiB at the default 512MB).
 JSON_SHARE_OF_MEMORY = 16
+# What checking and pricing a usage table take, per row of one partition, at most: the check's
+# hash table holds a group per line and week (about 170 hourly rows each), 36-character ids
+# included; a 10M-row hourly history with UUID ids needs about 200 MB on 2 threads, 20 bytes a
+# row. Twice that leaves room for sparser rows (more groups per row) and more threads.
+BUDGET_BYTES_PER_ROW = 40
+MAX_PARTITIONS = 4096
 _UNITS = {
     "": 1,
     "b": 1,
@@ -66,6 +72,9 @@ class Settings(BaseSettings):
     # DuckDB's memory limit; past it, work spills to disk (<db>.tmp) instead of growing.
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
+    # partitions of contracts a usage table's rows are checked and priced in, one after another;
+    # None: as many as the memory budget needs for the table's rows (rows_per_partition)
+    partitions: Annotated[int, Field(ge=1, le=MAX_PARTITIONS)] | None = None
     # seconds to wait for a database another process holds (a notebook, say); 0 refuses at once
     wait: float = 0.0
     # the bearer tokens `bulk-rating serve` accepts, separated by commas (none: it will not start)
@@ -73,6 +82,11 @@ class Settings(BaseSettings):
 
     def as_of_or_now(self) -> datetime:
         return utc_now() if self.as_of is None else self.as_of
+
+    def rows_per_partition(self) -> int:
+        """The most usage rows one partition of a run holds at this memory budget."""
+        budget = memory_bytes(self.memory_limit) or memory_bytes(DEFAULT_MEMORY_LIMIT) or 0
+        return max(budget // BUDGET_BYTES_PER_ROW, 1)
 
     def json_limit(self) -> int:
         """The most bytes of JSON one run reads: a share of the memory budget."""

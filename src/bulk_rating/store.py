@@ -75,6 +75,12 @@ ALTER TABLE _priced_windows_keyed RENAME TO _priced_windows;
 # DuckDB client from 1.4 on reads (the command-line client on PyPI among them), instead of DuckDB
 # 2's own, which no 1.x client opens. A file keeps the format it was created in.
 STORAGE_COMPATIBILITY = "v1.4.0"
+# A usage table's rows, one partition of its contracts at a time (Store.each_partition): the
+# variables are read when a statement is bound, so the filter is a constant of each statement.
+PARTITIONED_ROWS = (
+    "SELECT * FROM usage_rows_all"
+    " WHERE hash(contract_id) % getvariable('usage_partitions') = getvariable('usage_partition')"
+)
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
 # breakdown rows) are not needed to price a new batch, so a preview stays cheap on a big store.
@@ -592,13 +598,48 @@ class Store:
             {"run_id": run_id},
         )
 
-    def check_rows(self, sql: str) -> None:
-        """Fill `_line_weeks` (validate.line_weeks_sql): the one scan that checks rows. A failure
-        to read the files is a ScanError (the pipeline then looks for a corrupt file)."""
+    def check_rows(self, sql: str, partitions: int = 1) -> None:
+        """Fill `_line_weeks` (validate.line_weeks_sql): the one scan that checks rows, once per
+        partition. A failure to read the files is a ScanError (the pipeline then looks for a
+        corrupt file)."""
         try:
-            self.replace_with("_line_weeks", sql)
+            self.replace_with("_line_weeks", sql, partitions=partitions)
+        except duckdb.OutOfMemoryException:
+            raise
         except duckdb.Error as exc:
             raise ScanError(f"reading the usage rows failed: {exc}") from exc
+
+    def partitioned_rows(self) -> None:
+        """`usage_rows` as the rows of one partition of contracts at a time (PARTITION_FILTER):
+        a contract's rows all fall in one partition, so what is grouped by line is the same
+        whether made at once or partition by partition. Before each_partition, it is all rows."""
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW usage_rows AS {PARTITIONED_ROWS}")
+        self._partition(1, 0)
+
+    def _partition(self, partitions: int, partition: int) -> None:
+        self.con.execute(f"SET VARIABLE usage_partitions = {int(partitions)}")
+        self.con.execute(f"SET VARIABLE usage_partition = {int(partition)}")
+
+    def each_partition(self, partitions: int) -> Iterator[int]:
+        """Each partition in turn as usage_rows (the caller runs its statements in each), then
+        all rows again once the last is done (a failed run is rolled back and closed anyway)."""
+        if partitions <= 1:
+            yield 0
+            return
+        for partition in range(partitions):
+            self._partition(partitions, partition)
+            yield partition
+        self._partition(1, 0)
+
+    def parquet_rows(self, files: Sequence[str]) -> int:
+        """The rows of Parquet files, from their footers (nothing else is read)."""
+        try:
+            found = self.scalar(
+                "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata(?)", [list(files)]
+            )
+        except duckdb.Error:  # an unreadable footer: the check's scan names the file
+            return 0
+        return int(found or 0)
 
     @staticmethod
     def unreadable_parquet(files: Sequence[str]) -> dict[str, str]:
@@ -615,10 +656,23 @@ class Store:
                     found[file] = str(exc).splitlines()[0]
         return found
 
-    def replace_with(self, table: str, sql: str, params: dict[str, Any] | None = None) -> None:
-        """A working table's rows replaced, inside the run's transaction (no DDL)."""
+    def replace_with(
+        self,
+        table: str,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        partitions: int = 1,
+    ) -> int:
+        """A working table's rows replaced, inside the run's transaction (no DDL); with
+        `partitions`, `sql` (which reads usage_rows) runs once per partition. Returns how many
+        rows were inserted."""
         self.con.execute(f"DELETE FROM {table}")
-        self.con.execute(f"INSERT INTO {table} BY NAME {sql}", params)
+        inserted = 0
+        for _ in self.each_partition(partitions):
+            done = self.con.execute(f"INSERT INTO {table} BY NAME {sql}", params).fetchone()
+            inserted += int(done[0]) if done else 0
+        return inserted
 
     def price(
         self,
@@ -628,6 +682,7 @@ class Store:
         rows: str = "usage_rows",
         drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
+        partitions: int = 1,
     ) -> None:
         """Run the pricing kernel over `rows` (the rows `_line_weeks` counted), `_line_weeks`,
         `usage_lines` and `usage_invoices`. A usage table's windows in weeks with a tier edge are
@@ -639,11 +694,14 @@ class Store:
         )
         try:
             self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
-            stored = self.tracked(
-                "pricing and storing rows",
-                progress,
-                lambda: self.con.execute(windows, params).fetchall()[0][0],
-            )
+
+            def store_windows() -> int:
+                return sum(
+                    self.con.execute(windows, params).fetchall()[0][0]
+                    for _ in self.each_partition(partitions)
+                )
+
+            stored = self.tracked("pricing and storing rows", progress, store_windows)
             if keep_edges:
                 expected = self.scalar(
                     "SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft"
@@ -704,10 +762,14 @@ class Store:
 
     # --- drafts: the periods a contract bills itself -----------------------------------------
 
-    def keep_draft_usage(self, run_id: int, rows: str = "usage_rows") -> None:
+    def keep_draft_usage(self, run_id: int, rows: str = "usage_rows", partitions: int = 1) -> None:
         """The run's rows that fall in a DRAFT period join those kept before (validated already;
         `rows`: with exact duplicates collapsed when there were some; a row kept before is not
         kept again)."""
+        for _ in self.each_partition(partitions):
+            self._keep_draft_usage(run_id, rows)
+
+    def _keep_draft_usage(self, run_id: int, rows: str) -> None:
         self.con.execute(
             f"""INSERT INTO _draft_usage BY NAME
                 SELECT * EXCLUDE (quantity_raw, file_index, pricing_key, presentation_key), quantity_raw::VARCHAR AS quantity_raw,

@@ -9,22 +9,12 @@ the August rows. First 5 calls (6,250): covered, the draft totals 0, 6,250 remai
 
 from __future__ import annotations
 
-import csv
 import shutil
 from decimal import Decimal
 from pathlib import Path
 
-from tests.conftest import SAMPLES, CliResult, query, run_cli
+from tests.conftest import SAMPLES, CliResult, query, run_cli, write_usage_csv
 
-HEADER = [
-    "customer_id",
-    "contract_id",
-    "product_id",
-    "inclusive_start_date",
-    "exclusive_end_date",
-    "quantity",
-    "breakdown_granularity",
-]
 ACME = ["cus_acme", "con_acme_2024", "prod_api_calls"]
 
 
@@ -33,10 +23,7 @@ def _set(directory: Path, rows: list[list[str]], *, catalog: bool = True) -> Pat
     if catalog:
         for name in ("catalog.json", "contracts.json"):
             shutil.copy(SAMPLES / "acme-commit" / name, directory / name)
-    with (directory / "usage.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows([[*ACME, *row] for row in rows])
+    write_usage_csv(directory / "usage.csv", ([*ACME, *row] for row in rows))
     return directory
 
 

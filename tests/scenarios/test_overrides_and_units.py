@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import acme, add_product, add_rates, import_json, invoice, line, run_cli
+from tests.conftest import (
+    acme,
+    add_product,
+    add_rates,
+    import_json,
+    invoice,
+    line,
+    run_cli,
+    write_usage_csv,
+)
 
 JUNE = ("2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z")
 JULY = ("2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z")
@@ -116,21 +124,10 @@ def test_a_usage_table_gives_one_invoice_per_credit_type_of_a_period(
     _with_credits(files)
     del files["invoices"]
     directory = dataset(files)
-    with (directory / "usage.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "customer_id",
-                "contract_id",
-                "product_id",
-                "inclusive_start_date",
-                "exclusive_end_date",
-                "quantity",
-                "breakdown_granularity",
-            ]
-        )
-        writer.writerow(["cus_acme", "con_acme_2024", "prod_api_calls", *JUNE, "10", "NONE"])
-        writer.writerow(
+    write_usage_csv(
+        directory / "usage.csv",
+        [
+            ["cus_acme", "con_acme_2024", "prod_api_calls", *JUNE, "10", "NONE"],
             [
                 "cus_acme",
                 "con_acme_2024",
@@ -139,8 +136,9 @@ def test_a_usage_table_gives_one_invoice_per_credit_type_of_a_period(
                 "2024-06-04T00:00:00Z",
                 "4",
                 "",
-            ]
-        )
+            ],
+        ],
+    )
     result = run_cli("import", directory, "--db", db, "--as-of", "2024-08-15", "--json")
 
     assert result.exit_code == 0, result.stdout
