@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -11,15 +12,21 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DB = Path("data/bulk_rating.duckdb")
-DEFAULT_MEMORY_LIMIT = "512MB"
+# The memory budget when none is set: an eighth of the machine's memory (or of its container's
+# limit), at least 512MB and at most 2GiB (a run then stays under about 3 GiB of RSS, Python
+# included, whatever its size: larger inputs take more partitions, not more memory).
+MIN_MEMORY_BYTES = 512 * 1000**2
+MAX_MEMORY_BYTES = 2 * 1024**3
 # Parsed JSON takes about ten times its size in memory (models, then frames): the JSON files of
-# one run may hold at most this fraction of the memory budget (32 MiB at the default 512MB).
+# one run may hold at most this fraction of the memory budget (32 MiB at 512MB, 128 MiB at 2GiB).
 JSON_SHARE_OF_MEMORY = 16
-# What checking and pricing a usage table take, per row of one partition, at most: the check's
-# hash table holds a group per line and week (about 170 hourly rows each), 36-character ids
-# included; a 10M-row hourly history with UUID ids needs about 200 MB on 2 threads, 20 bytes a
-# row. Twice that leaves room for sparser rows (more groups per row) and more threads.
-BUDGET_BYTES_PER_ROW = 40
+# What checking and pricing a partition of a usage table take, measured on hourly histories with
+# UUID ids: about 100 MB a thread whatever its size (reading row groups of a million rows, the
+# hash table's own partitions), then about 14 bytes a row (a group per line and week of about 100
+# hourly rows, its 36-character ids and states). A partition is sized at 20 bytes a row after a
+# fixed 128 MB a thread; a misjudged one reaches the limit and the run is redone in more.
+BUDGET_BYTES_PER_ROW = 20
+BUDGET_FIXED_BYTES_PER_THREAD = 128 * 1024**2
 MAX_PARTITIONS = 4096
 _UNITS = {
     "": 1,
@@ -59,6 +66,27 @@ def memory_bytes(limit: str) -> int | None:
     return int(float(found.group(1)) * _UNITS[found.group(2).lower()])
 
 
+def machine_memory_bytes() -> int | None:
+    """The memory this process may use: the machine's, or its cgroup's limit when lower."""
+    try:
+        found: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        found = None
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        text = "max"
+    if text.isdigit():
+        found = min(int(text), found or int(text))
+    return found
+
+
+def default_memory_limit() -> str:
+    machine = machine_memory_bytes()
+    budget = MIN_MEMORY_BYTES if machine is None else machine // 8
+    return f"{min(max(budget, MIN_MEMORY_BYTES), MAX_MEMORY_BYTES) // 1024**2}MiB"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -70,7 +98,7 @@ class Settings(BaseSettings):
     as_of: Annotated[datetime, BeforeValidator(parse_as_of), AfterValidator(_utc)] | None = None
     preview: bool = False
     # DuckDB's memory limit; past it, work spills to disk (<db>.tmp) instead of growing.
-    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    memory_limit: str = Field(default_factory=default_memory_limit)
     threads: int | None = None
     # partitions of contracts a usage table's rows are checked and priced in, one after another;
     # None: as many as the memory budget needs for the table's rows (rows_per_partition)
@@ -83,12 +111,16 @@ class Settings(BaseSettings):
     def as_of_or_now(self) -> datetime:
         return utc_now() if self.as_of is None else self.as_of
 
+    def budget_bytes(self) -> int:
+        return memory_bytes(self.memory_limit) or MIN_MEMORY_BYTES
+
     def rows_per_partition(self) -> int:
         """The most usage rows one partition of a run holds at this memory budget."""
-        budget = memory_bytes(self.memory_limit) or memory_bytes(DEFAULT_MEMORY_LIMIT) or 0
-        return max(budget // BUDGET_BYTES_PER_ROW, 1)
+        threads = self.threads or os.cpu_count() or 1
+        budget = self.budget_bytes()
+        for_rows = max(budget - threads * BUDGET_FIXED_BYTES_PER_THREAD, budget // 4)
+        return max(for_rows // BUDGET_BYTES_PER_ROW, 1)
 
     def json_limit(self) -> int:
         """The most bytes of JSON one run reads: a share of the memory budget."""
-        budget = memory_bytes(self.memory_limit) or memory_bytes(DEFAULT_MEMORY_LIMIT) or 0
-        return budget // JSON_SHARE_OF_MEMORY
+        return self.budget_bytes() // JSON_SHARE_OF_MEMORY
