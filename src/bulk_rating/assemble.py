@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from bulk_rating import frames, rate, schedule
+from bulk_rating import frames, resolve, schedule
 from bulk_rating.models import Contract
 
 PERIOD_WEEKS: dict[str, pl.DataType] = {
@@ -27,7 +27,7 @@ PERIOD_WEEKS: dict[str, pl.DataType] = {
 
 def period_weeks(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.DataFrame:
     """Each contract's importable billing periods (those ending by generation start) and its
-    DRAFT periods (`draft`), one row per UTC week they touch (rate.WEEK_US), so a row finds its
+    DRAFT periods (`draft`), one row per UTC week they touch (resolve.WEEK_US), so a row finds its
     period by an equality join on (contract, week) and its range; a week holding a period
     boundary has a row for each side. (By day, the table was seven times larger, and at 100M
     rows each scan's join to it about 0.3 s slower.)"""
@@ -49,8 +49,8 @@ def period_weeks(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.Data
             drafts.select("contract_id", "inclusive_start", "exclusive_end", draft=pl.lit(True)),
         ]
     )
-    week = pl.col("inclusive_start").dt.epoch("us") // rate.WEEK_US
-    last = (pl.col("exclusive_end").dt.epoch("us") - 1) // rate.WEEK_US
+    week = pl.col("inclusive_start").dt.epoch("us") // resolve.WEEK_US
+    last = (pl.col("exclusive_end").dt.epoch("us") - 1) // resolve.WEEK_US
     return frames.conform(
         periods.with_columns(week=pl.int_ranges(week, last + 1)).explode("week"), PERIOD_WEEKS
     )

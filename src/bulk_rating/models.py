@@ -18,9 +18,9 @@ from pydantic_core import PydanticCustomError
 
 from bulk_rating.money import MAX_NUMBER, MAX_NUMBER_SCALE, decimal_places
 
-USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
-USD_CENTS_NAME = "USD (cents)"
-
+# the credit type every store has, defined with the money it measures and named here too
+from bulk_rating.money import USD_CENTS_ID as USD_CENTS_ID
+from bulk_rating.money import USD_CENTS_NAME as USD_CENTS_NAME
 
 # Fractional seconds with a digit other than 0 past the sixth: finer than a microsecond.
 SUB_MICROSECOND = r"\.[0-9]{6}[0-9]*[1-9]"

@@ -73,6 +73,10 @@ def dumps_exact(value: Any, *, indent: bool = True) -> str:
     ).decode()
 
 
+# Metronome's fiat credit type, which every store has: amounts in it are US cents.
+USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
+USD_CENTS_NAME = "USD (cents)"
+
 # The most decimal places shown to people; the exact value is given beside it (a page's `title`).
 SHOWN_SCALE = 6
 
@@ -82,8 +86,6 @@ def format_money(amount: Decimal, credit_type_id: str, credit_type_name: str) ->
     '$375.00'), a custom unit by its name ('1,234.5 Compute credits'); thousands separators,
     at least the currency's own decimals (2 for dollars, none for custom units) and at most
     SHOWN_SCALE, rounded half-even and then marked '≈'. Never used for arithmetic."""
-    from bulk_rating.models import USD_CENTS_ID  # models imports this module
-
     usd = credit_type_id == USD_CENTS_ID
     value = amount / 100 if usd else amount
     shown = value.quantize(Decimal(1).scaleb(-SHOWN_SCALE), rounding=ROUND_HALF_EVEN)

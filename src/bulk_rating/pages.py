@@ -2,67 +2,24 @@
 serves (the same services give both, so the page and the API cannot disagree).
 
 Only text in, text out: no web framework and no store here (`server.py` reads, then calls these).
-Every value written into the page goes through `_e` (html.escape); money through
+Every value written into the page goes through `markup.escaped` (html.escape); money through
 `money.format_money`, its exact value in the `title`; every time is UTC and the pages say so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
-from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from bulk_rating.markup import DASH, STYLE, escaped, when
 from bulk_rating.money import exact_money, format_decimal, format_money
-
-DASH = "\u2013"  # between a period's start and end
-STYLE = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;
-background:#f6f7f9}
-header{background:#1d2430;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}
-header a{color:#fff;text-decoration:none}header .utc{margin-left:auto;opacity:.75;font-size:13px}
-main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
-nav.crumbs{font-size:13px;margin-bottom:8px}nav.crumbs a{color:#3559c7}
-h1{font-size:22px;margin:8px 0 16px}h2{font-size:17px;margin:28px 0 8px}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1e7}
-th,td{padding:6px 10px;border-bottom:1px solid #eceff3;text-align:left;vertical-align:top}
-th{background:#eef1f5;font-weight:600;font-size:13px}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-a{color:#3559c7}.muted{color:#6b7380}.tag{font-size:12px;padding:1px 6px;border-radius:8px;
-background:#e6ebf5}.tag.draft{background:#fff1cc}.tag.imported{background:#e3f4e8}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;
-border:1px solid #dde1e7;padding:12px 16px;margin:0}dt{color:#6b7380}dd{margin:0}
-form.search input{padding:6px 8px;font-size:15px;width:320px}
-form.search button,form.login button{padding:6px 14px;font-size:15px}
-.login{max-width:360px;margin:80px auto;background:#fff;border:1px solid #dde1e7;padding:24px}
-.login input{width:100%;padding:8px;font-size:15px;box-sizing:border-box;margin:8px 0 16px}
-.error{color:#b42318}svg text{font-size:11px;fill:#4a5260}svg .bar{fill:#4f7be8}
-svg .axis{stroke:#8a93a3}svg .grid{stroke:#e3e6eb}
-"""
-
-
-def _e(value: Any) -> str:
-    """Any value as HTML text (None as an empty cell)."""
-    return "" if value is None else escape(str(value), quote=True)
 
 
 def _url(*parts: str, **query: str) -> str:
     path = "/ui/" + "/".join(quote(p, safe="") for p in parts)
     return path + (f"?{urlencode(query)}" if query else "")
-
-
-def when(timestamp: str | datetime | None) -> str:
-    """An API timestamp ('2024-06-01T00:00:00Z', or a UTC datetime) as people read it: the
-    date, and the time when it is not midnight; UTC (every page says so)."""
-    if not timestamp:
-        return ""
-    if isinstance(timestamp, datetime):
-        timestamp = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    day, _, time = timestamp.partition("T")
-    time = time.rstrip("Z")[:5]
-    return day if time in ("", "00:00") else f"{day} {time}"
 
 
 def money(amount: Any, credit_type: dict[str, Any] | None) -> str:
@@ -73,20 +30,23 @@ def money(amount: Any, credit_type: dict[str, Any] | None) -> str:
     value = Decimal(str(amount))
     name = str(kind.get("name", ""))
     shown = format_money(value, str(kind.get("id", "")), name)
-    return f'<span class="money" title="{_e(exact_money(value, name))}">{_e(shown)}</span>'
+    return (
+        f'<span class="money" title="{escaped(exact_money(value, name))}">{escaped(shown)}</span>'
+    )
 
 
 def quantity(value: Any) -> str:
     if value is None:
         return ""
     exact = Decimal(str(value))
-    return f'<span title="{_e(format_decimal(exact))}">{_e(f"{exact.normalize():,f}")}</span>'
+    return f'<span title="{escaped(format_decimal(exact))}">{escaped(f"{exact.normalize():,f}")}</span>'
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
     """`rows` are cells already made HTML (values escaped by their makers)."""
     head = "".join(
-        f"<th{' class=num' if n in numeric else ''}>{_e(h)}</th>" for n, h in enumerate(headers)
+        f"<th{' class=num' if n in numeric else ''}>{escaped(h)}</th>"
+        for n, h in enumerate(headers)
     )
     body = "".join(
         "<tr>"
@@ -100,16 +60,16 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[i
 
 
 def layout(title: str, body: str, crumbs: Sequence[tuple[str, str]] = ()) -> str:
-    trail = " / ".join(f'<a href="{_e(href)}">{_e(name)}</a>' for name, href in crumbs)
+    trail = " / ".join(f'<a href="{escaped(href)}">{escaped(name)}</a>' for name, href in crumbs)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(title)} · bulk_rating</title><style>{STYLE}</style></head><body>"
+        f"<title>{escaped(title)} · bulk_rating</title><style>{STYLE}</style></head><body>"
         '<header><a href="/ui/"><b>bulk_rating</b></a><a href="/ui/">Customers</a>'
         '<span class="utc">All dates and times are UTC</span>'
         '<a href="/ui/logout">Log out</a></header>'
         f"<main>{f'<nav class=crumbs>{trail}</nav>' if trail else ''}"
-        f"<h1>{_e(title)}</h1>{body}</main></body></html>"
+        f"<h1>{escaped(title)}</h1>{body}</main></body></html>"
     )
 
 
@@ -122,22 +82,25 @@ def login_page(*, refused: bool, next_path: str) -> str:
         "<h1>bulk_rating</h1><p>The API's bearer token opens these pages.</p>"
         f'{error}<label for="token">API token</label>'
         '<input id="token" name="token" type="password" autocomplete="current-password" required>'
-        f'<input type="hidden" name="next" value="{_e(next_path)}">'
+        f'<input type="hidden" name="next" value="{escaped(next_path)}">'
         '<button type="submit">Log in</button></form></body></html>'
     )
 
 
 def customers_page(customers: Sequence[dict[str, Any]], search: str) -> str:
     rows = [
-        (f'<a href="{_e(_url("customers", c["id"]))}">{_e(c["name"])}</a>', _e(c["id"]))
+        (
+            f'<a href="{escaped(_url("customers", c["id"]))}">{escaped(c["name"])}</a>',
+            escaped(c["id"]),
+        )
         for c in customers
     ]
     form = (
         '<form class="search" method="get" action="/ui/">'
-        f'<input name="q" value="{_e(search)}" placeholder="name or id" aria-label="search">'
+        f'<input name="q" value="{escaped(search)}" placeholder="name or id" aria-label="search">'
         ' <button type="submit">Search</button></form><p class="muted">'
         f"{len(rows)} customer{'s' if len(rows) != 1 else ''}"
-        f"{f' matching “{_e(search)}”' if search else ''}</p>"
+        f"{f' matching “{escaped(search)}”' if search else ''}</p>"
     )
     return layout("Customers", form + _table(("name", "id"), rows, set()))
 
@@ -167,16 +130,16 @@ def customer_page(
         balances = _credit_type_totals(_commitments(contract))
         rows.append(
             (
-                f'<a href="{_e(_url("customers", customer["id"], "contracts", contract["id"]))}">'
-                f"{_e(state['name'] or contract['id'])}</a>",
-                _e(when(state["starting_at"])),
-                _e(when(state["ending_before"])) or '<span class="muted">open</span>',
-                _e(state["usage_statement_schedule"]["frequency"]),
-                _e(when(generation.get(contract["id"]))),
+                f'<a href="{escaped(_url("customers", customer["id"], "contracts", contract["id"]))}">'
+                f"{escaped(state['name'] or contract['id'])}</a>",
+                escaped(when(state["starting_at"])),
+                escaped(when(state["ending_before"])) or '<span class="muted">open</span>',
+                escaped(state["usage_statement_schedule"]["frequency"]),
+                escaped(when(generation.get(contract["id"]))),
                 "<br>".join(balances) or '<span class="muted">no commits or credits</span>',
             )
         )
-    body = f"<dl><dt>id</dt><dd>{_e(customer['id'])}</dd></dl><h2>Contracts</h2>" + _table(
+    body = f"<dl><dt>id</dt><dd>{escaped(customer['id'])}</dd></dl><h2>Contracts</h2>" + _table(
         (
             "contract",
             "starting at",
@@ -193,7 +156,7 @@ def customer_page(
 
 def _status(invoice: dict[str, Any]) -> str:
     status = invoice["status"]
-    return f'<span class="tag {"draft" if status == "DRAFT" else ""}">{_e(status)}</span>'
+    return f'<span class="tag {"draft" if status == "DRAFT" else ""}">{escaped(status)}</span>'
 
 
 def _origin(invoice: dict[str, Any]) -> str:
@@ -214,25 +177,25 @@ def contract_page(
     state = contract["current"]
     customer_id = customer["id"]
     facts = (
-        f"<dl><dt>id</dt><dd>{_e(contract['id'])}</dd>"
-        f"<dt>starting at</dt><dd>{_e(when(state['starting_at']))}</dd>"
-        f"<dt>ending before</dt><dd>{_e(when(state['ending_before'])) or 'open'}</dd>"
-        f"<dt>billing frequency</dt><dd>{_e(state['usage_statement_schedule']['frequency'])}</dd>"
-        f"<dt>invoice generation from</dt><dd>{_e(when(generation))}</dd>"
-        f"<dt>rate card</dt><dd>{_e(state['rate_card_id'])}</dd>"
+        f"<dl><dt>id</dt><dd>{escaped(contract['id'])}</dd>"
+        f"<dt>starting at</dt><dd>{escaped(when(state['starting_at']))}</dd>"
+        f"<dt>ending before</dt><dd>{escaped(when(state['ending_before'])) or 'open'}</dd>"
+        f"<dt>billing frequency</dt><dd>{escaped(state['usage_statement_schedule']['frequency'])}</dd>"
+        f"<dt>invoice generation from</dt><dd>{escaped(when(generation))}</dd>"
+        f"<dt>rate card</dt><dd>{escaped(state['rate_card_id'])}</dd>"
         f'<dt>net balance</dt><dd id="net-balance">'
         f"{' · '.join(_credit_type_totals(_commitments(contract))) or 'no commits or credits'}"
         "</dd></dl>"
     )
     invoice_rows = [
         (
-            f'<a href="{_e(_url("customers", customer_id, "invoices", i["id"]))}">'
-            f"{_e(when(i['start_timestamp']))} {DASH} {_e(when(i['end_timestamp']))}</a>",
-            _e(when(i.get("issued_at"))),
+            f'<a href="{escaped(_url("customers", customer_id, "invoices", i["id"]))}">'
+            f"{escaped(when(i['start_timestamp']))} {DASH} {escaped(when(i['end_timestamp']))}</a>",
+            escaped(when(i.get("issued_at"))),
             _status(i),
             _origin(i),
             money(i["total"], i["credit_type"]),
-            _e(i.get("billable_status")),
+            escaped(i.get("billable_status")),
         )
         for i in invoices
     ]
@@ -243,9 +206,9 @@ def contract_page(
         kind = one.get("access_schedule", {}).get("credit_type", {"id": s["credit_type_id"]})
         segment_rows.append(
             (
-                _e(one.get("name") or s["id"]),
-                _e(s["type"]),
-                f"{_e(when(s['starting_at']))} {DASH} {_e(when(s['ending_before']))}",
+                escaped(one.get("name") or s["id"]),
+                escaped(s["type"]),
+                f"{escaped(when(s['starting_at']))} {DASH} {escaped(when(s['ending_before']))}",
                 money(s["amount"], kind),
                 money(s["remaining"], kind),
                 "usable now" if s["active"] else '<span class="muted">not now</span>',
@@ -276,9 +239,9 @@ def _line_rows(invoice: dict[str, Any]) -> list[tuple[str, ...]]:
         tier = line.get("tier")
         rows.append(
             (
-                _e(line["name"]),
-                _e(f"applied {applied['type'].lower()}" if applied else line["type"]),
-                _e(
+                escaped(line["name"]),
+                escaped(f"applied {applied['type'].lower()}" if applied else line["type"]),
+                escaped(
                     ""
                     if tier is None
                     else tier.get("level", tier)
@@ -319,7 +282,7 @@ def bar_chart(windows: Sequence[dict[str, Any]], credit_type: dict[str, Any]) ->
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y(value):.1f}" '
             f'y2="{y(value):.1f}"/><text x="{left - 6}" y="{y(value) + 4:.1f}" '
-            f'text-anchor="end">{_e(format_money(value, credit_type["id"], credit_type["name"]))}'
+            f'text-anchor="end">{escaped(format_money(value, credit_type["id"], credit_type["name"]))}'
             "</text>"
         )
     every = max(1, len(windows) // 16)  # at most about 16 labels on the x axis
@@ -335,13 +298,13 @@ def bar_chart(windows: Sequence[dict[str, Any]], credit_type: dict[str, Any]) ->
         parts.append(
             f'<rect class="bar" x="{x + step * 0.1:.1f}" y="{top_y:.1f}" '
             f'width="{max(step * 0.8, 1):.1f}" height="{max(base_y - top_y, 0.5):.1f}" '
-            f'data-total="{_e(format_decimal(total))}"><title>{_e(tip)}</title></rect>'
+            f'data-total="{escaped(format_decimal(total))}"><title>{escaped(tip)}</title></rect>'
         )
         if n % every == 0:
             cx = x + step / 2
             parts.append(
                 f'<text x="{cx:.1f}" y="{height - bottom + 14}" text-anchor="end" '
-                f'transform="rotate(-40 {cx:.1f} {height - bottom + 14})">{_e(label)}</text>'
+                f'transform="rotate(-40 {cx:.1f} {height - bottom + 14})">{escaped(label)}</text>'
             )
     parts.append(
         f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}"/>'
@@ -361,18 +324,18 @@ def invoice_page(
     customer_id = customer["id"]
     contract_id = invoice.get("contract_id")
     facts = (
-        f"<dl><dt>id</dt><dd>{_e(invoice['id'])}</dd>"
-        f"<dt>period</dt><dd>{_e(when(invoice['start_timestamp']))} {DASH} "
-        f"{_e(when(invoice['end_timestamp']))}</dd>"
-        f"<dt>issued</dt><dd>{_e(when(invoice.get('issued_at')))}</dd>"
+        f"<dl><dt>id</dt><dd>{escaped(invoice['id'])}</dd>"
+        f"<dt>period</dt><dd>{escaped(when(invoice['start_timestamp']))} {DASH} "
+        f"{escaped(when(invoice['end_timestamp']))}</dd>"
+        f"<dt>issued</dt><dd>{escaped(when(invoice.get('issued_at')))}</dd>"
         f"<dt>status</dt><dd>{_status(invoice)} {_origin(invoice)}</dd>"
-        f"<dt>billable status</dt><dd>{_e(invoice.get('billable_status'))}</dd>"
+        f"<dt>billable status</dt><dd>{escaped(invoice.get('billable_status'))}</dd>"
         f"<dt>subtotal</dt><dd>{money(invoice.get('subtotal'), kind)}</dd>"
         f'<dt>total</dt><dd id="invoice-total">{money(invoice["total"], kind)}</dd></dl>'
     )
     other = "HOUR" if window_size == "DAY" else "DAY"
     switch = (
-        f'<a href="{_e(_url("customers", customer_id, "invoices", invoice["id"], window=other.lower()))}">'
+        f'<a href="{escaped(_url("customers", customer_id, "invoices", invoice["id"], window=other.lower()))}">'
         f"{'hourly' if other == 'HOUR' else 'daily'}</a>"
     )
     body = (
@@ -398,4 +361,4 @@ def invoice_page(
 
 
 def not_found_page(what: str) -> str:
-    return layout("Not found", f"<p>{_e(what)}</p>", [("Customers", "/ui/")])
+    return layout("Not found", f"<p>{escaped(what)}</p>", [("Customers", "/ui/")])

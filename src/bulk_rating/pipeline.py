@@ -23,6 +23,7 @@ from bulk_rating import (
     output,
     rate,
     reconcile,
+    resolve,
     validate,
 )
 from bulk_rating.errors import (
@@ -391,9 +392,9 @@ def _prepare(
         " pricing_group_values AS pricing_key, presentation_group_values AS presentation_key"
         " FROM _draft_usage",
     )
-    store.temp_view(rate.rates_of("draft_rows"), load.rates_keyed_sql(None))
+    store.temp_view(resolve.rates_of("draft_rows"), load.rates_keyed_sql(None))
     store.temp_view(
-        rate.rates_of("usage_rows"), load.rates_keyed_sql(None if table is None else table.kinds)
+        resolve.rates_of("usage_rows"), load.rates_keyed_sql(None if table is None else table.kinds)
     )
     if table is None:
         store.temp_table(

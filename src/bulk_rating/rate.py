@@ -7,7 +7,7 @@ the contracts it is given (plus their rates): it can run partition by partition.
 
 Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_rows`), resolved
 against `_contract_refs`, `_period_weeks` and the contract rates keyed as the rows are
-(`_usage_rates` or `_json_rates`, rates_of; resolved_sql); what the check
+(`_usage_rates` or `_json_rates`: resolve.rates_of, resolve.resolved_sql); what the check
 counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
 `usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, edge_windows_sql,
 line_items_sql, INVOICES.
@@ -30,122 +30,16 @@ from typing import Any
 
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
+from bulk_rating.resolve import (
+    DAY_US,
+    WEEK_US,
+    line_key_columns,
+    period_columns,
+    period_join,
+    rate_join,
+)
 
 FLAT_TIER = 0
-DAY_US = 86_400_000_000  # a UTC day in microseconds
-# Tiered windows are placed week by week: UTC weeks since the epoch (Thursday to Wednesday).
-WEEK_US = 7 * DAY_US
-
-
-def invoice_key_columns(*, table: bool) -> str:
-    """What makes a row's invoice: a JSON batch numbers its invoices; a usage table's rows
-    belong to their contract's period (or invoice columns) and the credit type they are priced in."""
-    return (
-        "invoice_index"
-        if not table
-        else "contract_id, invoice_period_start, invoice_credit_type_id"
-    )
-
-
-def line_key_columns(*, table: bool) -> str:
-    if not table:
-        return "invoice_index, line_index"
-    # the group keys, not the JSON text of the values: the same line, cheaper per row
-    return (
-        "contract_id, invoice_period_start, invoice_period_end, invoice_credit_type_id, product_id,"
-        " pricing_key, presentation_key, granularity"
-    )
-
-
-def _period_join(table: bool) -> str:
-    if not table:
-        return ""
-    return f"""
-LEFT JOIN _period_weeks d
-  ON d.contract_id = u.contract_id AND d.week = epoch_us(u.inclusive_start) // {WEEK_US}
- AND d.inclusive_start <= u.inclusive_start AND u.inclusive_start < d.exclusive_end"""
-
-
-def rates_of(rows: str) -> str:
-    """The contract rates keyed as the rows of `rows` are (load.rates_keyed_sql): kept draft
-    usage carries canonical JSON; the run's usage rows, their table's key."""
-    return "_json_rates" if rows == "draft_rows" else "_usage_rates"
-
-
-def _rate_join(rows: str) -> str:
-    return f"""
-LEFT JOIN {rates_of(rows)} r
-  ON r.contract_id = u.contract_id AND r.product_id = u.product_id
- AND r.pricing_key IS NOT DISTINCT FROM u.pricing_key
- AND r.starting_at <= u.inclusive_start AND (r.ending_before IS NULL OR u.inclusive_start < r.ending_before)"""
-
-
-def _period_columns(table: bool) -> str:
-    """A usage table's row belongs to the billing period containing its start (or its invoice
-    columns'); a row in a period the contract bills itself (d.draft) belongs to its DRAFT."""
-    period = "coalesce(u.invoice_start, d.inclusive_start)" if table else "u.invoice_start"
-    period_end = "coalesce(u.invoice_end, d.exclusive_end)" if table else "u.invoice_end"
-    in_draft = "coalesce(d.draft, false)" if table else "false"
-    return f"{period} AS invoice_period_start, {period_end} AS invoice_period_end, {in_draft} AS in_draft"
-
-
-def tier_group_columns(*, table: bool) -> str:
-    """What a tier position accumulates over: the invoice, product and pricing group values."""
-    return f"{invoice_key_columns(table=table)}, product_id, pricing_group_values"
-
-
-def _keys(table: bool) -> str:
-    keys = line_key_columns(table=table)
-    return (
-        f"hash({keys}) AS line_key, hash('check', {keys}) AS line_check,"
-        f" hash({tier_group_columns(table=table)}) AS tier_group"
-    )
-
-
-# The small tables a row is resolved against beside its period and rate: (join, its columns).
-_LOOKUPS = (
-    (
-        "LEFT JOIN _contract_refs c ON c.contract_id = u.contract_id",
-        "c.contract_id IS NOT NULL AS known_contract, c.customer_id AS contract_customer_id,"
-        " c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at",
-    ),
-    (
-        "LEFT JOIN _known_customers kc ON kc.customer_id = u.customer_id",
-        "kc.customer_id IS NOT NULL AS known_customer",
-    ),
-    (
-        "LEFT JOIN _known_products kp ON kp.product_id = u.product_id",
-        "kp.product_id IS NOT NULL AS known_product",
-    ),
-    (
-        "LEFT JOIN _known_credit_types kt ON kt.credit_type_id = u.credit_type_id",
-        "kt.credit_type_id IS NOT NULL AS known_credit_type",
-    ),
-)
-
-
-def resolved_sql(
-    *, table: bool, rows: str = "usage_rows", keys: bool = True, needs: str | None = None
-) -> str:
-    """Every usage row with what it needs: its contract, billing period, effective rate, and
-    (with `keys`) the key of the line it belongs to. Joins only small tables, on equality plus a
-    range; with `needs` (SQL text), only the lookups whose columns it names."""
-    lookups = [
-        (join, columns)
-        for join, columns in _LOOKUPS
-        if needs is None or any(c.split(" AS ")[-1].strip() in needs for c in columns.split(","))
-    ]
-    return f"""
-SELECT *{", " + _keys(table) if keys else ""}
-FROM (
-    SELECT u.*, {"".join(columns + ", " for _, columns in lookups)}{_period_columns(table)},
-           r.rate_key, r.rate_type, r.entitled, r.credit_type_id AS rate_credit_type_id,
-           r.ending_before AS rate_ending_before, r.continues AS rate_continues,
-           coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
-    FROM {rows} u
-    {" ".join(join for join, _ in lookups)}{_period_join(table)}{_rate_join(rows)}
-)
-"""
 
 
 def _priced_rows_sql(*, table: bool, rows: str) -> str:
@@ -155,9 +49,9 @@ SELECT *, hash({line_key_columns(table=table)}) AS line_key
 FROM (
     SELECT u.contract_id, u.product_id, u.pricing_key, u.presentation_key,
            u.granularity, u.invoice_index, u.line_index, u.window_index, u.inclusive_start, u.quantity,
-           {_period_columns(table)}, r.rate_key, r.rate_type,
+           {period_columns(table)}, r.rate_key, r.rate_type,
            coalesce(u.credit_type_id, r.credit_type_id) AS invoice_credit_type_id
-    FROM {rows} u{_period_join(table)}{_rate_join(rows)}
+    FROM {rows} u{period_join(table)}{rate_join(rows)}
 )
 """
 

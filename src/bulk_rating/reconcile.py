@@ -21,9 +21,9 @@ from typing import Any
 
 import polars as pl
 
+from bulk_rating.markup import DASH, STYLE, escaped, when
 from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME
 from bulk_rating.money import exact_money, format_decimal, format_money, round_to_units
-from bulk_rating.pages import DASH, STYLE, _e, when
 
 STATUSES = (
     "MATCH",
@@ -334,10 +334,10 @@ def html_report(result: Reconciliation, periods: pl.DataFrame, title: str) -> st
     difference grouped by status (money through `format_money`, exact on hover), and a chart of
     imported against legacy totals per month (inline SVG, no script, nothing fetched)."""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escaped(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{REPORT_STYLE}</style></head>
-<body><main><h1>{_e(title)}</h1>
+<body><main><h1>{escaped(title)}</h1>
 {_metadata(result)}
 <h2>Summary</h2>
 {_summary(result)}
@@ -364,7 +364,7 @@ def _money(result: Reconciliation, amount: Any, credit_type_id: str | None) -> s
     value = Decimal(str(amount))
     name = _name(result, credit_type_id)
     shown = format_money(round_to_units(value), credit_type_id or "", name)
-    return f'<td class="num" title="{_e(exact_money(value, name))}">{_e(shown)}</td>'
+    return f'<td class="num" title="{escaped(exact_money(value, name))}">{escaped(shown)}</td>'
 
 
 def _period(start: Any, end: Any) -> str:
@@ -382,13 +382,13 @@ def _unit_words(unit: str) -> str:
 
 def _metadata(result: Reconciliation) -> str:
     run_at = result.run_at.strftime("%Y-%m-%d %H:%M UTC") if result.run_at else ""
-    files = "<br>".join(_e(f) for f in result.legacy_files)
+    files = "<br>".join(escaped(f) for f in result.legacy_files)
     return f"""<dl id="meta">
-<dt>Run</dt><dd>{_e(run_at)}</dd>
-<dt>Compared with</dt><dd>{_e(result.compared_with)}</dd>
+<dt>Run</dt><dd>{escaped(run_at)}</dd>
+<dt>Compared with</dt><dd>{escaped(result.compared_with)}</dd>
 <dt>Legacy files</dt><dd>{files}</dd>
-<dt>Legacy totals in</dt><dd>{_e(_unit_words(result.legacy_unit))}</dd>
-<dt>Tolerance</dt><dd>{_e(result.tolerance)} whole units (cents for USD) per total</dd>
+<dt>Legacy totals in</dt><dd>{escaped(_unit_words(result.legacy_unit))}</dd>
+<dt>Tolerance</dt><dd>{escaped(result.tolerance)} whole units (cents for USD) per total</dd>
 <dt>Rounding</dt><dd>amounts compared and shown rounded half-even to whole units;
 hover an amount for its exact value. Differences are imported minus legacy. Dates are UTC.</dd>
 </dl>"""
@@ -409,7 +409,7 @@ def _summary(result: Reconciliation) -> str:
 
 def _money_differences(result: Reconciliation) -> str:
     rows = "".join(
-        f"<tr><td>{_e(_name(result, d['credit_type_id']))}</td>"
+        f"<tr><td>{escaped(_name(result, d['credit_type_id']))}</td>"
         f"{_money(result, d['difference'], d['credit_type_id'])}</tr>"
         for d in result.money_difference()
     )
@@ -454,7 +454,7 @@ def _invoice_differences(result: Reconciliation) -> str:
         )
         parts.append(
             f'<h3 id="{status}">{status}: {len(rows):,} {noun}</h3>'
-            f'<p class="note">{_e(DESCRIPTIONS[status])}</p>'
+            f'<p class="note">{escaped(DESCRIPTIONS[status])}</p>'
             + _listing(f"invoices-{status}", header, rows, noun)
         )
     return "\n".join(parts)
@@ -475,13 +475,13 @@ _PAIR_HEADER = (
 def _invoice_row(result: Reconciliation, r: dict[str, Any]) -> str:
     credit_type = r["credit_type_id"]
     return (
-        f'<tr><td class="id">{_e(r["customer_id"])}</td><td class="id">{_e(r["contract_id"])}</td>'
-        f"<td>{_e(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
-        f'<td class="id">{_e(r["legacy_invoice_id"])}</td><td class="id">{_e(r["invoice_id"])}</td>'
+        f'<tr><td class="id">{escaped(r["customer_id"])}</td><td class="id">{escaped(r["contract_id"])}</td>'
+        f"<td>{escaped(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
+        f'<td class="id">{escaped(r["legacy_invoice_id"])}</td><td class="id">{escaped(r["invoice_id"])}</td>'
         + _money(result, r["legacy_total"], credit_type)
         + _money(result, r["imported_total"], credit_type)
         + _money(result, r["difference"], credit_type)
-        + f'<td class="id">{_e((r["candidates"] or "").replace(",", ", "))}</td></tr>'
+        + f'<td class="id">{escaped((r["candidates"] or "").replace(",", ", "))}</td></tr>'
     )
 
 
@@ -502,12 +502,12 @@ def _period_pairs(result: Reconciliation, chosen: pl.DataFrame) -> list[str]:
         units = sum((Decimal(o["imported_units"] or 0) for o in others), Decimal(0))
         total = sum((Decimal(o["imported_total"] or 0) for o in others), Decimal(0))
         rows.append(
-            f'<tr><td class="id">{_e(r["customer_id"])}</td><td class="id">{_e(r["contract_id"])}</td>'
-            f'<td class="id">{_e(r["legacy_invoice_id"])}</td>'
-            f"<td>{_e(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
+            f'<tr><td class="id">{escaped(r["customer_id"])}</td><td class="id">{escaped(r["contract_id"])}</td>'
+            f'<td class="id">{escaped(r["legacy_invoice_id"])}</td>'
+            f"<td>{escaped(_period(r['inclusive_start'], r['exclusive_end']))}</td>"
             + _money(result, r["legacy_total"], credit_type)
-            + f'<td class="id">{"<br>".join(_e(o["invoice_id"]) for o in others)}</td>'
-            f"<td>{'<br>'.join(_e(_period(o['inclusive_start'], o['exclusive_end'])) for o in others)}</td>"
+            + f'<td class="id">{"<br>".join(escaped(o["invoice_id"]) for o in others)}</td>'
+            f"<td>{'<br>'.join(escaped(_period(o['inclusive_start'], o['exclusive_end'])) for o in others)}</td>"
             + _money(result, total if others else None, credit_type)
             + _money(result, units - Decimal(r["legacy_units"] or 0), credit_type)
             + "</tr>"
@@ -517,11 +517,11 @@ def _period_pairs(result: Reconciliation, chosen: pl.DataFrame) -> list[str]:
             continue
         credit_type = o["credit_type_id"]
         rows.append(
-            f'<tr><td class="id">{_e(o["customer_id"])}</td><td class="id">{_e(o["contract_id"])}</td>'
-            f'<td class="id">{_e(o["candidates"])}</td><td></td>'
+            f'<tr><td class="id">{escaped(o["customer_id"])}</td><td class="id">{escaped(o["contract_id"])}</td>'
+            f'<td class="id">{escaped(o["candidates"])}</td><td></td>'
             + _money(result, None, credit_type)
-            + f'<td class="id">{_e(invoice_id)}</td>'
-            f"<td>{_e(_period(o['inclusive_start'], o['exclusive_end']))}</td>"
+            + f'<td class="id">{escaped(invoice_id)}</td>'
+            f"<td>{escaped(_period(o['inclusive_start'], o['exclusive_end']))}</td>"
             + _money(result, o["imported_total"], credit_type)
             + _money(result, o["difference"], credit_type)
             + "</tr>"
@@ -549,10 +549,10 @@ def _line_differences(result: Reconciliation) -> str:
         if not chosen.height:
             continue
         rows = [
-            f'<tr><td class="id">{_e(r["legacy_invoice_id"])}</td>'
-            f'<td class="id">{_e(r["invoice_id"])}</td><td class="id">{_e(r["product_id"])}</td>'
-            f'<td class="num">{_e(_quantity(r["legacy_quantity"]))}</td>'
-            f'<td class="num">{_e(_quantity(r["imported_quantity"]))}</td>'
+            f'<tr><td class="id">{escaped(r["legacy_invoice_id"])}</td>'
+            f'<td class="id">{escaped(r["invoice_id"])}</td><td class="id">{escaped(r["product_id"])}</td>'
+            f'<td class="num">{escaped(_quantity(r["legacy_quantity"]))}</td>'
+            f'<td class="num">{escaped(_quantity(r["imported_quantity"]))}</td>'
             + _money(result, r["legacy_total"], r["credit_type_id"])
             + _money(result, r["imported_total"], r["credit_type_id"])
             + _money(result, r["difference"], r["credit_type_id"])
@@ -608,7 +608,7 @@ def chart(result: Reconciliation, periods: pl.DataFrame, credit_type: str) -> st
         label = format_money(Decimal(k * step), credit_type, name)
         parts.append(
             f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escaped(label)}</text>'
         )
     every = max(1, -(-len(rows) * 64 // plot_w))  # a label at least 64 px from the next
     for n, r in enumerate(rows):
@@ -618,14 +618,14 @@ def chart(result: Reconciliation, periods: pl.DataFrame, credit_type: str) -> st
             h = max(value, 0) * scale
             shown = format_money(Decimal(value), credit_type, name)
             parts.append(
-                f'<rect class="{key}" data-period="{_e(r["period"])}" data-total="{value}" '
+                f'<rect class="{key}" data-period="{escaped(r["period"])}" data-total="{value}" '
                 f'x="{x0 + j * bar:.1f}" y="{base - h:.1f}" width="{bar:.1f}" height="{h:.1f}">'
-                f"<title>{_e(r['period'])} {key}: {_e(shown)}</title></rect>"
+                f"<title>{escaped(r['period'])} {key}: {escaped(shown)}</title></rect>"
             )
         if n % every == 0:
             parts.append(
                 f'<text x="{left + (n + 0.5) * slot:.1f}" y="{base + 16}" '
-                f'text-anchor="middle">{_e(r["period"])}</text>'
+                f'text-anchor="middle">{escaped(r["period"])}</text>'
             )
     axes = (
         f'<line class="axis" x1="{left}" x2="{left + plot_w}" y1="{base}" y2="{base}"/>'
@@ -633,7 +633,7 @@ def chart(result: Reconciliation, periods: pl.DataFrame, credit_type: str) -> st
         f'<text x="{left + plot_w / 2:.0f}" y="{height - 12}" text-anchor="middle">'
         "month of the invoice start (UTC)</text>"
         f'<text x="14" y="{top_margin + plot_h / 2:.0f}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top_margin + plot_h / 2:.0f})">total per month, {_e(name)}</text>'
+        f'transform="rotate(-90 14 {top_margin + plot_h / 2:.0f})">total per month, {escaped(name)}</text>'
     )
     legend = (
         f'<g class="legend"><rect class="imported" x="{left}" y="12" width="14" height="14"/>'
@@ -642,8 +642,8 @@ def chart(result: Reconciliation, periods: pl.DataFrame, credit_type: str) -> st
         f'<text x="{left + 120}" y="24">legacy</text></g>'
     )
     return (
-        f'<svg class="chart" id="chart-{_e(credit_type)}" width="{CHART_WIDTH}" height="{height}" '
+        f'<svg class="chart" id="chart-{escaped(credit_type)}" width="{CHART_WIDTH}" height="{height}" '
         f'viewBox="0 0 {CHART_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" role="img" '
-        f'aria-label="imported and legacy totals per month, {_e(name)}">'
+        f'aria-label="imported and legacy totals per month, {escaped(name)}">'
         f"{legend}{axes}{''.join(parts)}</svg>"
     )

@@ -24,7 +24,7 @@ import polars as pl
 from tests.conftest import USD
 
 from bulk_rating import frames, reconcile
-from bulk_rating.pages import DASH
+from bulk_rating.markup import DASH
 from bulk_rating.reconcile import Reconciliation, html_report
 from bulk_rating.store import Store
 

@@ -1,7 +1,7 @@
 """Usage rows: every rule as a SQL column expression.
 
 The rows of a usage table (load.rows_sql) or of a JSON batch (load.json_rows), resolved against
-contracts, periods and rates (rate.resolved_sql), are checked in the same scan that groups them
+contracts, periods and rates (resolve.resolved_sql), are checked in the same scan that groups them
 into lines (line_weeks_sql, then lines_sql): a valid import reads its rows twice, here and to
 price them. Only when a rule fails does row_issues_sql name every failing row.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bulk_rating import load, rate
+from bulk_rating import load, resolve
 from bulk_rating.models import SUB_MICROSECOND
 from bulk_rating.money import (
     MAX_QUANTITY,
@@ -18,10 +18,10 @@ from bulk_rating.money import (
 )
 
 HOUR_US = 3_600_000_000  # UTC hours and days are whole microsecond counts
-DAY_US = rate.DAY_US
-# Tiered rows are placed in their tiers week by week (rate.WEEK_US): few enough groups for the
+DAY_US = resolve.DAY_US
+# Tiered rows are placed in their tiers week by week (resolve.WEEK_US): few enough groups for the
 # check to hold at scale, few enough rows on the weeks with an edge.
-WEEK_US = rate.WEEK_US
+WEEK_US = resolve.WEEK_US
 # A time of day, then Z or an offset: `2024-06-02` alone is a date, not a UTC timestamp.
 OFFSET_AT_END = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -431,7 +431,7 @@ def _line_columns(table: bool) -> list[str]:
     """What a line is: its key columns, and what its lines are made with."""
     values = ["pricing_group_values", *(["presentation_group_values"] if table else [])]
     return list(
-        dict.fromkeys([*rate.line_key_columns(table=table).split(", "), "product_id", *values])
+        dict.fromkeys([*resolve.line_key_columns(table=table).split(", "), "product_id", *values])
     )
 
 
@@ -458,7 +458,7 @@ def _group_columns(table: bool) -> list[str]:
 
 
 # What a usage table row's rate piece (contract_rates.rate_key) decides: the piece is joined on
-# them (rate.resolved_sql).
+# them (resolve.resolved_sql).
 _RATE_DETERMINES = ("contract_id", "product_id", "pricing_key")
 
 # Usage row columns that are null on every row when the input has none of these columns.
@@ -564,7 +564,7 @@ def line_weeks_sql(
         if table
         else "min(source) AS source, NULL::BIGINT AS file_index"
     )
-    keys = rate.line_key_columns(table=table)
+    keys = resolve.line_key_columns(table=table)
     slot_count = max(slots, WEEK_US // HOUR_US)  # a tiered group is a week
     slot_span = slot_count * HOUR_US
     # kept: what lines_sql, the tiers and the line items read (not the bounds the rules used)
@@ -589,7 +589,7 @@ def line_weeks_sql(
     )
     return f"""
 SELECT {kept}, hash({keys}) AS line_key, hash('check', {keys}) AS line_check,
-       hash({rate.tier_group_columns(table=table)}) AS tier_group,
+       hash({resolve.tier_group_columns(table=table)}) AS tier_group,
        CASE WHEN starts <= 1 THEN 0
             WHEN hour_offset_max = 0 AND epoch_us(start_max) - epoch_us(start_min) < {slot_span}
             THEN starts - slots_filled END AS repeated_windows,
@@ -615,7 +615,7 @@ FROM (
                max(quantity) AS quantity_max,
                count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
                sum(quantity) AS quantity
-        FROM ({rate.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
+        FROM ({resolve.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
         GROUP BY {grouped}, {TIER_WEEK_SQL}
     ) g
     LEFT JOIN contract_rates r ON r.rate_key = g.rate_key
@@ -717,7 +717,7 @@ def row_issues_sql(
     )
     any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
     return listed_sql(f"""
-WITH rated AS ({rate.resolved_sql(table=table)}),
+WITH rated AS ({resolve.resolved_sql(table=table)}),
 found AS (
     SELECT {_PLACE},
            unnest(list_filter([
@@ -787,7 +787,7 @@ def repeated_windows_sql(*, table: bool) -> str:
 WITH rows AS (
     SELECT {place}, row, invoice_index, line_index, window_index, line_key, inclusive_start,
            hash({ROW_CONTENT}) AS content
-    FROM ({rate.resolved_sql(table=table)}) u
+    FROM ({resolve.resolved_sql(table=table)}) u
     WHERE inclusive_start IS NOT NULL
 ),
 repeated AS (
