@@ -59,13 +59,16 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[i
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def layout(title: str, body: str, crumbs: Sequence[tuple[str, str]] = ()) -> str:
+def layout(
+    title: str, body: str, crumbs: Sequence[tuple[str, str]] = (), style_added: str = ""
+) -> str:
     trail = " / ".join(f'<a href="{escaped(href)}">{escaped(name)}</a>' for name, href in crumbs)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escaped(title)} · bulk_rating</title><style>{STYLE}</style></head><body>"
-        '<header><a href="/ui/"><b>bulk_rating</b></a><a href="/ui/">Customers</a>'
+        f"<title>{escaped(title)} · bulk_rating</title><style>{STYLE}{style_added}</style>"
+        '</head><body><header><a href="/ui/"><b>bulk_rating</b></a><a href="/ui/">Customers</a>'
+        '<a href="/ui/reconciliations">Reconciliations</a>'
         '<span class="utc">All dates and times are UTC</span>'
         '<a href="/ui/logout">Log out</a></header>'
         f"<main>{f'<nav class=crumbs>{trail}</nav>' if trail else ''}"
@@ -357,6 +360,47 @@ def invoice_page(
         f"Invoice {when(invoice['start_timestamp'])} {DASH} {when(invoice['end_timestamp'])}",
         body,
         crumbs,
+    )
+
+
+def reconciliations_page(runs: Sequence[dict[str, Any]]) -> str:
+    """The kept reconciliations of legacy invoices against the imported ones, the latest first."""
+    if not runs:
+        return layout(
+            "Reconciliations",
+            "<p>No reconciliation is kept yet: <code>bulk-rating reconcile --legacy FILE</code>"
+            " (or the nightly batch with <code>--legacy</code>) keeps one each time it runs"
+            " against the database.</p>",
+        )
+    rows = [
+        (
+            f'<a href="{escaped(_url("reconciliations", str(r["reconciliation_id"])))}">'
+            f"{escaped(r['reconciliation_id'])}</a>",
+            escaped(when(r["run_at"])),
+            escaped(", ".join(r["legacy_files"] or [])),
+            escaped(f"{r['invoices_compared']:,}"),
+            escaped(f"{r['differences']:,}"),
+            escaped(format_decimal(r["tolerance"])),
+        )
+        for r in runs
+    ]
+    return layout(
+        "Reconciliations",
+        _table(
+            ("run", "ran at", "legacy files", "invoices compared", "differences", "tolerance"),
+            rows,
+            numeric={3, 4, 5},
+        ),
+    )
+
+
+def reconciliation_page(reconciliation_id: int, sections: str, style_added: str) -> str:
+    """One kept reconciliation: the sections of its report (reconcile.report_sections)."""
+    return layout(
+        f"Reconciliation {reconciliation_id}",
+        sections,
+        crumbs=[("Reconciliations", _url("reconciliations"))],
+        style_added=style_added,
     )
 
 

@@ -701,6 +701,9 @@ def run_reconcile(
                 "invoices_compared": invoices.height,
                 "differences": result.differences,
                 "summary": json.dumps(result.counts()),
+                "legacy_unit": legacy_unit,
+                "compared_with": result.compared_with,
+                "periods": dumps_exact(periods.to_dicts(), indent=False),
             },
             reconcile.results_table(result),
         )

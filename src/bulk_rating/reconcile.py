@@ -184,6 +184,14 @@ SELECT strftime(inclusive_start, '%Y-%m') AS period, credit_type_id,
 FROM invoice_diff GROUP BY ALL ORDER BY period, credit_type_id
 """
 
+# PERIOD_TOTALS's rows, as a reconciliation run keeps them for its report's chart
+PERIOD_COLUMNS = {
+    "period": pl.String(),
+    "credit_type_id": pl.String(),
+    "imported": pl.Decimal(38, 0),
+    "legacy": pl.Decimal(38, 0),
+}
+
 LEGACY_COLUMNS = {
     "legacy_invoice_id": pl.String(),
     "customer_id": pl.String(),
@@ -270,6 +278,9 @@ def results_table(result: Reconciliation) -> pl.DataFrame:
         "legacy_total",
         "imported_total",
         "difference",
+        "candidates",
+        "legacy_units",
+        "imported_units",
     )
     if not result.lines.height:
         return invoices
@@ -300,6 +311,9 @@ def results_table(result: Reconciliation) -> pl.DataFrame:
         "legacy_total",
         "imported_total",
         "difference",
+        pl.lit(None, pl.String).alias("candidates"),
+        pl.lit(None, pl.Decimal(38, 0)).alias("legacy_units"),
+        pl.lit(None, pl.Decimal(38, 0)).alias("imported_units"),
     )
     return pl.concat([invoices, lines], how="vertical_relaxed")
 
@@ -317,16 +331,15 @@ DESCRIPTIONS = {
 # Lists longer than this are collapsed (<details>), never cut.
 COLLAPSE_AFTER = 25
 CHART_WIDTH = 1000
-REPORT_STYLE = (
-    STYLE
-    + """
+# what the report adds to the pages' style (the Contracts page shows kept runs with it too)
+REPORT_STYLE_ADDED = """
 td,th{overflow-wrap:anywhere;font-size:13px}td.id{font-family:ui-monospace,monospace;font-size:12px}
 h3{font-size:15px;margin:20px 0 4px}p.note{font-size:13px;color:#4a5260;margin:4px 0 8px}
 details summary{cursor:pointer;margin:6px 0;color:#3559c7}svg .imported{fill:#2f4fb3}
 svg .legacy{fill:#a9b9e8}svg{background:#fff;border:1px solid #dde1e7;max-width:100%}
 table#summary,table#difference{width:auto;min-width:420px}
 """
-)
+REPORT_STYLE = STYLE + REPORT_STYLE_ADDED
 
 
 def html_report(result: Reconciliation, periods: pl.DataFrame, title: str) -> str:
@@ -338,7 +351,14 @@ def html_report(result: Reconciliation, periods: pl.DataFrame, title: str) -> st
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{REPORT_STYLE}</style></head>
 <body><main><h1>{escaped(title)}</h1>
-{_metadata(result)}
+{report_sections(result, periods)}
+</main></body></html>
+"""
+
+
+def report_sections(result: Reconciliation, periods: pl.DataFrame) -> str:
+    """The report's content, below its title: what html_report and the page of a kept run show."""
+    return f"""{_metadata(result)}
 <h2>Summary</h2>
 {_summary(result)}
 <h2>Total difference per credit type (imported minus legacy)</h2>
@@ -349,7 +369,6 @@ def html_report(result: Reconciliation, periods: pl.DataFrame, title: str) -> st
 {_line_differences(result)}
 <h2>Totals per month: imported and legacy</h2>
 {_charts(result, periods)}
-</main></body></html>
 """
 
 

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
-from bulk_rating import load, pages, services
+from bulk_rating import load, pages, reconcile, services
 from bulk_rating.errors import (
     BulkRatingError,
     CatalogConflictError,
@@ -1023,6 +1023,30 @@ def _pages(
             )
             mine = [w for w in windows if w["id"] == invoice_id]
             return pages.invoice_page(customer, invoice, mine, window_size)
+
+        return await shown(render)
+
+    @app.get("/ui/reconciliations", include_in_schema=False)
+    async def ui_reconciliations() -> Response:
+        return await shown(
+            lambda: pages.reconciliations_page(services.reconciliations(settings=settings))
+        )
+
+    @app.get("/ui/reconciliations/{reconciliation_id}", include_in_schema=False)
+    async def ui_reconciliation(reconciliation_id: str) -> Response:
+        def render() -> str:
+            kept = (
+                services.stored_reconciliation(int(reconciliation_id), settings=settings)
+                if reconciliation_id.isdigit()
+                else None
+            )
+            if kept is None:
+                raise NotFoundError(f"no reconciliation `{reconciliation_id}`")
+            return pages.reconciliation_page(
+                int(reconciliation_id),
+                reconcile.report_sections(kept.result, kept.periods),
+                reconcile.REPORT_STYLE_ADDED,
+            )
 
         return await shown(render)
 

@@ -9,6 +9,7 @@ are the fields of `Settings` given as keywords (`db`, `as_of`, `preview`, `memor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -1013,6 +1014,39 @@ class Reconciled:
         (directory / "report.html").write_text(
             reconcile.html_report(self.result, self.periods, title), encoding="utf-8"
         )
+
+
+def reconciliations(settings: Settings | None = None, **options: Any) -> list[dict[str, Any]]:
+    """The reconciliations kept in the store (not previews'), the latest first."""
+    with _reading(settings_of(settings, **options)) as store:
+        return [] if store is None else store.reconciliation_runs()
+
+
+def stored_reconciliation(
+    reconciliation_id: int, settings: Settings | None = None, **options: Any
+) -> Reconciled | None:
+    """A kept reconciliation as its report showed it; None when there is no such run."""
+    settings = settings_of(settings, **options)
+    with _reading(settings) as store:
+        found = None if store is None else store.reconciliation(reconciliation_id)
+        if store is None or found is None:
+            return None
+        run, invoices, lines = found
+        names = {USD_CENTS_ID: USD_CENTS_NAME, **store.credit_type_names()}
+    result = reconcile.Reconciliation(
+        invoices,
+        lines,
+        # whole units, as given (the stored DECIMAL keeps nine places)
+        Decimal(run["tolerance"]).to_integral_value(),
+        preview=False,
+        credit_types=names,
+        run_at=run["run_at"],
+        compared_with=run["compared_with"] or f"the database {settings.db}",
+        legacy_files=run["legacy_files"],
+        legacy_unit=run["legacy_unit"] or "minor",
+    )
+    periods = json.loads(run["periods"] or "[]", parse_float=Decimal)
+    return Reconciled(result, pl.DataFrame(periods, schema=reconcile.PERIOD_COLUMNS, strict=False))
 
 
 def reconcile_invoices(

@@ -46,7 +46,10 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 17
+
+# Version 17 keeps what a reconciliation's report shows (legacy unit, what it compared with, the
+# totals per month, each difference's candidates), so a stored run reads as its report did.
 
 # Version 14 keeps the HTTP API's answers to Idempotency-Key requests (`_api_answers`).
 
@@ -1331,6 +1334,36 @@ class Store:
                 results.with_columns(reconciliation_id=pl.lit(reconciliation_id)),
             )
         return reconciliation_id
+
+    def reconciliation_runs(self) -> list[dict[str, Any]]:
+        """The kept reconciliations, the latest first (what a list of them shows)."""
+        return self.rows(
+            """SELECT reconciliation_id, run_at, legacy_files, tolerance, invoices_compared,
+                      differences, legacy_unit, compared_with
+               FROM reconciliation_runs ORDER BY reconciliation_id DESC"""
+        )
+
+    def reconciliation(
+        self, reconciliation_id: int
+    ) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame] | None:
+        """A kept reconciliation: its run, its invoice results and its line results."""
+        runs = self.rows(
+            "SELECT * FROM reconciliation_runs WHERE reconciliation_id = ?", [reconciliation_id]
+        )
+        if not runs:
+            return None
+        results = self.frame(
+            """SELECT * EXCLUDE (reconciliation_id) FROM reconciliation_results
+               WHERE reconciliation_id = ?
+               ORDER BY level, inclusive_start, customer_id, contract_id, legacy_invoice_id,
+                        invoice_id, product_id""",
+            [reconciliation_id],
+        )
+        invoices = results.filter(pl.col("level") == "invoice").drop("level")
+        lines = results.filter(pl.col("level") == "line").drop(
+            "level", "candidates", "legacy_units", "imported_units"
+        )
+        return runs[0], invoices, lines
 
     def run_summary(self, run_id: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
         """A run's counts and its imported totals per credit type."""

@@ -122,6 +122,16 @@ CREATE TABLE IF NOT EXISTS reconciliation_results (
     invoice_id VARCHAR, product_id VARCHAR, legacy_quantity DECIMAL(38,9), imported_quantity DECIMAL(38,9),
     legacy_total DECIMAL(38,23), imported_total DECIMAL(38,23), difference DECIMAL(38,0)
 );
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS legacy_unit VARCHAR;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS compared_with VARCHAR;
+ALTER TABLE reconciliation_runs ADD COLUMN IF NOT EXISTS periods JSON;
+ALTER TABLE reconciliation_results ADD COLUMN IF NOT EXISTS candidates VARCHAR;
+ALTER TABLE reconciliation_results ADD COLUMN IF NOT EXISTS legacy_units DECIMAL(38,0);
+ALTER TABLE reconciliation_results ADD COLUMN IF NOT EXISTS imported_units DECIMAL(38,0);
+COMMENT ON COLUMN reconciliation_results.legacy_units IS 'An invoice''s legacy total in whole units (half-even), as compared.';
+COMMENT ON COLUMN reconciliation_runs.legacy_unit IS 'The unit of the legacy totals: minor (the credit type''s smallest, cents) or major (dollars).';
+COMMENT ON COLUMN reconciliation_runs.periods IS 'Imported and legacy totals per month and credit type, in whole units: what the report charts.';
+COMMENT ON COLUMN reconciliation_results.candidates IS 'The other side''s invoice ids a legacy or imported invoice could be (PERIOD_MISMATCH, AMBIGUOUS), comma separated.';
 COMMENT ON TABLE reconciliation_results IS 'Per invoice and per line: MATCH, AMOUNT_MISMATCH, QUANTITY_MISMATCH, PERIOD_MISMATCH, AMBIGUOUS, MISSING_IN_IMPORT or MISSING_IN_LEGACY; difference in whole units (imported minus legacy, half-even).';
 
 CREATE TABLE IF NOT EXISTS commit_segments (
