@@ -90,7 +90,10 @@ def login_page(*, refused: bool, next_path: str) -> str:
     )
 
 
-def customers_page(customers: Sequence[dict[str, Any]], search: str) -> str:
+def customers_page(
+    customers: Sequence[dict[str, Any]], search: str, page: int, per_page: int, total: int
+) -> str:
+    """One page of the customers (those matching `search`), with links to the pages beside."""
     rows = [
         (
             f'<a href="{escaped(_url("customers", c["id"]))}">{escaped(c["name"])}</a>',
@@ -98,14 +101,37 @@ def customers_page(customers: Sequence[dict[str, Any]], search: str) -> str:
         )
         for c in customers
     ]
+    first = (page - 1) * per_page + 1
+    shown = (
+        f"{first:,}{DASH}{first + len(rows) - 1:,} of {total:,}"
+        if len(rows) < total
+        else f"{total:,}"
+    )
     form = (
         '<form class="search" method="get" action="/ui/">'
         f'<input name="q" value="{escaped(search)}" placeholder="name or id" aria-label="search">'
         ' <button type="submit">Search</button></form><p class="muted">'
-        f"{len(rows)} customer{'s' if len(rows) != 1 else ''}"
+        f"{shown if rows or page == 1 else f'no page {page:,}: {total:,}'}"
+        f" customer{'s' if total != 1 else ''}"
         f"{f' matching “{escaped(search)}”' if search else ''}</p>"
     )
-    return layout("Customers", form + _table(("name", "id"), rows, set()))
+
+    def link(to: int, text: str) -> str:
+        query = {"q": search, "page": str(to)} if search else {"page": str(to)}
+        return f'<a href="{escaped(_url(**query))}">{text}</a>'
+
+    pager = " ".join(
+        [
+            *([link(page - 1, "← previous")] if page > 1 and rows else []),
+            *([link(page + 1, "next →")] if first - 1 + len(rows) < total else []),
+        ]
+    )
+    return layout(
+        "Customers",
+        form
+        + _table(("name", "id"), rows, set())
+        + (f'<p class="pager">{pager}</p>' if pager else ""),
+    )
 
 
 def _credit_type_totals(commits: Sequence[dict[str, Any]]) -> list[str]:

@@ -98,6 +98,8 @@ MAX_LIMIT = 100
 UI_COOKIE = "bulk_rating_token"
 # Breakdown windows the page reads at a time: a 31-day month's hours in one read.
 UI_WINDOWS = 31 * 24
+# customers a page of the list shows (a store may hold hundreds of thousands)
+UI_CUSTOMERS = 100
 TIMESTAMP = TypeAdapter(AwareDatetime)
 Asked = TypeVar("Asked", bound=BaseModel)
 
@@ -934,18 +936,19 @@ def _pages(
         return answer
 
     @app.get("/ui/", include_in_schema=False)
-    async def ui_customers(q: str = "") -> Response:
+    async def ui_customers(q: str = "", page: str = "1") -> Response:
+        number = int(page) if page.isdigit() and 0 < int(page) < 10**9 else 1
+
         def render() -> str:
-            every = all_of(
-                lambda cursor: services.customers(
-                    limit=MAX_LIMIT, next_page=cursor, settings=settings
-                )
+            wanted = q.strip() or None
+            shown = services.customers(
+                limit=UI_CUSTOMERS,
+                next_page=str((number - 1) * UI_CUSTOMERS) if number > 1 else None,
+                search=wanted,
+                settings=settings,
             )
-            wanted = q.strip().lower()
-            matching = [
-                c for c in every if wanted in c["name"].lower() or wanted in c["id"].lower()
-            ]
-            return pages.customers_page(matching, q.strip())
+            total = services.customer_count(wanted, settings=settings)
+            return pages.customers_page(shown.data, q.strip(), number, UI_CUSTOMERS, total)
 
         return await shown(render)
 

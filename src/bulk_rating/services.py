@@ -737,10 +737,11 @@ def _stored(
     ids: Sequence[str] | None = None,
     limit: int | None = None,
     offset: int = 0,
+    search: str | None = None,
 ) -> list[dict[str, Any]]:
     with _reading(settings) as store:
         if store is not None:
-            return store.catalog_objects(table, ids=ids, limit=limit, offset=offset)
+            return store.catalog_objects(table, ids=ids, limit=limit, offset=offset, search=search)
     if table == "credit_types" and offset == 0 and (ids is None or USD_CENTS_ID in ids):
         built_in = {"id": USD_CENTS_ID, "name": USD_CENTS_NAME, "body": None}
         return [{**built_in, "created_at": None, "created_by": None}][:limit]
@@ -758,9 +759,11 @@ def _page(
     limit: int,
     next_page: str | None,
     ids: Sequence[str] | None = None,
+    search: str | None = None,
 ) -> Page:
     offset = _offset(next_page)
-    rows = _stored(settings, table, ids=ids, limit=limit + 1, offset=offset)  # one more: next?
+    # one more than asked for: is there a next page?
+    rows = _stored(settings, table, ids=ids, limit=limit + 1, offset=offset, search=search)
     return Page(
         [shape(row) for row in rows[:limit]], str(offset + limit) if len(rows) > limit else None
     )
@@ -779,16 +782,27 @@ def customers(
     archived: bool = False,
     ingest_alias: str | None = None,
     salesforce_account_ids: Sequence[str] | None = None,
+    search: str | None = None,
     settings: Settings | None = None,
     **options: Any,
 ) -> Page:
     """The customers in the order they were stored (CustomerDetail), `customer_ids` only when
-    given. No customer here is archived, has an ingest alias or a Salesforce account: those
-    filters match none."""
+    given, those whose name or id holds `search` (any case) when given. No customer here is
+    archived, has an ingest alias or a Salesforce account: those filters match none."""
     chosen = settings_of(settings, **options)
     if archived or ingest_alias is not None or salesforce_account_ids is not None:
         return Page([], None)
-    return _page(chosen, "customers", documents.customer_detail, limit, next_page, customer_ids)
+    return _page(
+        chosen, "customers", documents.customer_detail, limit, next_page, customer_ids, search
+    )
+
+
+def customer_count(
+    search: str | None = None, settings: Settings | None = None, **options: Any
+) -> int:
+    """How many customers are stored (with `search`: whose name or id holds it)."""
+    with _reading(settings_of(settings, **options)) as store:
+        return 0 if store is None else store.count_catalog_objects("customers", search)
 
 
 def customer(

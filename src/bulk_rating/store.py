@@ -131,6 +131,12 @@ SANDBOX: dict[str, Any] = {
 }
 
 
+# A catalog object whose name or id holds $search (lower case), or every one when it is null.
+_SEARCHED = (
+    "($search IS NULL OR contains(lower(o.name), $search) OR contains(lower(o.{0}), $search))"
+)
+
+
 def _connect(
     path: str, *, read_only: bool = False, limits: Limits = Limits(), sandboxed: bool = False
 ) -> duckdb.DuckDBPyConnection:
@@ -1022,17 +1028,19 @@ class Store:
         ids: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
         """Stored catalog objects of one kind (`credit_types`, `customers`, `products`,
         `rate_cards`) in the order they were stored (their run, then id), each with its `id`,
         `body` (as given, canonical JSON; null for the built-in USD), `created_at` (when the run
-        that stored it started) and `created_by` (what that run read). `ids`: only those."""
+        that stored it started) and `created_by` (what that run read). `ids`: only those;
+        `search`: only those whose name or id holds it, whatever the case."""
         id_column = CATALOG_ID_COLUMNS[table]  # a known table, never text from a request
         return self.rows(
             f"""SELECT o.{id_column} AS id, o.name, o.body, r.started_at AS created_at,
                        r.inputs[1] AS created_by
                 FROM {table} o LEFT JOIN _runs r ON r.run_id = o.run_id
-                WHERE $all OR list_contains($ids, o.{id_column})
+                WHERE ($all OR list_contains($ids, o.{id_column})) AND {_SEARCHED.format(id_column)}
                 ORDER BY o.run_id NULLS FIRST, o.{id_column}
                 LIMIT $limit OFFSET $offset""",
             {
@@ -1040,7 +1048,19 @@ class Store:
                 "ids": list(ids or []),
                 "limit": limit if limit is not None else 2**62,
                 "offset": offset,
+                "search": search.lower() if search else None,
             },
+        )
+
+    def count_catalog_objects(self, table: str, search: str | None = None) -> int:
+        """How many objects of one kind are stored (with `search`: hold it in name or id)."""
+        id_column = CATALOG_ID_COLUMNS[table]
+        return int(
+            self.scalar(
+                f"SELECT count(*) FROM {table} o WHERE {_SEARCHED.format(id_column)}",
+                {"search": search.lower() if search else None},
+            )
+            or 0
         )
 
     def rate_card_contracts(self, rate_card_id: str) -> list[str]:

@@ -9,10 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
-from tests.ui.conftest import TOKEN, Site
+from tests.conftest import run_cli
+from tests.ui.conftest import TOKEN, Site, _serve
 
-from bulk_rating import services
+from bulk_rating import samples, services
+from bulk_rating.markup import DASH
 from bulk_rating.models import BalanceFilter
 from bulk_rating.money import exact_money, format_decimal, format_money
 
@@ -157,3 +160,25 @@ def test_every_value_is_escaped(page: Page, site: Site) -> None:
     page.click("form.search button")
     expect(page.locator("table a")).to_have_text(name)
     expect(page.locator("table img")).to_have_count(0)
+
+
+def test_many_customers_are_paged_and_searched_in_the_store(
+    page: Page, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    directory = tmp_path_factory.mktemp("many") / "set"
+    written = samples.generate(directory, customers=230, products=3, months=1, seed=3)
+    db = directory.parent / "many.duckdb"
+    assert run_cli("import", directory, "--db", db, "--as-of", written["as_of"]).exit_code == 0
+    for site in _serve(db):
+        _log_in(page, site)
+        expect(page.locator("p.muted")).to_have_text(f"1{DASH}100 of 230 customers")
+        expect(page.locator("main tbody tr")).to_have_count(100)
+        page.click("text=next →")
+        expect(page.locator("p.muted")).to_have_text(f"101{DASH}200 of 230 customers")
+        page.click("text=next →")
+        expect(page.locator("main tbody tr")).to_have_count(30)
+        expect(page.locator("text=next →")).to_have_count(0)
+        page.fill("input[name=q]", "CUS_02")
+        page.click("form.search button")
+        expect(page.locator("p.muted")).to_have_text("31 customers matching “CUS_02”")
+        expect(page.locator("main tbody tr").first).to_contain_text("cus_0200")
