@@ -7,23 +7,19 @@ import json
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 
 from bulk_rating import (
-    assemble,
-    balances,
     catalog,
     frames,
     interrupts,
+    kernel,
     load,
     output,
-    rate,
     reconcile,
-    resolve,
     validate,
 )
 from bulk_rating.errors import (
@@ -39,9 +35,6 @@ from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport
 from bulk_rating.settings import MAX_PARTITIONS, Settings, utc_now
 from bulk_rating.store import Limits, Store
-
-# A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
-MAX_SLOTS = 24 * 367
 
 
 class Rejected(Exception):
@@ -186,10 +179,10 @@ def _import(
             # against it (their problems would follow from it, or not be found at all)
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
-            partitions = _partitions(store, dataset, settings)
-            table = _prepare(store, dataset, plan, refs, as_of, partitions)
+            rating = kernel.Kernel(store, dataset, kernel.partitions(store, dataset, settings))
+            table = rating.prepare(plan, refs, as_of)
             if tried is not None:
-                tried.append(partitions if table is not None else None)
+                tried.append(rating.partitions if table is not None else None)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
@@ -198,12 +191,11 @@ def _import(
                 for card in plan.replaced_cards:
                     store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
                 with stages("validate"):
-                    found, content_sum, has_drafts, copies_in_run = _usage_issues(
-                        store, dataset, refs, table, progress, report, partitions
-                    )
-                    issues = pl.concat([issues, *(frames.issues(f) for f in found)])
+                    checked = rating.check(refs, progress)
+                    report.rows_read, report.notices = checked.rows_read, _sorted(checked.notices)
+                    issues = pl.concat([issues, *(frames.issues(f) for f in checked.found)])
                 if table is not None:  # stored rows overlap these when they are the same rows
-                    report.input_hash = _table_hash(report.input_hash, content_sum)
+                    report.input_hash = _table_hash(report.input_hash, checked.content_sum)
                     previous = store.run_with_hash(report.input_hash)
                     if previous is not None:
                         raise AlreadyImported(previous)
@@ -213,23 +205,7 @@ def _import(
                     catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
                 )
                 with stages("rate"):
-                    unique = "_unique" if report.duplicates_collapsed else ""
-                    if unique:  # tiers and line items count each exact duplicate once
-                        _drop_copies(store, copies_in_run, partitions)
-                        store.check_rows(
-                            _line_weeks_sql(store, table, rows="usage_rows_unique"), partitions
-                        )
-                    store.price(
-                        run_id,
-                        table=table is not None,
-                        rows="usage_rows" + unique,
-                        progress=progress,
-                        partitions=partitions,
-                    )
-                    _draw_down(store, run_id)
-                    store.total_invoices(run_id)
-                    if has_drafts:
-                        _rate_drafts(store, run_id, "usage_rows" + unique, partitions)
+                    rating.rate(run_id, checked, progress)
                 store.record_run(
                     {
                         "run_id": run_id,
@@ -362,232 +338,6 @@ def _batch_issues(dataset: load.Dataset, refs: validate.References) -> pl.DataFr
     return validate.validate_batch(dataset.invoices, dataset.lines, dataset.windows, refs)
 
 
-def _prepare(
-    store: Store,
-    dataset: load.Dataset,
-    plan: catalog.CatalogPlan,
-    refs: validate.References,
-    as_of: datetime,
-    partitions: int = 1,
-) -> load.UsageTable | None:
-    """The run's working relations, created before its transaction (which then holds no DDL)."""
-    if dataset.tables and dataset.request is not None:
-        raise UsageError("give historical invoices (JSON) or usage tables in one run, not both")
-    if len(dataset.tables) > 1:
-        raise UsageError("usage tables of one run must share one format (all Parquet or all CSV)")
-    table = dataset.tables[0] if dataset.tables else None
-    store.temp_table("_contract_refs", refs.contracts)
-    store.temp_table("_known_customers", refs.customer_ids)
-    store.temp_table("_known_products", refs.product_ids)
-    store.temp_table("_known_credit_types", refs.credit_type_ids)
-    store.temp_table("_drafts", frames.empty(frames.DRAFTS))
-    store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
-    store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
-    store.temp_table("_applications", frames.empty(frames.APPLICATIONS))
-    store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
-    store.temp_table("_draft_periods", _draft_periods(store, plan, as_of))
-    store.temp_view(
-        "draft_rows",
-        "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index,"
-        " pricing_group_values AS pricing_key, presentation_group_values AS presentation_key"
-        " FROM _draft_usage",
-    )
-    store.temp_view(resolve.rates_of("draft_rows"), load.rates_keyed_sql(None))
-    store.temp_view(
-        resolve.rates_of("usage_rows"), load.rates_keyed_sql(None if table is None else table.kinds)
-    )
-    if table is None:
-        store.temp_table(
-            "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
-        )
-        store.temp_view("usage_rows", load.JSON_ROWS_SQL)
-    else:
-        contracts = [*store.contract_models(), *plan.new_contracts]
-        store.temp_table(
-            "_period_weeks",
-            assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
-        )
-        store.temp_view("usage_rows_all", load.rows_sql(table))
-        if partitions > 1:
-            store.partitioned_rows()
-        else:
-            store.temp_view("usage_rows", "SELECT * FROM usage_rows_all")
-        store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")
-        store.temp_table(  # what a row's file_index names: the file it was read from
-            "_sources",
-            pl.DataFrame(
-                {"file_index": range(len(table.sources)), "source": table.sources},
-                schema={"file_index": pl.Int64, "source": pl.String},
-            ),
-        )
-        store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
-    store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
-    store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
-    store.temp_table_like(
-        "_edge_parts",
-        "SELECT NULL::UBIGINT AS line_key, NULL::BIGINT AS rate_key, NULL::INTEGER AS tier_key,"
-        " window_start, quantity FROM _priced_windows",
-    )
-    return table
-
-
-def _usage_issues(
-    store: Store,
-    dataset: load.Dataset,
-    refs: validate.References,
-    table: load.UsageTable | None,
-    progress: Progress,
-    report: RunReport,
-    partitions: int = 1,
-) -> tuple[list[pl.DataFrame], int, bool, int]:
-    """Check every row while grouping rows into lines (one scan); name the failing rows only when
-    there are some; then make the invoices and lines and check the invoices. Also gives the
-    content sum of the rows, whether some are of a draft period, and the exact copies among the
-    run's own rows."""
-    kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
-    kinds = table.kinds if table else None
-    store.tracked(
-        "reading and checking rows",
-        progress,
-        lambda: store.check_rows(_line_weeks_sql(store, table), partitions),
-    )
-    checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
-    report.rows_read = int(checked["rows"].sum())
-    content_sum = int(checked["content_sum"].sum())  # the rows' hashes summed: a table's content
-    has_drafts = bool(checked["draft"].any())
-    found = []
-    if checked["problems"].sum():
-        found.append(store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds)))
-    repeats, copies_in_run = [], 0
-    duplicate = pl.col("code") == "DUPLICATE_ROW"
-    if checked["repeated_windows"].sum() or checked["repeated_windows"].null_count():
-        repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
-        copies_in_run = frames.rows_counted(repeats[0].filter(duplicate))
-    if has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
-        # windows an earlier run gave for the same draft
-        repeats.append(store.frame(validate.KEPT_DRAFT_REPEATS))
-    if repeats:
-        repeated = pl.concat(repeats, how="diagonal_relaxed")
-        found.append(repeated.filter(~duplicate))
-        report.notices = _sorted(repeated.filter(duplicate))
-    if any(f.height for f in found):
-        return found, content_sum, has_drafts, copies_in_run
-    if not assemble.keys_are_unique(
-        checked, table=is_table
-    ):  # a 64-bit hash collision: never guess
-        raise BulkRatingError(
-            "two lines or tier groups share a key; split the input and import it in parts"
-        )
-    if table is None:
-        store.replace("usage_invoices", dataset.invoices)
-        store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, checked))
-        return [], content_sum, has_drafts, copies_in_run
-    # a draft period's rows are rated with its draft (no copy of the lines when there is none)
-    history = checked.filter(~pl.col("draft")) if has_drafts else checked
-    invoices, lines, disagreements = assemble.table_invoices_and_lines(history, table.sources)
-    store.replace("usage_invoices", invoices)
-    store.replace("usage_lines", lines)
-    found = [disagreements, validate.validate_invoices(invoices, refs)]
-    return found, content_sum, has_drafts, copies_in_run
-
-
-def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:
-    if table is None:
-        return validate.line_weeks_sql("text", table=False, slots=_slots(store, table))
-    return validate.line_weeks_sql(
-        table.kinds["quantity"],
-        table=True,
-        rows=rows,
-        slots=_slots(store, table),
-        kinds=table.kinds,
-    )
-
-
-def _slots(store: Store, table: load.UsageTable | None) -> int:
-    """Hours of the longest billing period the rows fall in (at least a day): the size of each
-    line's bitmap of windows."""
-    source = (
-        "_period_weeks"
-        if table is not None
-        else "(SELECT invoice_start AS inclusive_start,"
-        " invoice_end AS exclusive_end FROM usage_rows)"
-    )
-    longest = store.scalar(
-        f"SELECT max(epoch_us(exclusive_end) - epoch_us(inclusive_start)) FROM {source}"
-    )
-    hours = -(-int(longest or 0) // validate.HOUR_US)
-    return min(max(hours, 24), MAX_SLOTS)
-
-
-def _partitions(store: Store, dataset: load.Dataset, settings: Settings) -> int:
-    """How many partitions of contracts a usage table's rows are checked and priced in: as set,
-    or as many as its rows need at the memory budget (Settings.rows_per_partition). JSON batches
-    are bounded by their own size limit: one."""
-    if settings.partitions is not None:
-        return settings.partitions
-    if len(dataset.tables) != 1:
-        return 1
-    rows = store.parquet_rows(dataset.tables[0].files)
-    return max(1, -(-rows // settings.rows_per_partition()))
-
-
-def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:
-    """The periods the contracts bill themselves now: their DRAFT invoices, stored or new."""
-    stored = store.generated_invoices().filter(pl.col("status") == "DRAFT")
-    fiat = {
-        **store.fiat_credit_types(),
-        **dict(plan.rows["rate_cards"].select("rate_card_id", "fiat_credit_type_id").iter_rows()),
-    }
-    new = catalog.drafts(plan.new_contracts, fiat, as_of)
-    return pl.concat(
-        [
-            stored.select(
-                "contract_id",
-                pl.col("start_timestamp").alias("inclusive_start"),
-                pl.col("end_timestamp").alias("exclusive_end"),
-            ),
-            new.select("contract_id", "inclusive_start", "exclusive_end"),
-        ]
-    )
-
-
-def _drop_copies(store: Store, copies_in_run: int, partitions: int) -> None:
-    """Name the rows that usage_rows_unique leaves out: as many as the check counted, or a hash
-    made two different rows look alike (never guess). Copies are of one contract: of one
-    partition."""
-    store.replace_with("_dropped_copies", validate.dropped_copies_sql(), partitions=partitions)
-    if store.scalar("SELECT count(*) FROM _dropped_copies") != copies_in_run:
-        raise BulkRatingError(
-            "two different rows hash alike; split the input and import it in parts"
-        )
-
-
-def _rate_drafts(store: Store, run_id: int, rows: str, partitions: int) -> None:
-    """D8: a draft is rated from all the usage of its period given so far, again when more comes
-    (each exact duplicate once, as history)."""
-    store.keep_draft_usage(run_id, rows, partitions)
-    if not store.clear_drafts():
-        return
-    store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))
-    checked = store.frame(validate.lines_sql("text", table=True))
-    invoices, lines, _ = assemble.table_invoices_and_lines(checked.filter(pl.col("draft")))
-    store.replace("usage_invoices", invoices)
-    store.replace("usage_lines", lines)
-    store.price(run_id, table=True, rows="draft_rows", drafts=True)
-    _draw_down(store, run_id)
-    store.total_drafts(run_id)
-
-
-def _draw_down(store: Store, run_id: int) -> None:
-    """Commits and credits of the run's contracts, drawn down by its invoices (D9)."""
-    lines, pieces, segments = store.commit_inputs(run_id)
-    if lines.height:
-        applications = balances.allocate(lines, pieces, segments)
-        store.apply_commits(
-            run_id, pl.DataFrame(applications, schema=frames.APPLICATIONS, strict=False)
-        )
-
-
 def _table_hash(base: str | None, content_sum: int) -> str:
     """A usage table's content hash: the rows' own hashes summed (order- and split-free)."""
     return hashlib.sha256(f"{base}|{content_sum}".encode()).hexdigest()
@@ -688,10 +438,7 @@ def run_reconcile(
         invoices, line_diffs, periods = store.reconcile(
             legacy, store.imported_invoices(), tolerance, legacy_unit
         )
-        names.update(
-            (r["credit_type_id"], r["name"])
-            for r in store.rows("SELECT credit_type_id, name FROM credit_types")
-        )
+        names.update(store.credit_type_names())
         result = described(invoices, line_diffs)
         store.record_reconciliation(
             {
@@ -762,8 +509,7 @@ def run_close(settings: Settings) -> dict[str, int]:
         owed = catalog.periods_to_generate(
             store.contract_models(), store.generated_invoices(), store.fiat_credit_types(), as_of
         )
-        store.temp_table("_drafts", frames.empty(frames.DRAFTS))
-        store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
+        store.working_tables("_drafts", "_shown")
         with store.transaction():
             finalized = store.close_periods(as_of, owed, store.next_run_id())
     return {"finalized": finalized, "invoices_created": owed.height}
@@ -814,7 +560,7 @@ def run_export(settings: Settings, provider: str, out: Path) -> int:
                     handle.write(dumps_exact(item, indent=False) + "\n")
 
         output.write_atomically(out, write, replace=False)
-        store.temp_table("_shown", pl.DataFrame(schema={"invoice_id": pl.String()}))
+        store.working_tables("_shown")
         with store.transaction():
             store.mark_exported(ids, utc_now())
     return len(ids)

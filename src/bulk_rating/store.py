@@ -27,7 +27,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel
 
-from bulk_rating import __version__, balances, rate, reconcile, validate
+from bulk_rating import __version__, balances, frames, rate, reconcile, validate
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -135,6 +135,13 @@ SANDBOX: dict[str, Any] = {
 _SEARCHED = (
     "($search IS NULL OR contains(lower(o.name), $search) OR contains(lower(o.{0}), $search))"
 )
+
+
+# The working tables the store's own statements read (what they are given to write).
+WORKING_TABLES: dict[str, dict[str, pl.DataType]] = {
+    "_drafts": frames.DRAFTS,  # draft invoices to add (insert_drafts, close_periods)
+    "_shown": {"invoice_id": pl.String()},  # the invoices a statement is about
+}
 
 
 def _connect(
@@ -589,6 +596,12 @@ class Store:
     def temp_table_like(self, name: str, sql: str) -> None:
         """An empty temp table with the columns `sql` gives (filled inside the run's transaction)."""
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ({sql}) LIMIT 0")
+
+    def working_tables(self, *names: str) -> None:
+        """Empty working tables the store's own writes fill (WORKING_TABLES), made before the
+        transaction that uses them (which then holds no DDL)."""
+        for name in names:
+            self.temp_table(name, frames.empty(WORKING_TABLES[name]))
 
     def temp_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")

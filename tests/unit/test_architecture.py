@@ -52,7 +52,8 @@ def test_nothing_below_the_front_ends_imports_them() -> None:
 
 # The flow, stage by stage: a module imports modules of its own stage or of earlier ones, never
 # of a later one. The foundation is what every stage speaks (money, models, frames, errors, ...);
-# `catalog` plans a run's catalog and contracts with the pricing and balance models before them.
+# `catalog` plans a run's catalog and contracts with the pricing and balance models before them;
+# `kernel` runs the rating's statements (from resolve, validate, rate) through the store.
 FLOW: list[tuple[str, set[str]]] = [
     (
         "foundation",
@@ -78,6 +79,7 @@ FLOW: list[tuple[str, set[str]]] = [
     ("plan", {"catalog"}),
     ("reconcile", {"reconcile"}),
     ("store", {"store"}),
+    ("kernel", {"kernel"}),
     ("documents", {"report", "documents"}),
     ("pipeline", {"pipeline"}),
     ("services", {"services"}),

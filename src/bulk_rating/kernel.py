@@ -1,0 +1,297 @@
+"""The rating kernel: a run's usage checked, assembled into invoices and lines, priced, drawn
+from commits and credits and totalled, over the store's connection and inside the run's
+transaction. Callers make a Kernel for a run (its store, data set and partitions of contracts)
+and call three things: `prepare` (the working relations, before the transaction), `check` (the
+problems found, the rows' content sum, what is needed to rate) and `rate` (priced windows, line
+items, drawdown, invoice and draft totals). No caller hands the store SQL: the statements come
+from resolve, validate and rate, and are run here.
+
+Working relations (temp tables and views of the run's connection, made by `prepare`): the
+references rows are checked against (`_contract_refs`, `_known_*`), the periods contracts bill
+themselves (`_draft_periods`, `_period_weeks`), the usage rows (`usage_rows`, of one partition
+of contracts at a time when there are several; `usage_rows_unique` without exact copies), what
+the check counted (`_line_weeks`), the run's invoices and lines (`usage_invoices`,
+`usage_lines`), tiers by week (`_week_tiers`), edge-week parts (`_edge_parts`) and drawdown
+applications (`_applications`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import polars as pl
+
+from bulk_rating import assemble, balances, catalog, frames, load, rate, resolve, validate
+from bulk_rating.errors import BulkRatingError, UsageError
+from bulk_rating.progress import Progress
+from bulk_rating.settings import Settings
+from bulk_rating.store import Store
+
+# A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
+MAX_SLOTS = 24 * 367
+
+
+def partitions(store: Store, dataset: load.Dataset, settings: Settings) -> int:
+    """How many partitions of contracts a usage table's rows are checked and priced in: as set,
+    or as many as its rows need at the memory budget (Settings.rows_per_partition). JSON batches
+    are bounded by their own size limit: one."""
+    if settings.partitions is not None:
+        return settings.partitions
+    if len(dataset.tables) != 1:
+        return 1
+    rows = store.parquet_rows(dataset.tables[0].files)
+    return max(1, -(-rows // settings.rows_per_partition()))
+
+
+@dataclass
+class Checked:
+    """What checking a run's usage found: its problems (frames of issues), the rows read and
+    their content sum (the rows' hashes summed: a usage table's content, whatever its order or
+    split), the exact duplicates collapsed (notices) and how many copies of the run's own rows
+    there were, and whether rows fall in a DRAFT period."""
+
+    found: list[pl.DataFrame]
+    rows_read: int
+    content_sum: int
+    has_drafts: bool
+    copies_in_run: int = 0
+    notices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
+
+
+class Kernel:
+    """The rating of one run's usage (see the module's docstring)."""
+
+    def __init__(self, store: Store, dataset: load.Dataset, partitions: int = 1) -> None:
+        self.store, self.dataset, self.partitions = store, dataset, partitions
+        self.table: load.UsageTable | None = None
+
+    def prepare(
+        self, plan: catalog.CatalogPlan, refs: validate.References, as_of: datetime
+    ) -> load.UsageTable | None:
+        """The run's working relations, created before its transaction (which then holds no
+        DDL); returns the usage table the run reads, if any."""
+        store, dataset, partitions = self.store, self.dataset, self.partitions
+        if dataset.tables and dataset.request is not None:
+            raise UsageError("give historical invoices (JSON) or usage tables in one run, not both")
+        if len(dataset.tables) > 1:
+            raise UsageError(
+                "usage tables of one run must share one format (all Parquet or all CSV)"
+            )
+        table = dataset.tables[0] if dataset.tables else None
+        store.temp_table("_contract_refs", refs.contracts)
+        store.temp_table("_known_customers", refs.customer_ids)
+        store.temp_table("_known_products", refs.product_ids)
+        store.temp_table("_known_credit_types", refs.credit_type_ids)
+        store.working_tables("_drafts", "_shown")
+        store.temp_table("usage_invoices", frames.empty(frames.INVOICES))
+        store.temp_table("usage_lines", frames.empty(frames.STORE_LINES))
+        store.temp_table("_applications", frames.empty(frames.APPLICATIONS))
+        store.temp_table("_draft_periods", _draft_periods(store, plan, as_of))
+        store.temp_view(
+            "draft_rows",
+            "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index,"
+            " pricing_group_values AS pricing_key, presentation_group_values AS presentation_key"
+            " FROM _draft_usage",
+        )
+        store.temp_view(resolve.rates_of("draft_rows"), load.rates_keyed_sql(None))
+        store.temp_view(
+            resolve.rates_of("usage_rows"),
+            load.rates_keyed_sql(None if table is None else table.kinds),
+        )
+        if table is None:
+            store.temp_table(
+                "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
+            )
+            store.temp_view("usage_rows", load.JSON_ROWS_SQL)
+        else:
+            contracts = [*store.contract_models(), *plan.new_contracts]
+            store.temp_table(
+                "_period_weeks",
+                assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
+            )
+            store.temp_view("usage_rows_all", load.rows_sql(table))
+            if partitions > 1:
+                store.partitioned_rows()
+            else:
+                store.temp_view("usage_rows", "SELECT * FROM usage_rows_all")
+            store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")
+            store.temp_table(  # what a row's file_index names: the file it was read from
+                "_sources",
+                pl.DataFrame(
+                    {"file_index": range(len(table.sources)), "source": table.sources},
+                    schema={"file_index": pl.Int64, "source": pl.String},
+                ),
+            )
+            store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
+        store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
+        store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
+        store.temp_table_like(
+            "_edge_parts",
+            "SELECT NULL::UBIGINT AS line_key, NULL::BIGINT AS rate_key, NULL::INTEGER AS tier_key,"
+            " window_start, quantity FROM _priced_windows",
+        )
+        self.table = table
+        return table
+
+    def check(self, refs: validate.References, progress: Progress) -> Checked:
+        """Check every row while grouping rows into lines (one scan, per partition); name the
+        failing rows only when there are some; then make the invoices and lines and check the
+        invoices."""
+        store, dataset, table = self.store, self.dataset, self.table
+        kind, is_table = (table.kinds["quantity"], True) if table else ("text", False)
+        kinds = table.kinds if table else None
+        store.tracked(
+            "reading and checking rows",
+            progress,
+            lambda: store.check_rows(_line_weeks_sql(store, table), self.partitions),
+        )
+        lines = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
+        checked = Checked(
+            found=[],
+            rows_read=int(lines["rows"].sum()),
+            content_sum=int(lines["content_sum"].sum()),
+            has_drafts=bool(lines["draft"].any()),
+        )
+        if lines["problems"].sum():
+            checked.found.append(
+                store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds))
+            )
+        repeats = []
+        duplicate = pl.col("code") == "DUPLICATE_ROW"
+        if lines["repeated_windows"].sum() or lines["repeated_windows"].null_count():
+            repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
+            checked.copies_in_run = frames.rows_counted(repeats[0].filter(duplicate))
+        if checked.has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
+            # windows an earlier run gave for the same draft
+            repeats.append(store.frame(validate.KEPT_DRAFT_REPEATS))
+        if repeats:
+            repeated = pl.concat(repeats, how="diagonal_relaxed")
+            checked.found.append(repeated.filter(~duplicate))
+            checked.notices = repeated.filter(duplicate)
+        if any(f.height for f in checked.found):
+            return checked
+        if not assemble.keys_are_unique(lines, table=is_table):  # a 64-bit hash collision
+            raise BulkRatingError(
+                "two lines or tier groups share a key; split the input and import it in parts"
+            )
+        if table is None:
+            store.replace("usage_invoices", dataset.invoices)
+            store.replace(
+                "usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, lines)
+            )
+            return checked
+        # a draft period's rows are rated with its draft (no copy of the lines when there is none)
+        history = lines.filter(~pl.col("draft")) if checked.has_drafts else lines
+        invoices, usage_lines, disagreements = assemble.table_invoices_and_lines(
+            history, table.sources
+        )
+        store.replace("usage_invoices", invoices)
+        store.replace("usage_lines", usage_lines)
+        checked.found = [disagreements, validate.validate_invoices(invoices, refs)]
+        return checked
+
+    def rate(self, run_id: int, checked: Checked, progress: Progress) -> None:
+        """Price the checked rows into windows and line items, draw commits and credits down,
+        total the invoices, and rate the drafts the rows fall in."""
+        store, table, partitions = self.store, self.table, self.partitions
+        unique = "_unique" if checked.notices.height else ""
+        if unique:  # tiers and line items count each exact duplicate once
+            _drop_copies(store, checked.copies_in_run, partitions)
+            store.check_rows(_line_weeks_sql(store, table, rows="usage_rows_unique"), partitions)
+        store.price(
+            run_id,
+            table=table is not None,
+            rows="usage_rows" + unique,
+            progress=progress,
+            partitions=partitions,
+        )
+        _draw_down(store, run_id)
+        store.total_invoices(run_id)
+        if checked.has_drafts:
+            _rate_drafts(store, run_id, "usage_rows" + unique, partitions)
+
+
+def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:
+    if table is None:
+        return validate.line_weeks_sql("text", table=False, slots=_slots(store, table))
+    return validate.line_weeks_sql(
+        table.kinds["quantity"],
+        table=True,
+        rows=rows,
+        slots=_slots(store, table),
+        kinds=table.kinds,
+    )
+
+
+def _slots(store: Store, table: load.UsageTable | None) -> int:
+    """Hours of the longest billing period the rows fall in (at least a day): the size of each
+    line's bitmap of windows."""
+    source = (
+        "_period_weeks"
+        if table is not None
+        else "(SELECT invoice_start AS inclusive_start,"
+        " invoice_end AS exclusive_end FROM usage_rows)"
+    )
+    longest = store.scalar(
+        f"SELECT max(epoch_us(exclusive_end) - epoch_us(inclusive_start)) FROM {source}"
+    )
+    hours = -(-int(longest or 0) // validate.HOUR_US)
+    return min(max(hours, 24), MAX_SLOTS)
+
+
+def _draft_periods(store: Store, plan: catalog.CatalogPlan, as_of: datetime) -> pl.DataFrame:
+    """The periods the contracts bill themselves now: their DRAFT invoices, stored or new."""
+    stored = store.generated_invoices().filter(pl.col("status") == "DRAFT")
+    fiat = {
+        **store.fiat_credit_types(),
+        **dict(plan.rows["rate_cards"].select("rate_card_id", "fiat_credit_type_id").iter_rows()),
+    }
+    new = catalog.drafts(plan.new_contracts, fiat, as_of)
+    return pl.concat(
+        [
+            stored.select(
+                "contract_id",
+                pl.col("start_timestamp").alias("inclusive_start"),
+                pl.col("end_timestamp").alias("exclusive_end"),
+            ),
+            new.select("contract_id", "inclusive_start", "exclusive_end"),
+        ]
+    )
+
+
+def _drop_copies(store: Store, copies_in_run: int, partitions: int) -> None:
+    """Name the rows that usage_rows_unique leaves out: as many as the check counted, or a hash
+    made two different rows look alike (never guess). Copies are of one contract: of one
+    partition."""
+    store.replace_with("_dropped_copies", validate.dropped_copies_sql(), partitions=partitions)
+    if store.scalar("SELECT count(*) FROM _dropped_copies") != copies_in_run:
+        raise BulkRatingError(
+            "two different rows hash alike; split the input and import it in parts"
+        )
+
+
+def _rate_drafts(store: Store, run_id: int, rows: str, partitions: int) -> None:
+    """D8: a draft is rated from all the usage of its period given so far, again when more comes
+    (each exact duplicate once, as history)."""
+    store.keep_draft_usage(run_id, rows, partitions)
+    if not store.clear_drafts():
+        return
+    store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))
+    checked = store.frame(validate.lines_sql("text", table=True))
+    invoices, lines, _ = assemble.table_invoices_and_lines(checked.filter(pl.col("draft")))
+    store.replace("usage_invoices", invoices)
+    store.replace("usage_lines", lines)
+    store.price(run_id, table=True, rows="draft_rows", drafts=True)
+    _draw_down(store, run_id)
+    store.total_drafts(run_id)
+
+
+def _draw_down(store: Store, run_id: int) -> None:
+    """Commits and credits of the run's contracts, drawn down by its invoices (D9)."""
+    lines, pieces, segments = store.commit_inputs(run_id)
+    if lines.height:
+        applications = balances.allocate(lines, pieces, segments)
+        store.apply_commits(
+            run_id, pl.DataFrame(applications, schema=frames.APPLICATIONS, strict=False)
+        )
