@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from bulk_rating import pricing
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import Contract, Override, Product, Rate, RateCard, Tier
+from bulk_rating.pricing import Tiers
 from bulk_rating.resolve import (
     DAY_US,
     WEEK_US,
@@ -104,16 +106,20 @@ def priced_windows_sql(
     are left out, or with `keep_edges` stored as read with no tier (`tier_key` NULL, in no line
     item), for edge_windows_sql to place from there instead of reading the rows again."""
     # without `keep_edges`, a tiered window whose week has no tier is left to edge_windows_sql
-    placed = "" if keep_edges else " AND (w.rate_type = 'FLAT' OR d.tier_key IS NOT NULL)"
+    placed = (
+        ""
+        if keep_edges
+        else f" AND (NOT {pricing.positioned_sql('w.rate_type')} OR d.tier_key IS NOT NULL)"
+    )
     # one key column instead of run, line, rate piece and tier: at 10M rows the statement takes
     # about a fifth less (each stored column costs about as much as the joins that make it)
     return f"""
 SELECT item_key($run_id, w.line_key, w.rate_key,
-                CASE WHEN w.rate_type = 'FLAT' THEN {FLAT_TIER} ELSE d.tier_key END) AS item_key,
+                CASE WHEN {pricing.positioned_sql("w.rate_type")} THEN d.tier_key ELSE {FLAT_TIER} END) AS item_key,
        w.inclusive_start AS window_start, w.quantity
 FROM ({_priced_rows_sql(table=table, rows=rows)}) w
 LEFT JOIN _week_tiers d
-  ON w.rate_type = 'TIERED' AND d.line_key = w.line_key
+  ON {pricing.positioned_sql("w.rate_type")} AND d.line_key = w.line_key
  AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
 WHERE w.in_draft = {str(drafts).lower()}{placed}
 """
@@ -173,7 +179,8 @@ def edge_windows_sql(
     FROM ({_priced_rows_sql(table=table, rows=rows)}) w
     JOIN _week_tiers d
       ON d.line_key = w.line_key AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
-    WHERE w.in_draft = {str(drafts).lower()} AND w.rate_type = 'TIERED' AND d.tier_key IS NULL"""
+    WHERE w.in_draft = {str(drafts).lower()} AND {pricing.positioned_sql("w.rate_type")}
+      AND d.tier_key IS NULL"""
     # `edge` and `placed` are read twice each: computed twice (a scan of the kept windows and a
     # small join), not materialized, which at 100M rows spilled their 4M rows to disk and cost
     # about twice as much
@@ -351,8 +358,6 @@ def rate_rows(card: RateCard) -> list[dict[str, Any]]:
 
 # --- a contract's effective rates: its rate card with its overrides applied ----------------
 
-Tiers = tuple[tuple[Decimal, Decimal | None, Decimal], ...]  # (start, end or open, price)
-
 
 @dataclass(frozen=True)
 class Effective:
@@ -362,23 +367,8 @@ class Effective:
     entitled: bool
 
 
-def _graduated(sizes_and_values: list[tuple[Decimal | None, Decimal]]) -> Tiers:
-    """Tiers as [start, end) ranges of period quantity; the last tier is open whatever its size
-    says, so usage is never left unpriced."""
-    tiers, start = [], Decimal(0)
-    for level, (size, value) in enumerate(sizes_and_values, start=1):
-        end = None if level == len(sizes_and_values) or size is None else start + size
-        tiers.append((start, end, value))
-        if end is None:
-            break
-        start = end
-    return tuple(tiers)
-
-
 def _list_tiers(rate_type: str, price: Decimal | None, tiers: list[Tier] | None) -> Tiers:
-    if rate_type == "FLAT":
-        return ((Decimal(0), None, price or Decimal(0)),)
-    return _graduated([(t.size, t.price) for t in tiers or []])
+    return pricing.model(rate_type).tiers(price, tiers)
 
 
 def _value_at(tiers: Tiers, position: Decimal) -> Decimal:
@@ -436,7 +426,9 @@ def _effective(rate: Rate, active: list[tuple[int, Override]], prioritization: s
             factor = chosen.multiplier
             tiers = tuple((a, b, v * factor) for a, b, v in tiers)
         elif chosen is not None and chosen.tiers:
-            tiers = _multiplied(tiers, _graduated([(t.size, t.multiplier) for t in chosen.tiers]))
+            tiers = _multiplied(
+                tiers, pricing.graduated([(t.size, t.multiplier) for t in chosen.tiers])
+            )
             rate_type = "TIERED"
     return Effective(rate_type, tiers, credit_type_id, entitled)
 
@@ -502,7 +494,7 @@ def contract_rate_rows(
                 }
             )
             for level, (start, stop, price) in enumerate(effective.tiers, start=1):
-                key = FLAT_TIER if effective.rate_type == "FLAT" else level
+                key = level if pricing.model(effective.rate_type).positioned else FLAT_TIER
                 tier_rows_.append(
                     {
                         "rate_key": first_key + index,

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
-from bulk_rating import load, pages, reconcile, services
+from bulk_rating import load, pages, pricing, reconcile, services
 from bulk_rating.errors import (
     BulkRatingError,
     CatalogConflictError,
@@ -293,7 +293,7 @@ def _rate_types_supported(rates: list[Any], where: Callable[[int], str]) -> None
             "code": "INVALID_VALUE",
             "field": "rate_type",
             "message": f"{where(n)}rate_type `{r['rate_type']}` is not supported yet"
-            " (FLAT and TIERED are)",
+            f" ({' and '.join(sorted(pricing.MODELS))} are)",
         }
         for n, r in enumerate(rates)
         if isinstance(r, dict)

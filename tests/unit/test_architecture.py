@@ -71,6 +71,7 @@ FLOW: list[tuple[str, set[str]]] = [
         },
     ),
     ("load", {"load"}),
+    ("pricing", {"pricing"}),
     ("resolve", {"resolve"}),
     ("validate", {"validate", "validate.batch", "validate.catalog", "validate.rows"}),
     ("assemble", {"assemble"}),

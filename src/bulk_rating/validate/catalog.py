@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 
+from bulk_rating import pricing
 from bulk_rating.frames import canonical_json
 from bulk_rating.models import Catalog, Contract
 from bulk_rating.money import (
@@ -384,25 +385,17 @@ def _rate_card_issues(
                     source, "INVALID_PERIOD", "ending_before", f"{where}: ends before it starts"
                 )
             )
-        if card_rate.rate_type == "FLAT":
-            if card_rate.price is None or card_rate.tiers:
-                found.append(
-                    _catalog_issue(
-                        source, "INVALID_RATE", "price", f"{where}: FLAT needs price and no tiers"
-                    )
-                )
-            else:
-                found += _price_issues(source, where, "price", card_rate.price)
-        elif not card_rate.tiers or card_rate.price is not None:
-            found.append(
-                _catalog_issue(
-                    source, "INVALID_RATE", "tiers", f"{where}: TIERED needs tiers and no price"
-                )
-            )
+        shape = pricing.model(card_rate.rate_type).shape_problem(card_rate.price, card_rate.tiers)
+        if shape is not None:
+            field, needs = shape
+            found.append(_catalog_issue(source, "INVALID_RATE", field, f"{where}: {needs}"))
+        elif card_rate.price is not None:
+            found += _price_issues(source, where, "price", card_rate.price)
         else:
-            for t, tier in enumerate(card_rate.tiers):
+            tiers = card_rate.tiers or []
+            for t, tier in enumerate(tiers):
                 found += _price_issues(source, f"{where}, tier {t + 1}", "tiers", tier.price)
-                last = t == len(card_rate.tiers) - 1
+                last = t == len(tiers) - 1
                 if (tier.size is None and not last) or (tier.size is not None and tier.size <= 0):
                     found.append(
                         _catalog_issue(

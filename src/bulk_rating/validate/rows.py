@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bulk_rating import load, resolve
+from bulk_rating import load, pricing, resolve
 from bulk_rating.models import SUB_MICROSECOND
 from bulk_rating.money import (
     MAX_QUANTITY,
@@ -410,7 +410,7 @@ def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
 
 
 # The week a tiered row is placed in its tier by (rate.WEEK_TIERS): untiered rows group by line.
-TIER_WEEK_SQL = f"CASE WHEN rate_type = 'TIERED' THEN epoch_us(inclusive_start) // {WEEK_US} END"
+TIER_WEEK_SQL = f"CASE WHEN {pricing.positioned_sql('rate_type')} THEN epoch_us(inclusive_start) // {WEEK_US} END"
 
 
 def _slot_aggregates_sql(slots: int) -> str:
