@@ -8,7 +8,8 @@ price them. Only when a rule fails does row_issues_sql name every failing row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from bulk_rating import load, pricing, resolve
 from bulk_rating.models import SUB_MICROSECOND
@@ -42,13 +43,14 @@ def _too_many_decimals(kind: str, raw: str) -> str:
     return f"{raw} <> round({raw}, {QUANTITY_SCALE})"
 
 
-def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
-    """(code, field, condition, message) for the quantity, by the type it was read as.
+def _quantity_rules(kind: str) -> list[Rule]:
+    """The quantity's rules, by the type it was read as.
 
     Text is checked as text (exact digits). A float is accepted when its value, taken as the
     nearest decimal with 9 places, converts back to the same float: the one boundary rule.
     """
     q, raw = "quantity", "quantity_raw"
+    typed = kind.split(":")[0] not in ("text", "float")
     well_formed = {
         "text": f"regexp_matches({raw}, {_sql_text(DECIMAL_TEXT)})",
         "float": f"isfinite({raw})",
@@ -58,19 +60,24 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
         "float": f"{q} IS NOT NULL AND CAST({q} AS DOUBLE) <> {raw}",
     }.get(kind, _too_many_decimals(kind, raw))
     shown = f"CAST({raw} AS VARCHAR)"
+    # an empty quantity, or in a typed column one that did not convert: counted per group
+    missing = "quantities < rows"
     return [
-        ("INVALID_NUMBER", "quantity", f"{raw} IS NULL", "'quantity is empty'"),
-        (
+        Rule(
+            "INVALID_NUMBER", "quantity", f"{raw} IS NULL", "'quantity is empty'", on_group=missing
+        ),
+        Rule(
             "INVALID_NUMBER",
             "quantity",
             f"NOT {well_formed}",
             f"'quantity `' || {shown} || '` is not a finite decimal number'",
+            on_group=missing if typed else None,
         ),
         *(
             []
             if too_many == "false"
             else [
-                (
+                Rule(
                     "TOO_MANY_DECIMALS",
                     "quantity",
                     f"{well_formed} AND {too_many}",
@@ -78,90 +85,76 @@ def _quantity_rules_sql(kind: str) -> list[tuple[str, str, str, str]]:
                 )
             ]
         ),
-        ("NEGATIVE_QUANTITY", "quantity", f"{q} < 0", f"'quantity ' || {shown} || ' is negative'"),
-        (
+        Rule(
+            "NEGATIVE_QUANTITY",
+            "quantity",
+            f"{q} < 0",
+            f"'quantity ' || {shown} || ' is negative'",
+            on_group="quantity_min < 0",
+        ),
+        Rule(
             "NUMBER_TOO_LARGE",
             "quantity",
             f"{well_formed} AND ({q} IS NULL OR abs({q}) >= {MAX_QUANTITY:f})",
             f"'quantity ' || {shown} || ' is {MAX_QUANTITY:,} or more'",
+            on_group=f"quantities < rows OR quantity_max >= {MAX_QUANTITY:f}"
+            f" OR quantity_min <= -{MAX_QUANTITY:f}",
         ),
     ]
 
 
-Rule = tuple[str, str, str, str]  # (code, field, SQL condition, SQL message)
+# A condition on a group of rows (line_weeks_sql) standing for a rule: as SQL over the group's
+# bounds and lookups, or made from the table's column kinds (None: the rule is checked row by row).
+GroupCondition = str | Callable[[Mapping[str, str]], str | None] | None
 
-# Rules that depend only on columns a line's rows share (its key, or the columns in
-# _UNIFORM_COLUMNS): the check evaluates them once per line; a line whose rows disagree on
-# those columns is checked row by row.
-_LINE_RULES = {
-    ("MISSING_FIELD", "customer_id"),
-    ("MISSING_FIELD", "contract_id"),
-    ("MISSING_FIELD", "product_id"),
-    ("UNKNOWN_CUSTOMER", "customer_id"),
-    ("UNKNOWN_CONTRACT", "contract_id"),
-    ("CONTRACT_CUSTOMER_MISMATCH", "contract_id"),
-    ("UNKNOWN_PRODUCT", "product_id"),
-    ("UNKNOWN_CREDIT_TYPE", "credit_type_id"),
-    ("INVALID_VALUE", "billable_status"),
-    ("INVALID_VALUE", "breakdown_granularity"),
-}
+
+@dataclass(frozen=True)
+class Rule:
+    """One row rule: its code and field, its condition and message (SQL over RATED_ROWS), and
+    how the check evaluates it."""
+
+    code: str
+    field: str
+    condition: str
+    message: str
+    # it reads only columns a line's rows share (its key, or _UNIFORM_COLUMNS): evaluated once
+    # per line (lines_sql); a line whose rows disagree on those columns is checked row by row
+    per_line: bool = False
+    # evaluated once per group of rows in the check's scan, from the group's bounds and the
+    # small tables joined to it (some over-approximate: row_issues_sql then names the rows
+    # that break the rule, if any); None: counted row by row
+    on_group: GroupCondition = None
+    # optional columns it reads: it can fire only when the table has one of them
+    needs: tuple[str, ...] = ()
+    # it reads the column's text: it can fire only when the column was read as text
+    on_text: bool = False
+    # it holds for rows without invoice columns of their own: rows of a table that has them
+    # are checked row by row
+    without_invoice_columns: bool = False
+
+    def can_fire(self, kinds: Mapping[str, str] | None) -> bool:
+        """Whether a table of these column kinds can break the rule (None: rows of a JSON
+        batch or kept draft rows, where every column may hold text)."""
+        if kinds is None:
+            return True
+        if self.on_text:
+            return kinds.get(self.field) == "text"
+        return not self.needs or any(column in kinds for column in self.needs)
+
+    def group_condition(self, kinds: Mapping[str, str] | None) -> str | None:
+        """The rule as a condition on a group of rows, where it has one for this input."""
+        if kinds is None:  # a JSON batch or kept draft rows: few rows, every rule row by row
+            return None
+        if self.without_invoice_columns and any(c in kinds for c in _INVOICE_COLUMNS):
+            return None  # rows may carry invoice columns of their own: checked row by row
+        return self.on_group(kinds) if callable(self.on_group) else self.on_group
+
+
 _UNIFORM_COLUMNS = (
     "customer_id, contract_id, product_id, credit_type_id, billable_status, granularity_given"
 )
-# A rule that reads an optional column can fire only when the table has that column (any of
-# these); a timestamp text rule only when the column was read as text.
-_NEEDS = {
-    ("UNKNOWN_CREDIT_TYPE", "credit_type_id"): ("credit_type_id",),
-    ("CREDIT_TYPE_MISMATCH", "credit_type_id"): ("credit_type_id",),
-    ("INVALID_VALUE", "billable_status"): ("billable_status",),
-    ("INVALID_VALUE", "breakdown_granularity"): ("breakdown_granularity",),
-    ("WINDOW_OUTSIDE_LINE", "inclusive_start_date"): ("invoice_inclusive_start_date",),
-    ("MISSING_FIELD", "invoice_exclusive_end_date"): (
-        "invoice_inclusive_start_date",
-        "invoice_exclusive_end_date",
-    ),
-}
-_TEXT_RULES = {"INVALID_TIMESTAMP", "TIMESTAMP_WITHOUT_OFFSET"}
 
 
-# Rules the check evaluates once per group of rows (line_weeks_sql), from the group's bounds and
-# the small tables joined to it. Some over-approximate (they may fire where no row breaks the
-# rule): that is safe, row_issues_sql then names the rows that do, if any.
-_GROUP_RULES = {
-    ("MISSING_FIELD", "inclusive_start_date"): "starts < rows",
-    ("MISSING_FIELD", "exclusive_end_date"): "ends < rows",
-    ("INVOICE_OUTSIDE_CONTRACT", "inclusive_start_date"): (
-        "known_contract AND (start_min < contract_start OR start_max >= contract_end)"
-    ),
-    ("INVOICE_AFTER_GENERATION_START", "inclusive_start_date"): (
-        "known_contract AND start_max >= generation_starts_at AND NOT draft"
-        " AND (contract_end IS NULL OR start_min < contract_end)"
-    ),
-    ("WINDOW_OUTSIDE_LINE", "exclusive_end_date"): (
-        "invoice_period_end IS NOT NULL AND end_max > invoice_period_end"
-    ),
-    ("NO_RATE", "product_id"): (
-        "known_contract AND known_product AND start_max IS NOT NULL AND rate_key IS NULL"
-    ),
-    ("PRODUCT_NOT_ENTITLED", "product_id"): "NOT entitled",
-    ("CREDIT_TYPE_MISMATCH", "credit_type_id"): (
-        "known_credit_type AND rate_credit_type_id <> credit_type_id"
-    ),
-    ("NO_RATE", "exclusive_end_date"): (
-        "granularity IN ('HOUR', 'DAY') AND rate_ending_before < end_max AND NOT rate_continues"
-    ),
-    ("QUANTITY_SPANS_RATE_CHANGE", "quantity"): (
-        "granularity = 'NONE' AND rate_ending_before < end_max"
-    ),
-    ("NEGATIVE_QUANTITY", "quantity"): "quantity_min < 0",
-    ("NUMBER_TOO_LARGE", "quantity"): (
-        f"quantities < rows OR quantity_max >= {MAX_QUANTITY:f} OR quantity_min <= -{MAX_QUANTITY:f}"
-    ),
-    # hour windows start on a whole hour, day windows at 0:00
-    ("WINDOW_NOT_ALIGNED", "inclusive_start_date"): (
-        "(granularity = 'HOUR' AND hour_offset_max > 0) OR (granularity = 'DAY' AND day_offset_max > 0)"
-    ),
-}
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
 _NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
 _INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
@@ -175,235 +168,236 @@ _LOOKED_UP = (
 )
 
 
-def _group_condition(rule: Rule, kinds: Mapping[str, str] | None) -> str | None:
-    """The rule as a condition on a group of rows, where it has one for this input."""
-    code, field, condition = rule[0], rule[1], rule[2]
-    if kinds is None:  # a JSON batch or kept draft rows: few rows, every rule row by row
-        return None
-    if "invoice_start IS NULL" in condition and any(c in kinds for c in _INVOICE_COLUMNS):
-        return None  # rows may carry invoice columns of their own: checked row by row
-    if (code, field) == ("WINDOW_WRONG_WIDTH", "exclusive_end_date"):
-        return _NO_GRANULARITY if "granularity IS NULL" in condition else None
-    if code == "INVALID_NUMBER":  # an empty quantity, or (typed columns) one that did not convert
-        return (
-            "quantities < rows"
-            if condition == "quantity_raw IS NULL" or (condition == "NOT quantity_raw IS NOT NULL")
-            else None
-        )
-    if code == "INVALID_PERIOD" and "breakdown_granularity" not in kinds:
-        return "granularity IS NULL"  # an inferred granularity is a positive width
-    return _GROUP_RULES.get((code, field))
-
-
-def _can_fire(rule: Rule, kinds: Mapping[str, str] | None) -> bool:
-    code, field = rule[0], rule[1]
-    if kinds is None:  # rows of a JSON batch or kept draft rows: every column may hold text
-        return True
-    if code in _TEXT_RULES:
-        return kinds.get(field) == "text"
-    if code == "WINDOW_WRONG_WIDTH" and "granularity IS NULL" not in rule[2]:
-        return "breakdown_granularity" in kinds  # an inferred granularity has the width
-    return any(column in kinds for column in _NEEDS.get((code, field), (field,))) or (
-        (code, field) not in _NEEDS
-    )
-
-
 def row_rules(
     quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None
 ) -> list[Rule]:
-    """Every row rule as (code, field, condition, message), all SQL over RATED_ROWS; with the
-    column kinds of a usage table, only the rules its columns can break."""
-    return [r for r in _all_rules(quantity_kind, table=table) if _can_fire(r, kinds)]
+    """Every row rule (its condition and message SQL over RATED_ROWS); with the column kinds of
+    a usage table, only the rules its columns can break."""
+    return [r for r in _all_rules(quantity_kind, table=table) if r.can_fire(kinds)]
 
 
 def _all_rules(quantity_kind: str, *, table: bool) -> list[Rule]:
     width = "(epoch_us(exclusive_end) - epoch_us(inclusive_start))"
     rules: list[Rule] = []
-    for column, field in (
-        ("start_text", "inclusive_start_date"),
-        ("end_text", "exclusive_end_date"),
-        ("invoice_start_text", "invoice_inclusive_start_date"),
-        ("invoice_end_text", "invoice_exclusive_end_date"),
-        ("issue_text", "issue_date"),
+    for column, field, parsed in (
+        ("start_text", "inclusive_start_date", "inclusive_start"),
+        ("end_text", "exclusive_end_date", "exclusive_end"),
+        ("invoice_start_text", "invoice_inclusive_start_date", "invoice_start"),
+        ("invoice_end_text", "invoice_exclusive_end_date", "invoice_end"),
+        ("issue_text", "issue_date", "issue_date"),
     ):
-        parsed = {
-            "start_text": "inclusive_start",
-            "end_text": "exclusive_end",
-            "invoice_start_text": "invoice_start",
-            "invoice_end_text": "invoice_end",
-            "issue_text": "issue_date",
-        }[column]
         rules += [
-            (
+            Rule(
                 "INVALID_TIMESTAMP",
                 field,
                 f"{column} IS NOT NULL AND {parsed} IS NULL",
                 f"'`' || {column} || CASE WHEN regexp_matches({column}, {_sql_text(SUB_MICROSECOND)})"
                 " THEN '` is more precise than a microsecond, which is not supported'"
                 " ELSE '` is not a timestamp (write e.g. 2024-06-01T00:00:00Z)' END",
+                on_text=True,
             ),
-            (
+            Rule(
                 "TIMESTAMP_WITHOUT_OFFSET",
                 field,
                 f"{column} IS NOT NULL AND {parsed} IS NOT NULL AND NOT regexp_matches(trim({column}), {_sql_text(OFFSET_AT_END)})",
                 f"'`' || {column} || '` has no UTC offset'",
+                on_text=True,
             ),
         ]
     if table:
         for column in ("customer_id", "contract_id", "product_id"):
             rules.append(
-                (
+                Rule(
                     "MISSING_FIELD",
                     column,
                     f"coalesce({column}, '') = ''",
                     f"'{column} is empty'",
+                    per_line=True,
                 )
             )
         rules += [
-            (
+            Rule(
                 "MISSING_FIELD",
                 "inclusive_start_date",
                 "start_text IS NULL AND inclusive_start IS NULL",
                 "'inclusive_start_date is empty'",
+                on_group="starts < rows",
             ),
-            (
+            Rule(
                 "MISSING_FIELD",
                 "exclusive_end_date",
                 "end_text IS NULL AND exclusive_end IS NULL",
                 "'exclusive_end_date is empty'",
+                on_group="ends < rows",
             ),
-            (
+            Rule(
                 "UNKNOWN_CUSTOMER",
                 "customer_id",
                 "customer_id IS NOT NULL AND NOT known_customer",
                 "'unknown customer `' || customer_id || '`'",
+                per_line=True,
             ),
-            (
+            Rule(
                 "UNKNOWN_CONTRACT",
                 "contract_id",
                 "contract_id IS NOT NULL AND NOT known_contract",
                 "'unknown contract `' || contract_id || '`'",
+                per_line=True,
             ),
-            (
+            Rule(
                 "CONTRACT_CUSTOMER_MISMATCH",
                 "contract_id",
                 "known_contract AND known_customer AND contract_customer_id <> customer_id",
                 "'contract `' || contract_id || '` belongs to customer `' || contract_customer_id || '`, not `' || customer_id || '`'",
+                per_line=True,
             ),
-            (
+            Rule(
                 "UNKNOWN_PRODUCT",
                 "product_id",
                 "product_id IS NOT NULL AND NOT known_product",
                 "'unknown product `' || product_id || '`'",
+                per_line=True,
             ),
-            (
+            Rule(
                 "UNKNOWN_CREDIT_TYPE",
                 "credit_type_id",
                 "credit_type_id IS NOT NULL AND NOT known_credit_type",
                 "'unknown credit type `' || credit_type_id || '`'",
+                per_line=True,
+                needs=("credit_type_id",),
             ),
-            (
+            Rule(
                 "INVALID_VALUE",
                 "billable_status",
                 "billable_status NOT IN ('billable', 'unbillable')",
                 "'billable_status `' || billable_status || '` is not billable or unbillable'",
+                per_line=True,
+                needs=("billable_status",),
             ),
             # Without invoice columns a row belongs to the billing period containing its start.
-            (
+            Rule(
                 "INVOICE_OUTSIDE_CONTRACT",
                 "inclusive_start_date",
                 "invoice_start IS NULL AND known_contract AND (inclusive_start < contract_start OR inclusive_start >= contract_end)",
                 f"'the window starting ' || {_ts_sql('inclusive_start')} || ' is outside contract `' || contract_id || '`'",
+                on_group="known_contract AND (start_min < contract_start OR start_max >= contract_end)",
+                without_invoice_columns=True,
             ),
-            (
+            Rule(
                 "INVOICE_AFTER_GENERATION_START",
                 "inclusive_start_date",
                 "invoice_start IS NULL AND known_contract AND inclusive_start >= generation_starts_at AND NOT in_draft"
                 " AND (contract_end IS NULL OR inclusive_start < contract_end)",
                 f"'the window starting ' || {_ts_sql('inclusive_start')} || ' falls in a period the contract generates itself (from ' || {_ts_sql('generation_starts_at')} || ')'",
+                on_group="known_contract AND start_max >= generation_starts_at AND NOT draft"
+                " AND (contract_end IS NULL OR start_min < contract_end)",
+                without_invoice_columns=True,
             ),
-            (
+            Rule(
                 "WINDOW_OUTSIDE_LINE",
                 "exclusive_end_date",
                 "invoice_start IS NULL AND invoice_period_end IS NOT NULL AND exclusive_end > invoice_period_end",
                 f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' crosses the end of its billing period ' || {_ts_sql('invoice_period_end')}",
+                on_group="invoice_period_end IS NOT NULL AND end_max > invoice_period_end",
+                without_invoice_columns=True,
             ),
-            (
+            Rule(
                 "WINDOW_OUTSIDE_LINE",
                 "inclusive_start_date",
                 "invoice_start IS NOT NULL AND (inclusive_start < invoice_start OR exclusive_end > invoice_end)",
                 f"'the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not within its invoice ' || {_ts_sql('invoice_start')} || ' to ' || {_ts_sql('invoice_end')}",
+                needs=("invoice_inclusive_start_date",),
             ),
-            (
+            Rule(
                 "MISSING_FIELD",
                 "invoice_exclusive_end_date",
                 "(invoice_start IS NULL) <> (invoice_end IS NULL)",
                 "'invoice_inclusive_start_date and invoice_exclusive_end_date go together'",
+                needs=("invoice_inclusive_start_date", "invoice_exclusive_end_date"),
             ),
         ]
     rules += [
-        (
+        Rule(
             "INVALID_PERIOD",
             "exclusive_end_date",
             "inclusive_start >= exclusive_end",
             f"'starts at ' || {_ts_sql('inclusive_start')} || ' but ends at ' || {_ts_sql('exclusive_end')}",
+            # without the column, a granularity is inferred only from a positive width
+            on_group=lambda kinds: (
+                None if "breakdown_granularity" in kinds else "granularity IS NULL"
+            ),
         ),
-        (
+        Rule(
             "INVALID_VALUE",
             "breakdown_granularity",
             "granularity_given NOT IN ('HOUR', 'DAY', 'NONE')",
             "'breakdown_granularity `' || granularity_given || '` is not HOUR, DAY or NONE'",
+            per_line=True,
+            needs=("breakdown_granularity",),
         ),
-        (
+        Rule(
             "WINDOW_WRONG_WIDTH",
             "exclusive_end_date",
             "granularity_given IS NULL AND inclusive_start < exclusive_end AND granularity IS NULL",
             "'a window of ' || (exclusive_end - inclusive_start)::VARCHAR || ' is neither one hour nor one day; give breakdown_granularity NONE for a whole line'",
+            on_group=_NO_GRANULARITY,
         ),
-        (
+        Rule(
             "WINDOW_WRONG_WIDTH",
             "exclusive_end_date",
             f"(granularity = 'HOUR' AND {width} <> {HOUR_US}) OR (granularity = 'DAY' AND {width} <> {DAY_US})",
             f"'window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')} || ' is not one ' || lower(granularity)",
+            # an inferred granularity has the width it was inferred from
+            needs=("breakdown_granularity",),
         ),
-        (
+        Rule(
             "WINDOW_NOT_ALIGNED",
             "inclusive_start_date",
             f"(granularity = 'HOUR' AND epoch_us(inclusive_start) % {HOUR_US} <> 0)"
             f" OR (granularity = 'DAY' AND epoch_us(inclusive_start) % {DAY_US} <> 0)",
             f"'window starts at ' || {_ts_sql('inclusive_start')} || ', not on a UTC ' || lower(granularity) || ' boundary'",
+            # hour windows start on a whole hour, day windows at 0:00
+            on_group="(granularity = 'HOUR' AND hour_offset_max > 0)"
+            " OR (granularity = 'DAY' AND day_offset_max > 0)",
         ),
-        *_quantity_rules_sql(quantity_kind),
+        *_quantity_rules(quantity_kind),
         # Rates (they need a known contract and product; those problems are named above).
-        (
+        Rule(
             "NO_RATE",
             "product_id",
             "known_contract AND known_product AND inclusive_start IS NOT NULL AND rate_key IS NULL",
             f"'no rate for product `' || product_id || '`' || coalesce(' with pricing group values ' || pricing_group_values, '') || ' on the rate card of contract `' || contract_id || '` at ' || {_ts_sql('inclusive_start')}",
+            on_group="known_contract AND known_product AND start_max IS NOT NULL AND rate_key IS NULL",
         ),
-        (
+        Rule(
             "PRODUCT_NOT_ENTITLED",
             "product_id",
             "NOT entitled",
             f"'product `' || product_id || '` is not entitled at ' || {_ts_sql('inclusive_start')}",
+            on_group="NOT entitled",
         ),
-        (
+        Rule(
             "CREDIT_TYPE_MISMATCH",
             "credit_type_id",
             "known_credit_type AND rate_credit_type_id <> credit_type_id",
             "'product `' || product_id || '` is priced in credit type `' || rate_credit_type_id || '`, the invoice in `' || credit_type_id || '`'",
+            on_group="known_credit_type AND rate_credit_type_id <> credit_type_id",
+            needs=("credit_type_id",),
         ),
-        (
+        Rule(
             "NO_RATE",
             "exclusive_end_date",
             "granularity IN ('HOUR', 'DAY') AND rate_ending_before < exclusive_end AND NOT rate_continues",
             f"'no rate for product `' || product_id || '` from ' || {_ts_sql('rate_ending_before')} || ', inside the window ' || {_ts_sql('inclusive_start')} || ' to ' || {_ts_sql('exclusive_end')}",
+            on_group="granularity IN ('HOUR', 'DAY') AND rate_ending_before < end_max"
+            " AND NOT rate_continues",
         ),
-        (
+        Rule(
             "QUANTITY_SPANS_RATE_CHANGE",
             "quantity",
             "granularity = 'NONE' AND rate_ending_before < exclusive_end",
             f"'the line spans a rate change at ' || {_ts_sql('rate_ending_before')} || '; send hourly or daily windows'",
+            on_group="granularity = 'NONE' AND rate_ending_before < end_max",
         ),
     ]
     return rules
@@ -515,9 +509,9 @@ def line_weeks_sql(
     quantity). Keys are hashed per group, not per row; rules on what a line's rows share are left
     to lines_sql. `slots`: the hours of the longest billing period expected (at least 24)."""
     checked = [
-        (r, _group_condition(r, kinds))
+        (r, r.group_condition(kinds))
         for r in row_rules(quantity_kind, table=table, kinds=kinds)
-        if (r[0], r[1]) not in _LINE_RULES
+        if not r.per_line
     ]
     on_rows = [r for r, on_group in checked if on_group is None]
     on_groups = [
@@ -525,7 +519,7 @@ def line_weeks_sql(
         for condition in dict.fromkeys(c for _, c in checked if c is not None)
     ]
     any_problem = (
-        " OR ".join(f"coalesce({c}, false)" for c in dict.fromkeys(r[2] for r in on_rows))
+        " OR ".join(f"coalesce({c}, false)" for c in dict.fromkeys(r.condition for r in on_rows))
         or "false"
     )
     # a column null on every row is not grouped by (hashing it costs as much as any other)
@@ -556,7 +550,7 @@ def line_weeks_sql(
         else "min(issue_date) AS issue_min, max(issue_date) AS issue_max,"
         " count(issue_date) AS issue_count"
     )
-    needs = " ".join(r[2] for r in on_rows)
+    needs = " ".join(r.condition for r in on_rows)
     # a table's line is named by its first file: a file's index is far cheaper to carry than its
     # name (lines_sql's result is about a second faster at 100M rows); the run gives the name
     source = (
@@ -634,8 +628,8 @@ def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | Non
     exactly). Lines and invoices are made from this; a second hash of the same key columns tells
     a (never seen) collision of line keys from a real line."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
-    per_line = [r for r in rules if (r[0], r[1]) in _LINE_RULES]
-    line_problems = " + ".join(f"coalesce({r[2]}, false)::INTEGER" for r in per_line) or "0"
+    per_line = [r for r in rules if r.per_line]
+    line_problems = " + ".join(f"coalesce({r.condition}, false)::INTEGER" for r in per_line) or "0"
     columns = _line_columns(table)
     # what the line rules read: the same on every group of a uniform line (`_line_weeks` looked
     # each group's ids up); the line's own columns are grouped by (they make its key, cheaper
@@ -711,11 +705,11 @@ def row_issues_sql(
     listed (listed_sql)."""
     rules = row_rules(quantity_kind, table=table, kinds=kinds)
     checks = ",\n        ".join(
-        f"CASE WHEN coalesce({condition}, false) THEN {{'code': {_sql_text(code)}, 'field': {_sql_text(field)},"
-        f" 'message': {message}}} END"
-        for code, field, condition, message in rules
+        f"CASE WHEN coalesce({r.condition}, false) THEN {{'code': {_sql_text(r.code)},"
+        f" 'field': {_sql_text(r.field)}, 'message': {r.message}}} END"
+        for r in rules
     )
-    any_problem = " OR ".join(f"coalesce({condition}, false)" for _, _, condition, _ in rules)
+    any_problem = " OR ".join(f"coalesce({r.condition}, false)" for r in rules)
     return listed_sql(f"""
 WITH rated AS ({resolve.resolved_sql(table=table)}),
 found AS (
