@@ -283,6 +283,15 @@ def samples_command(
     products: Annotated[int, typer.Option(min=3)] = 6,
     months: Annotated[int, typer.Option(min=1)] = 3,
     seed: Annotated[int, typer.Option()] = 7,
+    ids: Annotated[
+        str, typer.Option(help="short (cus_0001) or uuid (36-character ids, as exports have)")
+    ] = "short",
+    order: Annotated[
+        str, typer.Option(help="customer (grouped by customer) or time (as exports come)")
+    ] = "customer",
+    single_file: Annotated[
+        bool, typer.Option("--single-file", help="one Parquet file of 1M-row row groups")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write a seeded, realistic data set: catalog, contracts and hourly Parquet usage."""
@@ -290,8 +299,17 @@ def samples_command(
     def action() -> int:
         from bulk_rating import samples
 
+        if ids not in ("short", "uuid") or order not in ("customer", "time"):
+            raise UsageError("--ids is short or uuid; --order is customer or time")
         written = samples.generate(
-            directory, customers=customers, products=products, months=months, seed=seed
+            directory,
+            customers=customers,
+            products=products,
+            months=months,
+            seed=seed,
+            ids="uuid" if ids == "uuid" else "short",
+            order="time" if order == "time" else "customer",
+            single_file=single_file,
         )
         if as_json:
             _emit_json(written)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from tests.conftest import query, run_cli
 
 
@@ -60,3 +61,46 @@ def test_samples_say_the_as_of_their_history_needs(tmp_path: Path) -> None:
         [as_of],
     ) == [(0,)]
     assert "0 drafts finalized" in closed.stdout
+
+
+def test_samples_of_the_export_shape_import_with_the_same_money(tmp_path: Path) -> None:
+    """--ids uuid --order time --single-file: UUID ids, rows in time order, one file; the
+    money is that of the short-id set of the same seed."""
+    made = {}
+    for shape, options in {
+        "short": [],
+        "export": ["--ids", "uuid", "--order", "time", "--single-file"],
+    }.items():
+        written = run_cli(
+            "samples",
+            "--out",
+            tmp_path / shape,
+            "--customers",
+            "3",
+            "--months",
+            "1",
+            "--json",
+            *options,
+        )
+        assert written.exit_code == 0, written.stderr
+        db = tmp_path / f"{shape}.duckdb"
+        as_of = written.json()["as_of"]
+        assert run_cli("import", tmp_path / shape, "--db", db, "--as-of", as_of).exit_code == 0
+        made[shape] = db
+    (contract_id,) = query(made["export"], "SELECT contract_id FROM contracts LIMIT 1")[0]
+    starts = pl.read_parquet(tmp_path / "export" / "usage" / "part-0000.parquet")[
+        "inclusive_start_date"
+    ].to_list()
+
+    assert len(contract_id) == 36
+    assert starts == sorted(starts)
+    assert [p.name for p in (tmp_path / "export" / "usage").iterdir()] == ["part-0000.parquet"]
+    totals = "SELECT list(total ORDER BY total) FROM invoices"  # the same money, whatever the ids
+    assert query(made["export"], totals) == query(made["short"], totals)
+
+
+def test_samples_refuse_an_unknown_shape(tmp_path: Path) -> None:
+    said = run_cli("samples", "--out", tmp_path / "set", "--ids", "guid")
+
+    assert said.exit_code == 2
+    assert "--ids is short or uuid" in said.stderr
