@@ -46,7 +46,11 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 16
+
+# Version 16 records in `_runs` the fingerprint of a usage table run's files (`files_fingerprint`):
+# the same files again are known before any row is read. Older runs keep nulls there (and are
+# known by their rows' hash, as before).
 
 # Version 14 keeps the HTTP API's answers to Idempotency-Key requests (`_api_answers`).
 
@@ -538,6 +542,15 @@ class Store:
             [input_hash],
         )
         return None if found is None else int(found)
+
+    def run_with_fingerprint(self, fingerprint: str) -> tuple[int, str] | None:
+        """The imported run that recorded these files' fingerprint, and its input hash."""
+        found = self.con.execute(
+            "SELECT run_id, input_hash FROM _runs WHERE files_fingerprint = ? AND NOT preview"
+            " AND status = 'imported' ORDER BY run_id LIMIT 1",
+            [fingerprint],
+        ).fetchone()
+        return None if found is None else (int(found[0]), str(found[1]))
 
     def next_rate_key(self) -> int:
         return int(self.scalar("SELECT coalesce(max(rate_key), -1) + 1 FROM contract_rates"))
@@ -1384,6 +1397,7 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "rows_read": pl.Int64(),
     "duplicates_collapsed": pl.Int64(),
+    "files_fingerprint": pl.String(),
     "duckdb_version": pl.String(),
     "bulk_rating_version": pl.String(),
 }
