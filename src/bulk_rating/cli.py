@@ -147,7 +147,8 @@ def _guarded(action: Callable[[], int], *, as_json: bool, debug: bool) -> None:
 def _render_report(report: RunReport, console: Console) -> None:
     summary = report.summary()
     if report.status == "already_imported":
-        console.print(f"already imported (run {report.previous_run_id}): nothing written")
+        how = "the same files" if report.matched_by == "files" else "the same content"
+        console.print(f"already imported (run {report.previous_run_id}, {how}): nothing written")
         return
     if report.status == "rejected":
         _render_issues(report.issues, console)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -96,6 +97,8 @@ class Dataset:
     sources: list[str] = field(default_factory=list)
     # the file each catalog object and contract came from: (kind, id) -> path
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    # each usage file as first read, by source (the files a fingerprint stands for)
+    file_states: dict[str, FileState] = field(default_factory=dict)
     # The most bytes of JSON this run reads (None: no limit), and how many it has read.
     json_limit: int | None = None
     json_read: int = 0
@@ -127,6 +130,77 @@ class Dataset:
         # Usage tables add the sum of their rows' hashes once the rows are read (pipeline): the
         # content, whatever the files' names, order or split.
         return digest.hexdigest()
+
+    def files_fingerprint(self, content_hash: str) -> FilesFingerprint | None:
+        """A usage table run's files by their bytes (with `content_hash`, this data set's), known
+        before any row is read; None for input without one usage table, with problems already
+        found, or whose files changed since they were first read (such a run is checked the long
+        way)."""
+        if self.issues or self.request is not None or len(self.tables) != 1:
+            return None
+        table = self.tables[0]
+        return FilesFingerprint.of(
+            {source: self.file_states[source] for source in table.sources},
+            "csv" if table.staged else "parquet",
+            content_hash,
+        )
+
+
+# Bytes read at a time when hashing a file (large reads: the hash, not the calls, is the cost).
+HASH_CHUNK = 8 << 20
+
+# A file as it was first read: device, inode, size and modification time (ns).
+FileState = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class FilesFingerprint:
+    """The sha256 of a usage table's files, the same bytes whatever their names or order (each
+    file's digest, sorted), with the table's format and the run's catalog and contracts (their
+    content hash). The same fingerprint means the same rows: the same input as the run that
+    recorded it, whatever the as-of date or partitions."""
+
+    digest: str
+    # Each file as it was first read: one replaced or written to since (while the run reads it)
+    # is no longer what the digest says, and the run records no fingerprint.
+    states: dict[str, FileState]
+
+    @classmethod
+    def of(
+        cls, states: Mapping[str, FileState], fmt: str, content_hash: str
+    ) -> FilesFingerprint | None:
+        digests = []
+        for source, first in states.items():
+            try:
+                with Path(source).open("rb") as handle:
+                    if _state(os.fstat(handle.fileno())) != first:
+                        return None
+                    digests.append(_sha256_of(handle))
+            except OSError as exc:
+                raise UsageError(f"cannot read {source}: {exc.strerror}", path=source) from exc
+        whole = hashlib.sha256(f"usage files v1|{fmt}|{content_hash}".encode())
+        for digest in sorted(digests):
+            whole.update(f"|{digest}".encode())
+        return cls(whole.hexdigest(), dict(states))
+
+    def unchanged(self) -> bool:
+        """Every file is still the one that was hashed."""
+        try:
+            return all(_state(Path(path).stat()) == was for path, was in self.states.items())
+        except OSError:
+            return False
+
+
+def _sha256_of(handle: io.BufferedIOBase) -> str:
+    digest, chunk = hashlib.sha256(), bytearray(HASH_CHUNK)
+    view = memoryview(chunk)
+    while read := handle.readinto(chunk):
+        digest.update(view[:read])
+    return digest.hexdigest()
+
+
+def _state(status: os.stat_result) -> FileState:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _canonical(model: BaseModel | None) -> str:
@@ -672,6 +746,7 @@ def _read_tables(dataset: Dataset, paths: list[Path]) -> None:
             if not _regular(dataset, path):
                 continue
             dataset.sources.append(str(path))
+            dataset.file_states[str(path)] = _state(path.stat())
             columns = (
                 _parquet_columns(dataset, path) if fmt == "parquet" else _csv_columns(dataset, path)
             )

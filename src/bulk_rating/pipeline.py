@@ -147,11 +147,12 @@ def _import(
     with stages("load"):
         dataset = read()
     preview = settings.preview or dataset.preview_requested
+    content_hash = dataset.content_hash()
     report = RunReport(
         status="rejected",
         preview=preview,
         inputs=dataset.sources,
-        input_hash=dataset.content_hash(),
+        input_hash=content_hash,
         as_of=as_of,
         stage_seconds=stages.seconds,
     )
@@ -167,10 +168,16 @@ def _import(
         raise
     # the signals held from the commit on (entered as the transaction's last step)
     with ExitStack() as after_commit, closing(dataset), store:
-        report.previous_run_id = store.run_with_hash(report.input_hash or "")
-        if report.previous_run_id is not None:
-            report.status = "already_imported"
-            return report
+        with stages("load"):
+            fingerprint = dataset.files_fingerprint(content_hash)
+        # the same files as a stored run, or the same JSON content: known before any row is read
+        same_files = store.run_with_fingerprint(fingerprint.digest) if fingerprint else None
+        if same_files is not None:
+            run_id, report.input_hash = same_files  # the stored run's hash: of its rows
+            return report.already_imported(run_id, matched_by="files")
+        previous = store.run_with_hash(report.input_hash or "")
+        if previous is not None:
+            return report.already_imported(previous, matched_by="content")
         with stages("validate"):
             plan, refs = _references(store, dataset, replacing)
             catalog_issues = _catalog_issues(dataset, plan, refs)
@@ -218,6 +225,11 @@ def _import(
                         "status": "imported",
                         "rows_read": report.rows_read,
                         "duplicates_collapsed": report.duplicates_collapsed,
+                        # none for a preview, nor when a file changed while the run read it
+                        # (the fingerprint would name bytes other than the rows stored)
+                        "files_fingerprint": fingerprint.digest
+                        if fingerprint and not preview and fingerprint.unchanged()
+                        else None,
                     },
                     contracts_created=len(plan.new_contracts),
                 )
@@ -225,8 +237,7 @@ def _import(
         except Rejected as rejected:
             return report.reject(_sorted(rejected.issues))
         except AlreadyImported as already:
-            report.status, report.previous_run_id = "already_imported", already.run_id
-            return report
+            return report.already_imported(already.run_id, matched_by="content")
         except AmountOverflowError as overflow:
             return report.reject(_overflow_issues(overflow, dataset, table))
         except ScanError:

@@ -347,6 +347,9 @@ class RunReport:
     issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
     stage_seconds: dict[str, float] = field(default_factory=dict)
     previous_run_id: int | None = None
+    # How an already imported run was known: `files` (the same files, by their bytes: no row
+    # read) or `content` (the same catalog, contracts and rows or invoices, however written).
+    matched_by: str | None = None
     rows_read: int = 0
     # Exact duplicate rows collapsed (priced once), one row per dropped copy, like issues (past
     # validate.ROWS_LISTED_PER_RULE of them, one line counts the rest).
@@ -365,6 +368,10 @@ class RunReport:
     def rows_rejected(self) -> int:
         """Rows with at least one problem: every row read, when the run was rejected as a whole."""
         return self.rows_read - self.duplicates_collapsed if self.status == "rejected" else 0
+
+    def already_imported(self, run_id: int, matched_by: str) -> RunReport:
+        self.status, self.previous_run_id, self.matched_by = "already_imported", run_id, matched_by
+        return self
 
     def reject(self, issues: pl.DataFrame) -> RunReport:
         unknown = set(issues["code"]) - set(ISSUE_CODES)
@@ -386,6 +393,7 @@ class RunReport:
             "preview": self.preview,
             "run_id": self.run_id,
             "previous_run_id": self.previous_run_id,
+            "matched_by": self.matched_by,
             "inputs": self.inputs,
             "input_hash": self.input_hash,
             "as_of": timestamp(self.as_of),

@@ -51,6 +51,10 @@ SCHEMA_VERSION = 17
 # Version 17 keeps what a reconciliation's report shows (legacy unit, what it compared with, the
 # totals per month, each difference's candidates), so a stored run reads as its report did.
 
+# Version 16 records in `_runs` the fingerprint of a usage table run's files (`files_fingerprint`):
+# the same files again are known before any row is read. Older runs keep nulls there (and are
+# known by their rows' hash, as before).
+
 # Version 14 keeps the HTTP API's answers to Idempotency-Key requests (`_api_answers`).
 
 # Version 13 records in `_runs` the versions of DuckDB and bulk-rating that wrote each run (older
@@ -554,6 +558,15 @@ class Store:
             [input_hash],
         )
         return None if found is None else int(found)
+
+    def run_with_fingerprint(self, fingerprint: str) -> tuple[int, str] | None:
+        """The imported run that recorded these files' fingerprint, and its input hash."""
+        found = self.con.execute(
+            "SELECT run_id, input_hash FROM _runs WHERE files_fingerprint = ? AND NOT preview"
+            " AND status = 'imported' ORDER BY run_id LIMIT 1",
+            [fingerprint],
+        ).fetchone()
+        return None if found is None else (int(found[0]), str(found[1]))
 
     def next_rate_key(self) -> int:
         return int(self.scalar("SELECT coalesce(max(rate_key), -1) + 1 FROM contract_rates"))
@@ -1450,6 +1463,7 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "rows_read": pl.Int64(),
     "duplicates_collapsed": pl.Int64(),
+    "files_fingerprint": pl.String(),
     "duckdb_version": pl.String(),
     "bulk_rating_version": pl.String(),
 }

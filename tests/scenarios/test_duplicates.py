@@ -69,6 +69,7 @@ def test_the_same_rows_in_other_files_are_already_imported(tmp_path: Path, db: P
 
     assert again.exit_code == 0, again.stdout
     assert again.json()["summary"]["status"] == "already_imported"
+    assert again.json()["summary"]["matched_by"] == "content"  # known by its rows
     assert query(db, "SELECT count(*) FROM _runs") == [(1,)]
 
 

@@ -1,6 +1,7 @@
 """A file written before breakdown rows were keyed by one item key (schema version 11: each row
 carried its run, line key, rate piece and tier) and before runs recorded what wrote them is
-upgraded when next opened for writing, with every breakdown row and total as it was."""
+upgraded when next opened for writing, with every breakdown row and total as it was; so is one
+written before runs recorded their files' fingerprint (version 14)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _as_version_11(db: Path) -> None:
     con.execute("ALTER TABLE invoice_line_items DROP COLUMN windows")
     con.execute("ALTER TABLE _runs DROP COLUMN duckdb_version")
     con.execute("ALTER TABLE _runs DROP COLUMN bulk_rating_version")
+    con.execute("ALTER TABLE _runs DROP COLUMN files_fingerprint")
     con.execute("DROP TABLE _api_answers")
     con.execute("UPDATE _schema SET version = 11")
     con.close()
@@ -59,9 +61,33 @@ def test_an_older_file_is_upgraded_with_its_breakdowns_unchanged(db: Path) -> No
     assert query(db, "SELECT count(*) FROM _api_answers") == [(0,)]  # version 14's table
     # what wrote the older run is not known, and is not made up
     assert query(db, "SELECT duckdb_version, bulk_rating_version FROM _runs") == [(None, None)]
+    assert query(db, "SELECT files_fingerprint FROM _runs") == [(None,)]
     (columns,) = query(
         db,
         "SELECT list(column_name ORDER BY column_index) FROM duckdb_columns()"
         " WHERE table_name = '_priced_windows'",
     )
     assert columns == (["item_key", "window_start", "quantity"],)
+
+
+def test_a_version_14_file_is_upgraded_and_its_runs_known_by_their_rows(db: Path) -> None:
+    data = SAMPLES / "acme-daily-parquet"
+    imported = run_cli("import", data, "--db", db, "--as-of", "2024-08-15")
+    assert imported.exit_code == 0, imported.stderr
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE _runs DROP COLUMN files_fingerprint")
+    con.execute("UPDATE _schema SET version = 14")
+    con.close()
+
+    again = run_cli("import", data, "--db", db, "--as-of", "2024-08-15", "--json")
+
+    assert again.exit_code == 0, again.stderr
+    summary = again.json()["summary"]
+    # a run stored before fingerprints has none to match: its rows' hash still knows it
+    assert (summary["status"], summary["previous_run_id"], summary["matched_by"]) == (
+        "already_imported",
+        1,
+        "content",
+    )
+    assert query(db, "SELECT max(version) FROM _schema") == [(SCHEMA_VERSION,)]
+    assert query(db, "SELECT run_id, files_fingerprint FROM _runs") == [(1, None)]

@@ -28,9 +28,11 @@ ALTER TABLE _runs ADD COLUMN IF NOT EXISTS rows_read BIGINT;
 ALTER TABLE _runs ADD COLUMN IF NOT EXISTS duplicates_collapsed BIGINT;
 ALTER TABLE _runs ADD COLUMN IF NOT EXISTS duckdb_version VARCHAR;
 ALTER TABLE _runs ADD COLUMN IF NOT EXISTS bulk_rating_version VARCHAR;
+ALTER TABLE _runs ADD COLUMN IF NOT EXISTS files_fingerprint VARCHAR;
 COMMENT ON TABLE _runs IS 'One row per import run that wrote something: when, what input (and its content hash), and counts.';
 COMMENT ON COLUMN _runs.duckdb_version IS 'Version of the DuckDB library that wrote the run (a client of that version or newer reads the file); null for runs stored before schema version 13.';
 COMMENT ON COLUMN _runs.bulk_rating_version IS 'Version of bulk-rating that wrote the run; null for runs stored before schema version 13.';
+COMMENT ON COLUMN _runs.files_fingerprint IS 'sha256 of a usage table run''s files (each file''s bytes, whatever its name, with the catalog and contracts): the same files again are already imported before any row is read. Null for JSON runs, runs whose files changed while they were read, and runs stored before schema version 16 (known by input_hash alone).';
 
 CREATE TABLE IF NOT EXISTS credit_types (credit_type_id VARCHAR, name VARCHAR, body VARCHAR, run_id BIGINT);
 COMMENT ON TABLE credit_types IS 'Pricing units. USD (cents) is built in; custom ones come from catalog.json.';
