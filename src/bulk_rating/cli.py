@@ -7,16 +7,17 @@ stdout; everything else goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
-import polars as pl
 import typer
 from pydantic import ValidationError
 from rich import box
@@ -31,11 +32,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bulk_rating import frames, interrupts, reconcile, services
+from bulk_rating import interrupts, lazy, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, exact_money, format_decimal, format_money
-from bulk_rating.report import RunReport
+from bulk_rating.output import check_outside, check_writable, write_atomically
 from bulk_rating.settings import Settings
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from bulk_rating import frames, reconcile, results
+    from bulk_rating.report import RunReport
+else:
+    # Imported by the commands that use them: each starts without what it does not need.
+    pl = lazy.Module("polars")
+    frames = lazy.Module("bulk_rating.frames")
+    reconcile = lazy.Module("bulk_rating.reconcile")
+    results = lazy.Module("bulk_rating.results")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console(highlight=False)
@@ -553,44 +566,82 @@ class OutputFormat(StrEnum):
     parquet = "parquet"
 
 
+# Rows the table format shows; the rest are counted (every row: --format csv, json or parquet).
+TABLE_ROWS_SHOWN = 1_000
+
+
 @app.command("sql")
 def sql_command(
     query: Annotated[str, typer.Argument(help="one read-only SQL statement (see docs/sql.md)")],
     db: DbOption = None,
     output: Annotated[
-        OutputFormat, typer.Option("--format", help="how to print the rows")
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help=f"how to write the rows (table: the first {TABLE_ROWS_SHOWN:,} and a count)",
+        ),
     ] = OutputFormat.table,
     to: Annotated[Path | None, typer.Option("--out", help="write the rows to this file")] = None,
 ) -> None:
-    """Run a read-only query on the store (writes are refused: the file is opened read-only)."""
+    """Run a read-only query on the store and stream its rows (writes are refused: the file is
+    opened read-only)."""
 
     def action() -> int:
         if output is OutputFormat.parquet and to is None:
             raise UsageError("--format parquet needs --out FILE")
-        rows = services.query(query, _settings(db=db))
-        if output is OutputFormat.parquet and to is not None:
-            rows.write_parquet(to)
-            return 0
-        if output is OutputFormat.csv:
-            text = rows.write_csv()
-        elif output is OutputFormat.json:
-            text = dumps_exact(rows.to_dicts()) + "\n"
-        else:
-            table = Table(box=box.SIMPLE_HEAD, caption=f"{rows.height:,} rows")
-            for name in rows.columns:
-                table.add_column(name)
-            for row in rows.iter_rows():
-                table.add_row(*(_cell(v) for v in row))
-            buffer = io.StringIO()
-            Console(file=buffer, width=max(80, out.width), highlight=False).print(table)
-            text = buffer.getvalue()
-        if to is None:
-            sys.stdout.write(text)
-        else:
-            to.write_text(text)
+        settings = _settings(db=db)
+        if to is not None:  # before the query runs; never over the store it reads
+            check_writable(to, "--out")
+            check_outside(to, [settings.db, Path(f"{settings.db}.wal")], "--out")
+        with services.query_rows(query, settings) as rows:
+            if output is OutputFormat.table:
+                text = _rows_table(rows.columns, *results.first_rows(rows, TABLE_ROWS_SHOWN))
+                if to is None:
+                    _to_stdout(lambda sink: sink.write(text.encode()))
+                else:
+                    write_atomically(to, lambda path: path.write_text(text))
+            elif to is None:
+                _to_stdout(lambda sink: results.STREAMED[output.value](rows, sink))
+            else:  # whole or absent: a query failing part way leaves no file
+                write_atomically(to, lambda path: results.write_file(rows, output.value, path))
         return 0
 
     _guarded(action, as_json=False, debug=False)
+
+
+def _rows_table(columns: list[str], shown: list[tuple[Any, ...]], total: int) -> str:
+    """The rows shown as a table, then how many there are (on a line of its own: a caption
+    would wrap to the width of a narrow table)."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in columns:
+        table.add_column(name)
+    for row in shown:
+        table.add_row(*(_cell(v) for v in row))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=max(80, out.width), highlight=False)
+    console.print(table)
+    if total > len(shown):
+        console.print(
+            f"{_count(total, 'row')}, the first {len(shown):,} shown"
+            " (--format csv, json or parquet writes them all)",
+            soft_wrap=True,  # one line, however narrow the terminal
+        )
+    else:
+        console.print(_count(total, "row"))
+    return buffer.getvalue()
+
+
+def _to_stdout(write: Callable[[BinaryIO], object]) -> None:
+    """`write` the rows to stdout as they come. A reader that stops early (`| head`) ends the
+    command quietly: the rows it read are what it asked for."""
+    sys.stdout.flush()
+    try:
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # Python would fail again writing what is left in the buffer as it exits: drop it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main() -> None:

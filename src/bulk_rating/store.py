@@ -21,13 +21,11 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import polars as pl
-from pydantic import BaseModel
 
-from bulk_rating import __version__, balances, rate, reconcile, validate
+from bulk_rating import __version__, lazy
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -38,11 +36,26 @@ from bulk_rating.errors import (
     ScanError,
     UsageError,
 )
-from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.money import MAX_NUMBER, format_decimal
 from bulk_rating.progress import NULL_PROGRESS, Progress
 
-Model = TypeVar("Model", bound=BaseModel)
+if TYPE_CHECKING:
+    import polars as pl
+    from pydantic import BaseModel
+
+    from bulk_rating import balances, models, rate, reconcile, validate
+    from bulk_rating.models import Contract
+else:
+    # Imported when a method first needs them: the analysts' `sql` command never does, and
+    # starts without Polars and the models.
+    pl = lazy.Module("polars")
+    balances = lazy.Module("bulk_rating.balances")
+    models = lazy.Module("bulk_rating.models")
+    rate = lazy.Module("bulk_rating.rate")
+    reconcile = lazy.Module("bulk_rating.reconcile")
+    validate = lazy.Module("bulk_rating.validate")
+
+Model = TypeVar("Model", bound="BaseModel")
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
@@ -218,6 +231,45 @@ def _refuse_foreign_file(path: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """An analyst's result as Store.stream gives it: its Arrow schema, and its record batches,
+    each read from DuckDB when asked for."""
+
+    schema: Any  # pyarrow.Schema
+    batches: Iterator[Any]  # of pyarrow.RecordBatch
+
+
+def _batches(reader: Any) -> Iterator[Any]:
+    """The batches of DuckDB's Arrow reader; an error met while DuckDB computes them (a failed
+    cast, error(), the memory limit) is said as the query's failure."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
+            raise _refused(exc) from exc
+        yield batch
+
+
+def _refused(exc: Exception) -> UsageError:
+    """What an analyst's query that DuckDB refused or could not finish asked for, said plainly."""
+    first = str(exc).splitlines()[0]
+    if "read-only" in first.lower() or "read only" in first.lower():
+        return UsageError(
+            f"the database is opened read-only; write statements are refused ({first})"
+        )
+    if isinstance(exc, duckdb.PermissionException) or first.startswith("Permission Error"):
+        return UsageError(
+            "refused: a query reads the database only; it reads and writes no other file"
+            f" and installs or loads no extension ({first})"
+        )
+    if "configuration has been locked" in first:
+        return UsageError(f"refused: a query cannot change settings ({first})")
+    return UsageError(f"the query failed: {first}")
+
+
 class Store:
     def __init__(
         self,
@@ -279,32 +331,19 @@ class Store:
             )
         return store
 
-    def query(self, sql: str) -> pl.DataFrame:
-        """An analyst's query; a write, a file, an extension or a setting is refused with a clear
-        error (a usage error: the query asked for it), not a traceback."""
+    def stream(self, sql: str, batch_rows: int) -> Streamed:
+        """An analyst's query as DuckDB streams it: Arrow record batches of about `batch_rows`
+        rows, each computed when the one before has been read, so the result is never whole in
+        memory. A write, a file, an extension or a setting is refused with a clear error (a usage
+        error: the query asked for it), not a traceback, and so is a failure part way through."""
         try:
             relation = self.con.sql(sql)
-            rows: pl.DataFrame = pl.DataFrame() if relation is None else relation.pl()
-            return rows
+            if relation is None:  # only comments, or nothing
+                raise UsageError("the query holds no SQL statement")
+            reader = relation.to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
-            if "read-only" in first.lower() or "read only" in first.lower():
-                raise UsageError(
-                    f"the database is opened read-only; write statements are refused ({first})"
-                ) from exc
-            if isinstance(exc, duckdb.PermissionException):
-                raise UsageError(
-                    "refused: a query reads the database only; it reads and writes no other file"
-                    f" and installs or loads no extension ({first})"
-                ) from exc
-            if "configuration has been locked" in first:
-                raise UsageError(f"refused: a query cannot change settings ({first})") from exc
-            raise UsageError(f"the query failed: {first}") from exc
-        except pl.exceptions.PolarsError as exc:  # e.g. INTERVAL or UNION columns
-            first = str(exc).splitlines()[0]
-            raise UsageError(
-                f"a result column has a type that cannot be shown; cast it, e.g. to VARCHAR ({first})"
-            ) from exc
+            raise _refused(exc) from exc
+        return Streamed(reader.schema, _batches(reader))
 
     @classmethod
     def scratch(cls) -> Store:
@@ -407,11 +446,11 @@ class Store:
                 self.con.execute(_KEY_PRICED_WINDOWS)
             self.con.execute(_sql("views.sql"))
             if not self.scalar(
-                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
+                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [models.USD_CENTS_ID]
             ):
                 self.con.execute(
                     "INSERT INTO credit_types VALUES (?, ?, NULL, 0)",
-                    [USD_CENTS_ID, USD_CENTS_NAME],
+                    [models.USD_CENTS_ID, models.USD_CENTS_NAME],
                 )
             self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
             self.con.execute("DELETE FROM _schema")
@@ -513,7 +552,7 @@ class Store:
     def contract_models(self) -> list[Contract]:
         """The stored contracts as models (their schedules give the billing periods)."""
         return [
-            Contract.model_validate_json(body)
+            models.Contract.model_validate_json(body)
             for (body,) in self.con.execute(
                 "SELECT body FROM contracts ORDER BY contract_id"
             ).fetchall()
@@ -1238,7 +1277,7 @@ class Store:
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
         """The run's row in `_runs`, its counts taken from what it stored, and what wrote it."""
         row = {**row, "duckdb_version": duckdb.__version__, "bulk_rating_version": __version__}
-        self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
+        self.insert("_runs", pl.DataFrame([row], schema_overrides=runs_schema()))
         self.con.execute(
             """UPDATE _runs SET
                    invoices = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT'),
@@ -1373,20 +1412,23 @@ def rate_card_in_use(rate_card_id: str, contracts: Sequence[str]) -> str:
 # A breakdown window size: DuckDB's date_trunc unit and the window's width.
 _WINDOW_SIZES = {"HOUR": ("hour", "INTERVAL 1 HOUR"), "DAY": ("day", "INTERVAL 1 DAY")}
 
-RUNS_SCHEMA: dict[str, pl.DataType] = {
-    "run_id": pl.Int64(),
-    "started_at": pl.Datetime("us", "UTC"),
-    "finished_at": pl.Datetime("us", "UTC"),
-    "inputs": pl.List(pl.String()),
-    "input_hash": pl.String(),
-    "preview": pl.Boolean(),
-    "as_of": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    "rows_read": pl.Int64(),
-    "duplicates_collapsed": pl.Int64(),
-    "duckdb_version": pl.String(),
-    "bulk_rating_version": pl.String(),
-}
+
+def runs_schema() -> dict[str, pl.DataType]:
+    """The Polars types of a `_runs` row (made when needed: Polars loads on first use)."""
+    return {
+        "run_id": pl.Int64(),
+        "started_at": pl.Datetime("us", "UTC"),
+        "finished_at": pl.Datetime("us", "UTC"),
+        "inputs": pl.List(pl.String()),
+        "input_hash": pl.String(),
+        "preview": pl.Boolean(),
+        "as_of": pl.Datetime("us", "UTC"),
+        "status": pl.String(),
+        "rows_read": pl.Int64(),
+        "duplicates_collapsed": pl.Int64(),
+        "duckdb_version": pl.String(),
+        "bulk_rating_version": pl.String(),
+    }
 
 
 def _quote(text: str) -> str:
