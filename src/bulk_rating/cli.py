@@ -25,12 +25,15 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from bulk_rating import interrupts, lazy, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
@@ -68,20 +71,35 @@ WaitOption = Annotated[
 INVOICES_SHOWN = 20
 
 
+class RowsPerSecond(ProgressColumn):
+    """Rows a stage read per second so far: its rows times the share done, over the time taken."""
+
+    def render(self, task: Task) -> Text:
+        rows, elapsed = task.fields.get("rows"), task.elapsed
+        if not rows or not elapsed:
+            return Text("")
+        rate = rows * task.completed / 100 / elapsed
+        shown = f"{rate / 1e6:,.1f}M" if rate >= 1e6 else f"{rate:,.0f}"
+        return Text(f"{shown} rows/s", style="progress.data.speed")
+
+
 class TerminalProgress:
-    """A progress bar per long stage on stderr (the pipeline's Progress sink)."""
+    """A progress bar per long stage on stderr (the pipeline's Progress sink): percent done, rows
+    per second, the partition of contracts being read when there are several, time taken."""
 
     def __init__(self, *, enabled: bool) -> None:
         self.active = enabled
         self._bars = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}{task.fields[part]}"),
             BarColumn(),
             TaskProgressColumn(),
+            RowsPerSecond(),
             TimeElapsedColumn(),
             console=err,
             transient=False,
         )
         self._task: TaskID | None = None
+        self._partitions = 1
 
     def __enter__(self) -> TerminalProgress:
         if self.active:
@@ -92,15 +110,23 @@ class TerminalProgress:
         if self.active:
             self._bars.stop()
 
-    def begin(self, stage: str) -> None:
-        self._task = self._bars.add_task(stage, total=100)
+    def begin(self, stage: str, rows: int | None = None) -> None:
+        self._task = self._bars.add_task(stage, total=100, rows=rows, part="")
 
-    def update(self, percent: float) -> None:
+    def update(self, percent: float, part: tuple[int, int] = (1, 1)) -> None:
         if self._task is not None:
-            self._bars.update(self._task, completed=percent)
+            partition, self._partitions = part
+            shown = (
+                f" (partition {partition} of {self._partitions})" if self._partitions > 1 else ""
+            )
+            self._bars.update(self._task, completed=percent, part=shown)
 
     def end(self) -> None:
-        self._task = None
+        if self._task is not None:
+            shown = f" (in {self._partitions} partitions)" if self._partitions > 1 else ""
+            self._bars.update(self._task, part=shown)
+            self._bars.stop_task(self._task)  # its time and rows per second stay as they ended
+        self._task, self._partitions = None, 1
 
 
 @app.callback()

@@ -449,6 +449,8 @@ def _usage_issues(
         "reading and checking rows",
         progress,
         lambda: store.check_rows(_line_weeks_sql(store, table), partitions),
+        rows=store.parquet_rows(table.files) if table and progress.active else None,
+        partitions=partitions,
     )
     checked = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
     report.rows_read = int(checked["rows"].sum())

@@ -270,6 +270,50 @@ def _refused(exc: Exception) -> UsageError:
     return UsageError(f"the query failed: {first}")
 
 
+# How often a tracked stage asks DuckDB how far its statement is.
+PROGRESS_POLL_SECONDS = 0.2
+
+
+class _Tracking:
+    """A tracked stage's progress over its partitions: partition k of n covers k/n to (k+1)/n
+    of the stage, DuckDB's percent of the statement under way placing it inside that span. What
+    is reported never goes back (a statement's end and the next one's start can be sampled out
+    of order), and partition boundaries are reported as each_partition passes them."""
+
+    def __init__(self, progress: Progress, partitions: int | None) -> None:
+        self.progress = progress
+        self.partitions = partitions or 1
+        # None until each_partition enters the first partition: what runs before (clearing the
+        # stage's table) is not part of its progress.
+        self.partition: int | None = None if partitions else 0
+        self.shown = 0.0
+        self.part: tuple[int, int] | None = None  # the last reported
+        self.lock = threading.Lock()
+
+    def enter(self, partition: int, partitions: int) -> None:
+        with self.lock:
+            self.partition, self.partitions = partition, partitions
+            self._show(100.0 * partition / partitions)
+
+    def statement(self, percent: float) -> None:
+        """DuckDB's percent of the statement under way (-1: none is, or it cannot tell)."""
+        with self.lock:
+            if percent < 0 or self.partition is None:
+                return
+            self._show(100.0 * (self.partition + min(percent, 100.0) / 100) / self.partitions)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.partition = self.partitions - 1
+            self._show(100.0)
+
+    def _show(self, percent: float) -> None:
+        part = ((self.partition or 0) + 1, self.partitions)
+        if percent > self.shown or part != self.part:
+            self.shown, self.part = max(percent, self.shown), part
+            self.progress.update(self.shown, part)
+
+
 class Store:
     def __init__(
         self,
@@ -285,6 +329,7 @@ class Store:
         self.throwaway = throwaway
         self.limits = limits
         self._scratch_dir = scratch_dir  # made for this store alone: removed when it closes
+        self._tracking: _Tracking | None = None  # the stage `tracked` is running, if any
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -492,28 +537,47 @@ class Store:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def tracked(self, stage: str, progress: Progress, run: Callable[[], T]) -> T:
-        """Run one long statement while a thread reports DuckDB's progress through it."""
+    def tracked(
+        self,
+        stage: str,
+        progress: Progress,
+        run: Callable[[], T],
+        *,
+        rows: int | None = None,
+        partitions: int | None = None,
+    ) -> T:
+        """Run a long stage while a thread reports DuckDB's progress through it. `partitions`:
+        the stage runs its statement once per partition of contracts (each_partition), and each
+        partition counts for its share; otherwise `run` is one statement. `rows`: how many rows
+        the stage reads, for rows per second."""
         if not progress.active:
             return run()
+        # DuckDB measures a query's progress only while its progress bar is on (it draws none:
+        # printing is off); query_progress() says -1 otherwise.
+        self.con.execute("SET enable_progress_bar = true")
+        self.con.execute("SET enable_progress_bar_print = false")
+        tracking = _Tracking(progress, partitions)
         done = threading.Event()
 
         def poll() -> None:
-            while not done.wait(0.2):
-                percent = self.con.query_progress()
-                if percent >= 0:
-                    progress.update(percent)
+            while not done.wait(PROGRESS_POLL_SECONDS):
+                tracking.statement(self.con.query_progress())
 
-        progress.begin(stage)
+        progress.begin(stage, rows)
+        self._tracking = tracking
         watcher = threading.Thread(target=poll, daemon=True)
         watcher.start()
         try:
-            return run()
+            try:
+                result = run()
+            finally:
+                done.set()
+                watcher.join()
+                self._tracking = None
+            tracking.finish()  # 100 for a stage that ended well only
         finally:
-            done.set()
-            watcher.join()
-            progress.update(100.0)
             progress.end()
+        return result
 
     def frame(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         relation = self.con.sql(sql, params=params)
@@ -663,12 +727,18 @@ class Store:
         """Each partition in turn as usage_rows (the caller runs its statements in each), then
         all rows again once the last is done (a failed run is rolled back and closed anyway)."""
         if partitions <= 1:
+            self._entered(0, 1)
             yield 0
             return
         for partition in range(partitions):
             self._partition(partitions, partition)
+            self._entered(partition, partitions)
             yield partition
         self._partition(1, 0)
+
+    def _entered(self, partition: int, partitions: int) -> None:
+        if self._tracking is not None:
+            self._tracking.enter(partition, partitions)
 
     def parquet_rows(self, files: Sequence[str]) -> int:
         """The rows of Parquet files, from their footers (nothing else is read)."""
@@ -740,7 +810,13 @@ class Store:
                     for _ in self.each_partition(partitions)
                 )
 
-            stored = self.tracked("pricing and storing rows", progress, store_windows)
+            stored = self.tracked(
+                "pricing and storing rows",
+                progress,
+                store_windows,
+                rows=self._rows_checked() if progress.active else None,
+                partitions=partitions,
+            )
             if keep_edges:
                 expected = self.scalar(
                     "SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft"
@@ -763,6 +839,7 @@ class Store:
                 lambda: self.con.execute(
                     f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + items, params
                 ),
+                rows=stored,  # the windows just priced
             )
             if self.scalar(rate.SHARED_ITEM_KEYS, params):
                 raise BulkRatingError("internal error: two line items share a breakdown key")
@@ -772,6 +849,10 @@ class Store:
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def _rows_checked(self) -> int:
+        """The rows the check counted into `_line_weeks`: what pricing reads."""
+        return int(self.scalar("SELECT coalesce(sum(rows), 0) FROM _line_weeks"))
 
     def _refuse_large_amounts(self, drafts: bool) -> None:
         """An AmountOverflowError naming the line items whose amount would be 10^15 units or
