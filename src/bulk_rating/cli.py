@@ -7,16 +7,17 @@ stdout; everything else goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
-import polars as pl
 import typer
 from pydantic import ValidationError
 from rich import box
@@ -24,18 +25,33 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from bulk_rating import frames, interrupts, reconcile, services
+from bulk_rating import interrupts, lazy, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, exact_money, format_decimal, format_money
-from bulk_rating.report import RunReport
+from bulk_rating.output import check_outside, check_writable, write_atomically
 from bulk_rating.settings import Settings
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from bulk_rating import frames, reconcile, results
+    from bulk_rating.report import RunReport
+else:
+    # Imported by the commands that use them: each starts without what it does not need.
+    pl = lazy.Module("polars")
+    frames = lazy.Module("bulk_rating.frames")
+    reconcile = lazy.Module("bulk_rating.reconcile")
+    results = lazy.Module("bulk_rating.results")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console(highlight=False)
@@ -55,20 +71,35 @@ WaitOption = Annotated[
 INVOICES_SHOWN = 20
 
 
+class RowsPerSecond(ProgressColumn):
+    """Rows a stage read per second so far: its rows times the share done, over the time taken."""
+
+    def render(self, task: Task) -> Text:
+        rows, elapsed = task.fields.get("rows"), task.elapsed
+        if not rows or not elapsed:
+            return Text("")
+        rate = rows * task.completed / 100 / elapsed
+        shown = f"{rate / 1e6:,.1f}M" if rate >= 1e6 else f"{rate:,.0f}"
+        return Text(f"{shown} rows/s", style="progress.data.speed")
+
+
 class TerminalProgress:
-    """A progress bar per long stage on stderr (the pipeline's Progress sink)."""
+    """A progress bar per long stage on stderr (the pipeline's Progress sink): percent done, rows
+    per second, the partition of contracts being read when there are several, time taken."""
 
     def __init__(self, *, enabled: bool) -> None:
         self.active = enabled
         self._bars = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}{task.fields[part]}"),
             BarColumn(),
             TaskProgressColumn(),
+            RowsPerSecond(),
             TimeElapsedColumn(),
             console=err,
             transient=False,
         )
         self._task: TaskID | None = None
+        self._partitions = 1
 
     def __enter__(self) -> TerminalProgress:
         if self.active:
@@ -79,15 +110,23 @@ class TerminalProgress:
         if self.active:
             self._bars.stop()
 
-    def begin(self, stage: str) -> None:
-        self._task = self._bars.add_task(stage, total=100)
+    def begin(self, stage: str, rows: int | None = None) -> None:
+        self._task = self._bars.add_task(stage, total=100, rows=rows, part="")
 
-    def update(self, percent: float) -> None:
+    def update(self, percent: float, part: tuple[int, int] = (1, 1)) -> None:
         if self._task is not None:
-            self._bars.update(self._task, completed=percent)
+            partition, self._partitions = part
+            shown = (
+                f" (partition {partition} of {self._partitions})" if self._partitions > 1 else ""
+            )
+            self._bars.update(self._task, completed=percent, part=shown)
 
     def end(self) -> None:
-        self._task = None
+        if self._task is not None:
+            shown = f" (in {self._partitions} partitions)" if self._partitions > 1 else ""
+            self._bars.update(self._task, part=shown)
+            self._bars.stop_task(self._task)  # its time and rows per second stay as they ended
+        self._task, self._partitions = None, 1
 
 
 @app.callback()
@@ -572,44 +611,82 @@ class OutputFormat(StrEnum):
     parquet = "parquet"
 
 
+# Rows the table format shows; the rest are counted (every row: --format csv, json or parquet).
+TABLE_ROWS_SHOWN = 1_000
+
+
 @app.command("sql")
 def sql_command(
     query: Annotated[str, typer.Argument(help="one read-only SQL statement (see docs/sql.md)")],
     db: DbOption = None,
     output: Annotated[
-        OutputFormat, typer.Option("--format", help="how to print the rows")
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help=f"how to write the rows (table: the first {TABLE_ROWS_SHOWN:,} and a count)",
+        ),
     ] = OutputFormat.table,
     to: Annotated[Path | None, typer.Option("--out", help="write the rows to this file")] = None,
 ) -> None:
-    """Run a read-only query on the store (writes are refused: the file is opened read-only)."""
+    """Run a read-only query on the store and stream its rows (writes are refused: the file is
+    opened read-only)."""
 
     def action() -> int:
         if output is OutputFormat.parquet and to is None:
             raise UsageError("--format parquet needs --out FILE")
-        rows = services.query(query, _settings(db=db))
-        if output is OutputFormat.parquet and to is not None:
-            rows.write_parquet(to)
-            return 0
-        if output is OutputFormat.csv:
-            text = rows.write_csv()
-        elif output is OutputFormat.json:
-            text = dumps_exact(rows.to_dicts()) + "\n"
-        else:
-            table = Table(box=box.SIMPLE_HEAD, caption=f"{rows.height:,} rows")
-            for name in rows.columns:
-                table.add_column(name)
-            for row in rows.iter_rows():
-                table.add_row(*(_cell(v) for v in row))
-            buffer = io.StringIO()
-            Console(file=buffer, width=max(80, out.width), highlight=False).print(table)
-            text = buffer.getvalue()
-        if to is None:
-            sys.stdout.write(text)
-        else:
-            to.write_text(text)
+        settings = _settings(db=db)
+        if to is not None:  # before the query runs; never over the store it reads
+            check_writable(to, "--out")
+            check_outside(to, [settings.db, Path(f"{settings.db}.wal")], "--out")
+        with services.query_rows(query, settings) as rows:
+            if output is OutputFormat.table:
+                text = _rows_table(rows.columns, *results.first_rows(rows, TABLE_ROWS_SHOWN))
+                if to is None:
+                    _to_stdout(lambda sink: sink.write(text.encode()))
+                else:
+                    write_atomically(to, lambda path: path.write_text(text))
+            elif to is None:
+                _to_stdout(lambda sink: results.STREAMED[output.value](rows, sink))
+            else:  # whole or absent: a query failing part way leaves no file
+                write_atomically(to, lambda path: results.write_file(rows, output.value, path))
         return 0
 
     _guarded(action, as_json=False, debug=False)
+
+
+def _rows_table(columns: list[str], shown: list[tuple[Any, ...]], total: int) -> str:
+    """The rows shown as a table, then how many there are (on a line of its own: a caption
+    would wrap to the width of a narrow table)."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in columns:
+        table.add_column(name)
+    for row in shown:
+        table.add_row(*(_cell(v) for v in row))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=max(80, out.width), highlight=False)
+    console.print(table)
+    if total > len(shown):
+        console.print(
+            f"{_count(total, 'row')}, the first {len(shown):,} shown"
+            " (--format csv, json or parquet writes them all)",
+            soft_wrap=True,  # one line, however narrow the terminal
+        )
+    else:
+        console.print(_count(total, "row"))
+    return buffer.getvalue()
+
+
+def _to_stdout(write: Callable[[BinaryIO], object]) -> None:
+    """`write` the rows to stdout as they come. A reader that stops early (`| head`) ends the
+    command quietly: the rows it read are what it asked for."""
+    sys.stdout.flush()
+    try:
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # Python would fail again writing what is left in the buffer as it exits: drop it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main() -> None:

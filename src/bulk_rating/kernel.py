@@ -145,6 +145,8 @@ class Kernel:
             "reading and checking rows",
             progress,
             lambda: store.check_rows(_line_weeks_sql(store, table), self.partitions),
+            rows=store.parquet_rows(table.files) if table and progress.active else None,
+            partitions=self.partitions,
         )
         lines = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
         checked = Checked(

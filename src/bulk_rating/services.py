@@ -16,50 +16,59 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-from pydantic import TypeAdapter
-
-from bulk_rating import (
-    balances,
-    documents,
-    frames,
-    interrupts,
-    load,
-    output,
-    pipeline,
-    reconcile,
-    validate,
-)
+from bulk_rating import interrupts, lazy, output
 from bulk_rating.errors import CatalogConflictError, ExitCode, NotFoundError, UsageError
-from bulk_rating.models import (
-    USD_CENTS_ID,
-    USD_CENTS_NAME,
-    BalanceFilter,
-    Catalog,
-    Commit,
-    Contract,
-    Credit,
-    NewRates,
-    Product,
-    Rate,
-    RateCard,
-    RateSelector,
-    RatesQuery,
-)
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
-from bulk_rating.report import (
-    RunReport,
-    breakdown_document,
-    commit_document,
-    contract_document,
-    invoice_document,
-    timestamp,
-)
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store, rate_card_in_use
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+    import pydantic
+
+    from bulk_rating import (
+        balances,
+        documents,
+        frames,
+        load,
+        models,
+        pipeline,
+        reconcile,
+        results,
+        validate,
+    )
+    from bulk_rating import report as reporting
+    from bulk_rating.models import (
+        BalanceFilter,
+        Commit,
+        Contract,
+        Credit,
+        Product,
+        Rate,
+        RateSelector,
+        RatesQuery,
+    )
+    from bulk_rating.report import RunReport
+else:
+    # Imported when a use case first needs them, so that one needing none of them (an analyst's
+    # query) starts without Polars, the models and the pipeline.
+    pl = lazy.Module("polars")
+    pa = lazy.Module("pyarrow")
+    pydantic = lazy.Module("pydantic")
+    balances = lazy.Module("bulk_rating.balances")
+    documents = lazy.Module("bulk_rating.documents")
+    frames = lazy.Module("bulk_rating.frames")
+    load = lazy.Module("bulk_rating.load")
+    models = lazy.Module("bulk_rating.models")
+    pipeline = lazy.Module("bulk_rating.pipeline")
+    reconcile = lazy.Module("bulk_rating.reconcile")
+    reporting = lazy.Module("bulk_rating.report")
+    results = lazy.Module("bulk_rating.results")
+    validate = lazy.Module("bulk_rating.validate")
 
 ERRORS_SUFFIXES = (".csv", ".parquet")
 
@@ -191,8 +200,8 @@ class Balances:
             "data": [
                 {
                     **row,
-                    "starting_at": timestamp(row["starting_at"]),
-                    "ending_before": timestamp(row["ending_before"]),
+                    "starting_at": reporting.timestamp(row["starting_at"]),
+                    "ending_before": reporting.timestamp(row["ending_before"]),
                 }
                 for row in self.segments.drop("active").to_dicts()
             ],
@@ -371,7 +380,7 @@ def customer_invoice_breakdowns(
         key = (row["invoice_id"], row["window_start"])
         in_window.setdefault(key, {})[row["line_item_id"]] = (row["quantity"], row["total"])
     documents = [
-        breakdown_document(
+        reporting.breakdown_document(
             by_invoice[w["invoice_id"]],
             lines_of.get(w["invoice_id"], []),
             in_window.get((w["invoice_id"], w["window_start"]), {}),
@@ -454,7 +463,7 @@ class _Commitments:
         return sum((max(r, Decimal(0)) for r in remaining.to_list()), Decimal(0))
 
     def document(self, one: _Commitment, *, balance: bool, ledger: bool) -> dict[str, Any]:
-        return commit_document(
+        return reporting.commit_document(
             one.contract,
             one.kind,
             one.id,
@@ -471,7 +480,7 @@ class _Commitments:
     def contract(
         self, contract: Contract, created_at: datetime, *, balance: bool, ledger: bool
     ) -> dict[str, Any]:
-        return contract_document(
+        return reporting.contract_document(
             contract,
             created_at=created_at,
             commits=[
@@ -489,7 +498,7 @@ def _commitments(
         raise NotFoundError(f"no customer `{customer_id}`")
     contracts = []
     for row in store.customer_contracts(customer_id):
-        contract = Contract.model_validate_json(row["body"])
+        contract = models.Contract.model_validate_json(row["body"])
         contracts.append((contract, row["created_at"] or contract.starting_at))
     return _Commitments(
         contracts,
@@ -531,8 +540,8 @@ def invoice_generation_starts(
         if not store.has_customer(customer_id):
             raise NotFoundError(f"no customer `{customer_id}`")
         rows = store.customer_contracts(customer_id)
-    contracts = [Contract.model_validate_json(row["body"]) for row in rows]
-    return {c.id: str(timestamp(c.generation_starts_at)) for c in contracts}
+    contracts = [models.Contract.model_validate_json(row["body"]) for row in rows]
+    return {c.id: str(reporting.timestamp(c.generation_starts_at)) for c in contracts}
 
 
 def customer_contracts(
@@ -669,7 +678,7 @@ def net_balance(
     drawn down by quantity: `access_type` QUANTITY is 0 in Metronome's null credit type."""
     if access_type == "QUANTITY" and credit_type_id is not None:
         raise UsageError("credit_type_id cannot be given with access_type QUANTITY")
-    credit_type = credit_type_id or USD_CENTS_ID
+    credit_type = credit_type_id or models.USD_CENTS_ID
     chosen = settings_of(settings, **options)
     with Store.open_read_only(chosen.db) as store:
         known = _commitments(
@@ -705,7 +714,10 @@ def _documents(invoices: pl.DataFrame, lines: pl.DataFrame) -> list[dict[str, An
     by_invoice: dict[str, list[dict[str, Any]]] = {}
     for line in lines.to_dicts():
         by_invoice.setdefault(line["invoice_id"], []).append(line)
-    return [invoice_document(i, by_invoice.get(i["invoice_id"], [])) for i in invoices.to_dicts()]
+    return [
+        reporting.invoice_document(i, by_invoice.get(i["invoice_id"], []))
+        for i in invoices.to_dicts()
+    ]
 
 
 def _offset(next_page: str | None, name: str = "next_page") -> int:
@@ -742,8 +754,8 @@ def _stored(
     with _reading(settings) as store:
         if store is not None:
             return store.catalog_objects(table, ids=ids, limit=limit, offset=offset, search=search)
-    if table == "credit_types" and offset == 0 and (ids is None or USD_CENTS_ID in ids):
-        built_in = {"id": USD_CENTS_ID, "name": USD_CENTS_NAME, "body": None}
+    if table == "credit_types" and offset == 0 and (ids is None or models.USD_CENTS_ID in ids):
+        built_in = {"id": models.USD_CENTS_ID, "name": models.USD_CENTS_NAME, "body": None}
         return [{**built_in, "created_at": None, "created_by": None}][:limit]
     return []
 
@@ -910,9 +922,9 @@ def rate_card_rates(
     found = _one(chosen, "rate_cards", request.rate_card_id)
     if found is None:
         raise NotFoundError(f"no rate card `{request.rate_card_id}`")
-    card = RateCard.model_validate_json(found["body"])
+    card = models.RateCard.model_validate_json(found["body"])
     of = {
-        row["id"]: Product.model_validate_json(row["body"])
+        row["id"]: models.Product.model_validate_json(row["body"])
         for row in _stored(chosen, "products", ids=sorted({r.product_id for r in card.rates}))
     }
     names = _credit_type_names(chosen)
@@ -928,7 +940,9 @@ def rate_card_rates(
 
 def read_rates_query(document: Any) -> tuple[RatesQuery | None, pl.DataFrame]:
     """A getRates body read into its shape, or None and its problems."""
-    request, problems = load.parse_document("body", TypeAdapter(RatesQuery), document)
+    request, problems = load.parse_document(
+        "body", pydantic.TypeAdapter(models.RatesQuery), document
+    )
     return request, validate.issue_frame(problems)
 
 
@@ -959,17 +973,19 @@ def add_rates(
     found = stored[0]
     if users:
         raise CatalogConflictError(rate_card_in_use(rate_card_id, users))
-    request, problems = load.parse_document("body", TypeAdapter(NewRates), {"rates": list(rates)})
+    request, problems = load.parse_document(
+        "body", pydantic.TypeAdapter(models.NewRates), {"rates": list(rates)}
+    )
     if request is None:
         return RatesAdded("rejected", [], validate.issue_frame(problems))
     given = request.rates
     names = _credit_type_names(chosen)
     shaped = [documents.rate(r, names) for r in given]
-    card = RateCard.model_validate_json(found["body"])
+    card = models.RateCard.model_validate_json(found["body"])
     new = [r for r in given if r not in card.rates]
     if not new:
         return RatesAdded("unchanged", shaped, validate.issue_frame([]))
-    version = Catalog(rate_cards=[card.model_copy(update={"rates": [*card.rates, *new]})])
+    version = models.Catalog(rate_cards=[card.model_copy(update={"rates": [*card.rates, *new]})])
     report = pipeline.run_import(
         lambda: load.documents_dataset(catalog=version), chosen, replacing={rate_card_id}
     )
@@ -982,15 +998,29 @@ def credit_type_names(settings: Settings | None = None, **options: Any) -> dict[
     """Each stored credit type's name by its id (USD (cents) alone for a store not made yet)."""
     chosen = settings_of(settings, **options)
     if not chosen.db.exists():
-        return {USD_CENTS_ID: USD_CENTS_NAME}
+        return {models.USD_CENTS_ID: models.USD_CENTS_NAME}
     with Store.open_read_only(chosen.db) as store:
         return store.credit_type_names()
 
 
-def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:
-    """An analyst's query on the store, in a sandbox: read-only, no files, no extensions."""
+@contextmanager
+def query_rows(
+    sql: str, settings: Settings | None = None, **options: Any
+) -> Iterator[results.Rows]:
+    """An analyst's query on the store, in a sandbox (read-only, no files, no extensions), as
+    DuckDB streams it: read the rows, batch by batch, inside the block (`results` writes them as
+    CSV, JSON or Parquet in bounded memory)."""
     with Store.open_read_only(settings_of(settings, **options).db, sandboxed=True) as store:
-        return store.query(sql)
+        yield results.Rows(store.stream(sql, results.BATCH_ROWS))
+
+
+def query(sql: str, settings: Settings | None = None, **options: Any) -> pl.DataFrame:
+    """An analyst's query on the store, in a sandbox, whole as a Polars frame (for a notebook;
+    `query_rows` for results of any size)."""
+    with query_rows(sql, settings, **options) as rows:
+        frame = pl.from_arrow(pa.Table.from_batches(list(rows), rows.schema))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 # --- reconciliation and the nightly batch -------------------------------------------------------
@@ -1046,7 +1076,7 @@ def stored_reconciliation(
         if store is None or found is None:
             return None
         run, invoices, lines = found
-        names = {USD_CENTS_ID: USD_CENTS_NAME, **store.credit_type_names()}
+        names = {models.USD_CENTS_ID: models.USD_CENTS_NAME, **store.credit_type_names()}
     result = reconcile.Reconciliation(
         invoices,
         lines,

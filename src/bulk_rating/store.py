@@ -21,13 +21,11 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import polars as pl
-from pydantic import BaseModel
 
-from bulk_rating import __version__, balances, frames, rate, reconcile, validate
+from bulk_rating import __version__, lazy
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -38,11 +36,27 @@ from bulk_rating.errors import (
     ScanError,
     UsageError,
 )
-from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Contract
 from bulk_rating.money import MAX_NUMBER, format_decimal
 from bulk_rating.progress import NULL_PROGRESS, Progress
 
-Model = TypeVar("Model", bound=BaseModel)
+if TYPE_CHECKING:
+    import polars as pl
+    from pydantic import BaseModel
+
+    from bulk_rating import balances, frames, models, rate, reconcile, validate
+    from bulk_rating.models import Contract
+else:
+    # Imported when a method first needs them: the analysts' `sql` command never does, and
+    # starts without Polars and the models.
+    pl = lazy.Module("polars")
+    balances = lazy.Module("bulk_rating.balances")
+    frames = lazy.Module("bulk_rating.frames")
+    models = lazy.Module("bulk_rating.models")
+    rate = lazy.Module("bulk_rating.rate")
+    reconcile = lazy.Module("bulk_rating.reconcile")
+    validate = lazy.Module("bulk_rating.validate")
+
+Model = TypeVar("Model", bound="BaseModel")
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
@@ -141,11 +155,15 @@ _SEARCHED = (
 )
 
 
-# The working tables the store's own statements read (what they are given to write).
-WORKING_TABLES: dict[str, dict[str, pl.DataType]] = {
-    "_drafts": frames.DRAFTS,  # draft invoices to add (insert_drafts, close_periods)
-    "_shown": {"invoice_id": pl.String()},  # the invoices a statement is about
-}
+def working_table_schema(name: str) -> dict[str, pl.DataType]:
+    """The columns of a working table the store's own statements read (what they are given to
+    write): `_drafts`, draft invoices to add (insert_drafts, close_periods); `_shown`, the
+    invoices a statement is about. Made when needed: Polars loads on first use."""
+    schemas: dict[str, dict[str, pl.DataType]] = {
+        "_drafts": frames.DRAFTS,
+        "_shown": {"invoice_id": pl.String()},
+    }
+    return schemas[name]
 
 
 def _connect(
@@ -238,6 +256,89 @@ def _refuse_foreign_file(path: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """An analyst's result as Store.stream gives it: its Arrow schema, and its record batches,
+    each read from DuckDB when asked for."""
+
+    schema: Any  # pyarrow.Schema
+    batches: Iterator[Any]  # of pyarrow.RecordBatch
+
+
+def _batches(reader: Any) -> Iterator[Any]:
+    """The batches of DuckDB's Arrow reader; an error met while DuckDB computes them (a failed
+    cast, error(), the memory limit) is said as the query's failure."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
+            raise _refused(exc) from exc
+        yield batch
+
+
+def _refused(exc: Exception) -> UsageError:
+    """What an analyst's query that DuckDB refused or could not finish asked for, said plainly."""
+    first = str(exc).splitlines()[0]
+    if "read-only" in first.lower() or "read only" in first.lower():
+        return UsageError(
+            f"the database is opened read-only; write statements are refused ({first})"
+        )
+    if isinstance(exc, duckdb.PermissionException) or first.startswith("Permission Error"):
+        return UsageError(
+            "refused: a query reads the database only; it reads and writes no other file"
+            f" and installs or loads no extension ({first})"
+        )
+    if "configuration has been locked" in first:
+        return UsageError(f"refused: a query cannot change settings ({first})")
+    return UsageError(f"the query failed: {first}")
+
+
+# How often a tracked stage asks DuckDB how far its statement is.
+PROGRESS_POLL_SECONDS = 0.2
+
+
+class _Tracking:
+    """A tracked stage's progress over its partitions: partition k of n covers k/n to (k+1)/n
+    of the stage, DuckDB's percent of the statement under way placing it inside that span. What
+    is reported never goes back (a statement's end and the next one's start can be sampled out
+    of order), and partition boundaries are reported as each_partition passes them."""
+
+    def __init__(self, progress: Progress, partitions: int | None) -> None:
+        self.progress = progress
+        self.partitions = partitions or 1
+        # None until each_partition enters the first partition: what runs before (clearing the
+        # stage's table) is not part of its progress.
+        self.partition: int | None = None if partitions else 0
+        self.shown = 0.0
+        self.part: tuple[int, int] | None = None  # the last reported
+        self.lock = threading.Lock()
+
+    def enter(self, partition: int, partitions: int) -> None:
+        with self.lock:
+            self.partition, self.partitions = partition, partitions
+            self._show(100.0 * partition / partitions)
+
+    def statement(self, percent: float) -> None:
+        """DuckDB's percent of the statement under way (-1: none is, or it cannot tell)."""
+        with self.lock:
+            if percent < 0 or self.partition is None:
+                return
+            self._show(100.0 * (self.partition + min(percent, 100.0) / 100) / self.partitions)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.partition = self.partitions - 1
+            self._show(100.0)
+
+    def _show(self, percent: float) -> None:
+        part = ((self.partition or 0) + 1, self.partitions)
+        if percent > self.shown or part != self.part:
+            self.shown, self.part = max(percent, self.shown), part
+            self.progress.update(self.shown, part)
+
+
 class Store:
     def __init__(
         self,
@@ -253,6 +354,7 @@ class Store:
         self.throwaway = throwaway
         self.limits = limits
         self._scratch_dir = scratch_dir  # made for this store alone: removed when it closes
+        self._tracking: _Tracking | None = None  # the stage `tracked` is running, if any
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -299,32 +401,19 @@ class Store:
             )
         return store
 
-    def query(self, sql: str) -> pl.DataFrame:
-        """An analyst's query; a write, a file, an extension or a setting is refused with a clear
-        error (a usage error: the query asked for it), not a traceback."""
+    def stream(self, sql: str, batch_rows: int) -> Streamed:
+        """An analyst's query as DuckDB streams it: Arrow record batches of about `batch_rows`
+        rows, each computed when the one before has been read, so the result is never whole in
+        memory. A write, a file, an extension or a setting is refused with a clear error (a usage
+        error: the query asked for it), not a traceback, and so is a failure part way through."""
         try:
             relation = self.con.sql(sql)
-            rows: pl.DataFrame = pl.DataFrame() if relation is None else relation.pl()
-            return rows
+            if relation is None:  # only comments, or nothing
+                raise UsageError("the query holds no SQL statement")
+            reader = relation.to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
-            if "read-only" in first.lower() or "read only" in first.lower():
-                raise UsageError(
-                    f"the database is opened read-only; write statements are refused ({first})"
-                ) from exc
-            if isinstance(exc, duckdb.PermissionException):
-                raise UsageError(
-                    "refused: a query reads the database only; it reads and writes no other file"
-                    f" and installs or loads no extension ({first})"
-                ) from exc
-            if "configuration has been locked" in first:
-                raise UsageError(f"refused: a query cannot change settings ({first})") from exc
-            raise UsageError(f"the query failed: {first}") from exc
-        except pl.exceptions.PolarsError as exc:  # e.g. INTERVAL or UNION columns
-            first = str(exc).splitlines()[0]
-            raise UsageError(
-                f"a result column has a type that cannot be shown; cast it, e.g. to VARCHAR ({first})"
-            ) from exc
+            raise _refused(exc) from exc
+        return Streamed(reader.schema, _batches(reader))
 
     @classmethod
     def scratch(cls) -> Store:
@@ -427,11 +516,11 @@ class Store:
                 self.con.execute(_KEY_PRICED_WINDOWS)
             self.con.execute(_sql("views.sql"))
             if not self.scalar(
-                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
+                "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [models.USD_CENTS_ID]
             ):
                 self.con.execute(
                     "INSERT INTO credit_types VALUES (?, ?, NULL, 0)",
-                    [USD_CENTS_ID, USD_CENTS_NAME],
+                    [models.USD_CENTS_ID, models.USD_CENTS_NAME],
                 )
             self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
             self.con.execute("DELETE FROM _schema")
@@ -473,28 +562,47 @@ class Store:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def tracked(self, stage: str, progress: Progress, run: Callable[[], T]) -> T:
-        """Run one long statement while a thread reports DuckDB's progress through it."""
+    def tracked(
+        self,
+        stage: str,
+        progress: Progress,
+        run: Callable[[], T],
+        *,
+        rows: int | None = None,
+        partitions: int | None = None,
+    ) -> T:
+        """Run a long stage while a thread reports DuckDB's progress through it. `partitions`:
+        the stage runs its statement once per partition of contracts (each_partition), and each
+        partition counts for its share; otherwise `run` is one statement. `rows`: how many rows
+        the stage reads, for rows per second."""
         if not progress.active:
             return run()
+        # DuckDB measures a query's progress only while its progress bar is on (it draws none:
+        # printing is off); query_progress() says -1 otherwise.
+        self.con.execute("SET enable_progress_bar = true")
+        self.con.execute("SET enable_progress_bar_print = false")
+        tracking = _Tracking(progress, partitions)
         done = threading.Event()
 
         def poll() -> None:
-            while not done.wait(0.2):
-                percent = self.con.query_progress()
-                if percent >= 0:
-                    progress.update(percent)
+            while not done.wait(PROGRESS_POLL_SECONDS):
+                tracking.statement(self.con.query_progress())
 
-        progress.begin(stage)
+        progress.begin(stage, rows)
+        self._tracking = tracking
         watcher = threading.Thread(target=poll, daemon=True)
         watcher.start()
         try:
-            return run()
+            try:
+                result = run()
+            finally:
+                done.set()
+                watcher.join()
+                self._tracking = None
+            tracking.finish()  # 100 for a stage that ended well only
         finally:
-            done.set()
-            watcher.join()
-            progress.update(100.0)
             progress.end()
+        return result
 
     def frame(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         relation = self.con.sql(sql, params=params)
@@ -533,7 +641,7 @@ class Store:
     def contract_models(self) -> list[Contract]:
         """The stored contracts as models (their schedules give the billing periods)."""
         return [
-            Contract.model_validate_json(body)
+            models.Contract.model_validate_json(body)
             for (body,) in self.con.execute(
                 "SELECT body FROM contracts ORDER BY contract_id"
             ).fetchall()
@@ -611,10 +719,10 @@ class Store:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ({sql}) LIMIT 0")
 
     def working_tables(self, *names: str) -> None:
-        """Empty working tables the store's own writes fill (WORKING_TABLES), made before the
+        """Empty working tables the store's own writes fill (working_table_schema), made before the
         transaction that uses them (which then holds no DDL)."""
         for name in names:
-            self.temp_table(name, frames.empty(WORKING_TABLES[name]))
+            self.temp_table(name, frames.empty(working_table_schema(name)))
 
     def temp_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
@@ -659,12 +767,18 @@ class Store:
         """Each partition in turn as usage_rows (the caller runs its statements in each), then
         all rows again once the last is done (a failed run is rolled back and closed anyway)."""
         if partitions <= 1:
+            self._entered(0, 1)
             yield 0
             return
         for partition in range(partitions):
             self._partition(partitions, partition)
+            self._entered(partition, partitions)
             yield partition
         self._partition(1, 0)
+
+    def _entered(self, partition: int, partitions: int) -> None:
+        if self._tracking is not None:
+            self._tracking.enter(partition, partitions)
 
     def parquet_rows(self, files: Sequence[str]) -> int:
         """The rows of Parquet files, from their footers (nothing else is read)."""
@@ -736,7 +850,13 @@ class Store:
                     for _ in self.each_partition(partitions)
                 )
 
-            stored = self.tracked("pricing and storing rows", progress, store_windows)
+            stored = self.tracked(
+                "pricing and storing rows",
+                progress,
+                store_windows,
+                rows=self._rows_checked() if progress.active else None,
+                partitions=partitions,
+            )
             if keep_edges:
                 expected = self.scalar(
                     "SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft"
@@ -759,6 +879,7 @@ class Store:
                 lambda: self.con.execute(
                     f"INSERT INTO invoice_line_items ({rate.LINE_ITEM_COLUMNS}) " + items, params
                 ),
+                rows=stored,  # the windows just priced
             )
             if self.scalar(rate.SHARED_ITEM_KEYS, params):
                 raise BulkRatingError("internal error: two line items share a breakdown key")
@@ -768,6 +889,10 @@ class Store:
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def _rows_checked(self) -> int:
+        """The rows the check counted into `_line_weeks`: what pricing reads."""
+        return int(self.scalar("SELECT coalesce(sum(rows), 0) FROM _line_weeks"))
 
     def _refuse_large_amounts(self, drafts: bool) -> None:
         """An AmountOverflowError naming the line items whose amount would be 10^15 units or
@@ -1287,7 +1412,7 @@ class Store:
     def record_run(self, row: dict[str, Any], contracts_created: int) -> None:
         """The run's row in `_runs`, its counts taken from what it stored, and what wrote it."""
         row = {**row, "duckdb_version": duckdb.__version__, "bulk_rating_version": __version__}
-        self.insert("_runs", pl.DataFrame([row], schema_overrides=RUNS_SCHEMA))
+        self.insert("_runs", pl.DataFrame([row], schema_overrides=runs_schema()))
         self.con.execute(
             """UPDATE _runs SET
                    invoices = (SELECT count(*) FROM invoices WHERE run_id = $run AND origin = 'HISTORICAL_IMPORT'),
@@ -1452,21 +1577,24 @@ def rate_card_in_use(rate_card_id: str, contracts: Sequence[str]) -> str:
 # A breakdown window size: DuckDB's date_trunc unit and the window's width.
 _WINDOW_SIZES = {"HOUR": ("hour", "INTERVAL 1 HOUR"), "DAY": ("day", "INTERVAL 1 DAY")}
 
-RUNS_SCHEMA: dict[str, pl.DataType] = {
-    "run_id": pl.Int64(),
-    "started_at": pl.Datetime("us", "UTC"),
-    "finished_at": pl.Datetime("us", "UTC"),
-    "inputs": pl.List(pl.String()),
-    "input_hash": pl.String(),
-    "preview": pl.Boolean(),
-    "as_of": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    "rows_read": pl.Int64(),
-    "duplicates_collapsed": pl.Int64(),
-    "files_fingerprint": pl.String(),
-    "duckdb_version": pl.String(),
-    "bulk_rating_version": pl.String(),
-}
+
+def runs_schema() -> dict[str, pl.DataType]:
+    """The Polars types of a `_runs` row (made when needed: Polars loads on first use)."""
+    return {
+        "run_id": pl.Int64(),
+        "started_at": pl.Datetime("us", "UTC"),
+        "finished_at": pl.Datetime("us", "UTC"),
+        "inputs": pl.List(pl.String()),
+        "input_hash": pl.String(),
+        "preview": pl.Boolean(),
+        "as_of": pl.Datetime("us", "UTC"),
+        "status": pl.String(),
+        "rows_read": pl.Int64(),
+        "duplicates_collapsed": pl.Int64(),
+        "files_fingerprint": pl.String(),
+        "duckdb_version": pl.String(),
+        "bulk_rating_version": pl.String(),
+    }
 
 
 def _quote(text: str) -> str:
