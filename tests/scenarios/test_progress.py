@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bulk_rating import cli, import_history, samples, store
+from bulk_rating import cli, import_history, samples
 from bulk_rating.progress import Progress
 from bulk_rating.store import Store
+from bulk_rating.store import base as store_base
 
 
 @dataclass
@@ -53,7 +54,7 @@ def generated(tmp_path: Path) -> tuple[Path, str]:
 def test_an_import_reports_each_stage_rising_to_100_partition_by_partition(
     generated: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "PROGRESS_POLL_SECONDS", 0.005)
+    monkeypatch.setattr(store_base, "PROGRESS_POLL_SECONDS", 0.005)
     recorded = RecordingProgress()
 
     report = import_history(
@@ -93,7 +94,7 @@ def test_an_import_reports_each_stage_rising_to_100_partition_by_partition(
 def test_duckdb_reports_real_percentages_of_a_tracked_statement(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(store, "PROGRESS_POLL_SECONDS", 0.005)
+    monkeypatch.setattr(store_base, "PROGRESS_POLL_SECONDS", 0.005)
     recorded = RecordingProgress()
     counting = "SELECT count(*) FROM range(100000000) t(i) WHERE hash(i) % 7 = 0"
 
