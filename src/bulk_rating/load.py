@@ -131,17 +131,18 @@ class Dataset:
         # content, whatever the files' names, order or split.
         return digest.hexdigest()
 
-    def files_fingerprint(self) -> FilesFingerprint | None:
-        """A usage table run's files by their bytes, known before any row is read; None for
-        input without one usage table, with problems already found, or whose files changed since
-        they were first read (such a run is checked the long way)."""
+    def files_fingerprint(self, content_hash: str) -> FilesFingerprint | None:
+        """A usage table run's files by their bytes (with `content_hash`, this data set's), known
+        before any row is read; None for input without one usage table, with problems already
+        found, or whose files changed since they were first read (such a run is checked the long
+        way)."""
         if self.issues or self.request is not None or len(self.tables) != 1:
             return None
         table = self.tables[0]
         return FilesFingerprint.of(
             {source: self.file_states[source] for source in table.sources},
             "csv" if table.staged else "parquet",
-            self.content_hash(),
+            content_hash,
         )
 
 

@@ -153,11 +153,12 @@ def _import(
     with stages("load"):
         dataset = read()
     preview = settings.preview or dataset.preview_requested
+    content_hash = dataset.content_hash()
     report = RunReport(
         status="rejected",
         preview=preview,
         inputs=dataset.sources,
-        input_hash=dataset.content_hash(),
+        input_hash=content_hash,
         as_of=as_of,
         stage_seconds=stages.seconds,
     )
@@ -174,7 +175,7 @@ def _import(
     # the signals held from the commit on (entered as the transaction's last step)
     with ExitStack() as after_commit, closing(dataset), store:
         with stages("load"):
-            fingerprint = dataset.files_fingerprint()
+            fingerprint = dataset.files_fingerprint(content_hash)
         # the same files as a stored run, or the same JSON content: known before any row is read
         same_files = store.run_with_fingerprint(fingerprint.digest) if fingerprint else None
         if same_files is not None:
