@@ -51,6 +51,10 @@ T = TypeVar("T")
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
 SCHEMA_VERSION = 17
 
+# Version 15 keeps daily rollups of the breakdown windows (`_priced_days`, read by
+# breakdowns_daily; the views give UTC `day` columns): an older file's are made from its windows.
+ROLLUPS_FROM = 15
+
 # Version 17 keeps what a reconciliation's report shows (legacy unit, what it compared with, the
 # totals per month, each difference's candidates), so a stored run reads as its report did.
 
@@ -494,7 +498,8 @@ class StoreBase:
     def _create_schema(self) -> None:
         """Create or upgrade tables, views and macros, all or nothing; a current schema is left
         untouched."""
-        if self._schema_version() == SCHEMA_VERSION:
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
             return
         with self.transaction():
             self.con.execute(_sql("schema.sql"))
@@ -504,6 +509,11 @@ class StoreBase:
             ):
                 self.con.execute(_KEY_PRICED_WINDOWS)
             self.con.execute(_sql("views.sql"))
+            if version is not None and version < ROLLUPS_FROM:
+                self.con.execute(
+                    "INSERT INTO _priced_days "
+                    + rate.priced_days_sql(rate.ITEMS_WITH_WINDOWS, bounded=False)
+                )
             if not self.scalar(
                 "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [models.USD_CENTS_ID]
             ):

@@ -139,12 +139,27 @@ class RatingStatements(StoreBase):
             )
             if self.scalar(rate.SHARED_ITEM_KEYS, params):
                 raise BulkRatingError("internal error: two line items share a breakdown key")
+            self.tracked("rolling windows up by day", progress, lambda: self._roll_up_days(run_id))
         except duckdb.OutOfRangeException as exc:
             # Quantities and prices are bounded; only an amount of 10^15 units or more gets here
             # (one the check above, in doubles, missed by a rounding).
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def _roll_up_days(self, run_id: int) -> None:
+        """The daily rollups of the line items just priced, from their windows (read within the
+        items' periods only: on a store of other periods, most of its windows are skipped)."""
+        first, last = self.con.execute(
+            f"SELECT min(starting_at), max(ending_before) FROM ({rate.PRICED_ITEMS})",
+            {"run_id": run_id},
+        ).fetchall()[0]
+        if first is None:  # no line by the hour or day
+            return
+        self.con.execute(
+            "INSERT INTO _priced_days " + rate.priced_days_sql(rate.PRICED_ITEMS, bounded=True),
+            {"run_id": run_id, "from": first, "until": last},
+        )
 
     def _refuse_large_amounts(self, drafts: bool) -> None:
         """An AmountOverflowError naming the line items whose amount would be 10^15 units or
@@ -208,10 +223,11 @@ class RatingStatements(StoreBase):
         self.replace(
             "_shown", pl.DataFrame({"invoice_id": ids}, schema={"invoice_id": pl.String()})
         )
-        self.con.execute(
-            """DELETE FROM _priced_windows WHERE item_key IN (
-                   SELECT item_key FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown))"""
-        )
+        for facts in ("_priced_windows", "_priced_days"):
+            self.con.execute(
+                f"""DELETE FROM {facts} WHERE item_key IN (
+                       SELECT item_key FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown))"""
+            )
         self.con.execute(
             "DELETE FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown)"
         )
