@@ -49,11 +49,11 @@ Model = TypeVar("Model", bound="BaseModel")
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 18
 
-# Version 15 keeps daily rollups of the breakdown windows (`_priced_days`, read by
+# Version 18 keeps daily rollups of the breakdown windows (`_priced_days`, read by
 # breakdowns_daily; the views give UTC `day` columns): an older file's are made from its windows.
-ROLLUPS_FROM = 15
+ROLLUPS_FROM = 18
 
 # Version 17 keeps what a reconciliation's report shows (legacy unit, what it compared with, the
 # totals per month, each difference's candidates), so a stored run reads as its report did.

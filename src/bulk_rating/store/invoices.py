@@ -137,12 +137,15 @@ class InvoiceQueries(StoreBase):
         rows (a plain quantity, an applied commit or credit) falls whole in the window holding
         its end, where the ledger dates a deduction."""
         unit, step = _WINDOW_SIZES[window_size]
+        # by the day, the daily rollups: a window (aligned, never wider than a day) lies in the
+        # UTC day it starts in, which holds its last instant too
+        windows = "breakdowns_daily" if window_size == "DAY" else "invoice_breakdowns"
         return self.frame(
             f"""WITH pieces AS (
                     SELECT invoice_id, line_item_id,
                            date_trunc('{unit}', window_end - INTERVAL 1 MICROSECOND) AS window_start,
                            quantity, amount AS total
-                    FROM invoice_breakdowns
+                    FROM {windows}
                     WHERE list_contains($ids, invoice_id)
                       -- no breakdown row is wider than a day: rows far from the page are skipped
                       AND window_start > $first - INTERVAL 1 DAY AND window_start < $last + {step}
