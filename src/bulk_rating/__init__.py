@@ -24,6 +24,7 @@ __all__ = [
     "import_history",
     "nightly",
     "query",
+    "query_rows",
     "reconcile_invoices",
 ]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.progress import (
@@ -35,17 +34,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bulk_rating import interrupts, lazy, services
+from bulk_rating import environment, interrupts, lazy, services
 from bulk_rating.errors import BulkRatingError, ExitCode, UsageError
 from bulk_rating.money import dumps_exact, exact_money, format_decimal, format_money
 from bulk_rating.output import check_outside, check_writable, write_atomically
-from bulk_rating.settings import Settings
 
 if TYPE_CHECKING:
     import polars as pl
 
     from bulk_rating import frames, reconcile, results
     from bulk_rating.report import RunReport
+    from bulk_rating.settings import Settings
 else:
     # Imported by the commands that use them: each starts without what it does not need.
     pl = lazy.Module("polars")
@@ -151,6 +150,10 @@ def _stream_json(report: RunReport) -> None:
 
 
 def _settings(**values: Any) -> Settings:
+    from pydantic import ValidationError  # with the settings model, which `sql` does without
+
+    from bulk_rating.settings import Settings
+
     try:
         return Settings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
@@ -634,11 +637,11 @@ def sql_command(
     def action() -> int:
         if output is OutputFormat.parquet and to is None:
             raise UsageError("--format parquet needs --out FILE")
-        settings = _settings(db=db)
+        store = environment.database(db)  # all a query reads of the settings
         if to is not None:  # before the query runs; never over the store it reads
             check_writable(to, "--out")
-            check_outside(to, [settings.db, Path(f"{settings.db}.wal")], "--out")
-        with services.query_rows(query, settings) as rows:
+            check_outside(to, [store, Path(f"{store}.wal")], "--out")
+        with services.query_rows(query, db=store) as rows:
             if output is OutputFormat.table:
                 text = _rows_table(rows.columns, *results.first_rows(rows, TABLE_ROWS_SHOWN))
                 if to is None:

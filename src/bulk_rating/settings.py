@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-DEFAULT_DB = Path("data/bulk_rating.duckdb")
+from bulk_rating.environment import DEFAULT_DB, variables
+
 # The memory budget when none is set: an eighth of the machine's memory (or of its container's
 # limit), at least 512MB and at most 2GiB (a run then stays under about 3 GiB of RSS, Python
 # included, whatever its size: larger inputs take more partitions, not more memory).
@@ -90,12 +91,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-ENV_PREFIX = "BULK_RATING_"
-
-
 class Settings(BaseModel):
     """Every option a use case takes: the values given, else `BULK_RATING_<NAME>` from the
-    environment (the name in any case), else the defaults. (Read here rather than by
+    environment (the name in any case), else the defaults. (Read by `environment` rather than
     pydantic-settings, whose import added about 50 ms to the start of every command.)"""
 
     model_config = ConfigDict(extra="forbid")
@@ -119,16 +117,8 @@ class Settings(BaseModel):
     def _over_environment(cls, given: Any) -> Any:
         if not isinstance(given, dict):
             return given
-        prefix = ENV_PREFIX.lower()
-        environment = {
-            name.lower().removeprefix(prefix): value
-            for name, value in os.environ.items()
-            if name.lower().startswith(prefix)
-        }
-        return {
-            **{name: value for name, value in environment.items() if name in cls.model_fields},
-            **given,
-        }
+        found = {name: value for name, value in variables().items() if name in cls.model_fields}
+        return {**found, **given}
 
     def as_of_or_now(self) -> datetime:
         return utc_now() if self.as_of is None else self.as_of

@@ -238,3 +238,14 @@ def test_the_python_api_gives_the_result_whole_as_a_frame(
 
     assert frame.columns == COLUMNS
     assert frame.rows() == stored_rows
+
+
+def test_the_store_can_be_named_by_the_environment(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("bulk_rating_db", str(store))  # the name in any case, as for every setting
+
+    result = run_cli("sql", "SELECT count(*) AS invoices FROM invoices", "--format", "csv")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "invoices"

@@ -1,6 +1,7 @@
 """`bulk-rating sql` starts without what only other commands need: Polars, the models, the
-pipeline, the web framework. Importing them took most of a second; the command now imports them
-only when a use case reads them (`bulk_rating.lazy`)."""
+pipeline, the web framework, the settings model (a query reads only the store's path). Importing
+them took most of a second; the command now imports them only when a use case reads them
+(`bulk_rating.lazy`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ NOT_NEEDED = (
     "fastapi",
     "uvicorn",
     "pydantic_settings",
+    "bulk_rating.settings",
     "bulk_rating.models",
     "bulk_rating.pipeline",
     "bulk_rating.load",
