@@ -21,7 +21,6 @@ import bulk_rating
 from bulk_rating import cli, import_history, results, samples
 from bulk_rating.money import dumps_exact
 
-BREAKDOWNS = "SELECT * FROM invoice_breakdowns ORDER BY line_item_id, window_start"
 COLUMNS = [
     "customer_id",
     "contract_id",
@@ -35,6 +34,9 @@ COLUMNS = [
     "unit_price",
     "amount",
 ]
+BREAKDOWNS = (
+    f"SELECT {', '.join(COLUMNS)} FROM invoice_breakdowns ORDER BY line_item_id, window_start"
+)
 
 
 @pytest.fixture(scope="module")

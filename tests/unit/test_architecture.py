@@ -69,6 +69,7 @@ FLOW: list[tuple[str, set[str]]] = [
             "output",
             "markup",
             "lazy",
+            "environment",
         },
     ),
     ("load", {"load"}),
