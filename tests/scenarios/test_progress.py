@@ -70,6 +70,7 @@ def test_an_import_reports_each_stage_rising_to_100_partition_by_partition(
         "reading and checking rows",
         "pricing and storing rows",
         "rating invoices",
+        "rolling windows up by day",
     ]
     for stage in recorded.stages:
         percents = [percent for percent, _ in stage.updates]
