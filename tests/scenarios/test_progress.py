@@ -78,7 +78,7 @@ def test_an_import_reports_each_stage_rising_to_100_partition_by_partition(
         assert percents == sorted(percents), f"{stage.name} went back: {percents}"
         assert percents[0] >= 0
         assert percents[-1] == 100
-    checking, pricing, rating = recorded.stages
+    checking, pricing, rating, _rollups = recorded.stages
     assert checking.rows == pricing.rows == report.rows_read
     assert rating.rows  # the windows priced
     for partitioned in (checking, pricing):
