@@ -46,7 +46,11 @@ Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
+
+# Version 15 keeps daily rollups of the breakdown windows (`_priced_days`, read by
+# breakdowns_daily; the views give UTC `day` columns): an older file's are made from its windows.
+ROLLUPS_FROM = 15
 
 # Version 14 keeps the HTTP API's answers to Idempotency-Key requests (`_api_answers`).
 
@@ -396,7 +400,8 @@ class Store:
     def _create_schema(self) -> None:
         """Create or upgrade tables, views and macros, all or nothing; a current schema is left
         untouched."""
-        if self._schema_version() == SCHEMA_VERSION:
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
             return
         with self.transaction():
             self.con.execute(_sql("schema.sql"))
@@ -406,6 +411,11 @@ class Store:
             ):
                 self.con.execute(_KEY_PRICED_WINDOWS)
             self.con.execute(_sql("views.sql"))
+            if version is not None and version < ROLLUPS_FROM:
+                self.con.execute(
+                    "INSERT INTO _priced_days "
+                    + rate.priced_days_sql(rate.ITEMS_WITH_WINDOWS, bounded=False)
+                )
             if not self.scalar(
                 "SELECT count(*) FROM credit_types WHERE credit_type_id = ?", [USD_CENTS_ID]
             ):
@@ -727,12 +737,27 @@ class Store:
             )
             if self.scalar(rate.SHARED_ITEM_KEYS, params):
                 raise BulkRatingError("internal error: two line items share a breakdown key")
+            self.tracked("rolling windows up by day", progress, lambda: self._roll_up_days(run_id))
         except duckdb.OutOfRangeException as exc:
             # Quantities and prices are bounded; only an amount of 10^15 units or more gets here
             # (one the check above, in doubles, missed by a rounding).
             raise AmountOverflowError(
                 f"an amount or total reaches 10^15 units, more than an invoice can hold: {exc}"
             ) from exc
+
+    def _roll_up_days(self, run_id: int) -> None:
+        """The daily rollups of the line items just priced, from their windows (read within the
+        items' periods only: on a store of other periods, most of its windows are skipped)."""
+        first, last = self.con.execute(
+            f"SELECT min(starting_at), max(ending_before) FROM ({rate.PRICED_ITEMS})",
+            {"run_id": run_id},
+        ).fetchall()[0]
+        if first is None:  # no line by the hour or day
+            return
+        self.con.execute(
+            "INSERT INTO _priced_days " + rate.priced_days_sql(rate.PRICED_ITEMS, bounded=True),
+            {"run_id": run_id, "from": first, "until": last},
+        )
 
     def _refuse_large_amounts(self, drafts: bool) -> None:
         """An AmountOverflowError naming the line items whose amount would be 10^15 units or
@@ -798,10 +823,11 @@ class Store:
         self.replace(
             "_shown", pl.DataFrame({"invoice_id": ids}, schema={"invoice_id": pl.String()})
         )
-        self.con.execute(
-            """DELETE FROM _priced_windows WHERE item_key IN (
-                   SELECT item_key FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown))"""
-        )
+        for facts in ("_priced_windows", "_priced_days"):
+            self.con.execute(
+                f"""DELETE FROM {facts} WHERE item_key IN (
+                       SELECT item_key FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown))"""
+            )
         self.con.execute(
             "DELETE FROM invoice_line_items WHERE invoice_id IN (SELECT invoice_id FROM _shown)"
         )

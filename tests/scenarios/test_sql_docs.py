@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from tests.conftest import ROOT, acme, invoice, line, run_cli, write_dataset
 
@@ -81,6 +83,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+@pytest.fixture(scope="module")
+def commit_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """acme-commit: 50,000 prepaid; June takes 12,500 (at its end, July 1), July 25,000 (August 1)."""
+    db = tmp_path_factory.mktemp("commit") / "commit.duckdb"
+    imported = run_cli(
+        "import", ROOT / "data" / "samples" / "acme-commit", "--db", db, "--as-of", "2024-08-15"
+    )
+    assert imported.exit_code == 0
+    return db
+
+
 def _run(store: Path, name: str) -> list[dict[str, Any]]:
     result = run_cli("sql", _queries()[name], "--db", store, "--format", "json")
     assert result.exit_code == 0, result.stderr
@@ -88,8 +101,8 @@ def _run(store: Path, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def test_the_docs_hold_at_least_eight_queries() -> None:
-    assert len(_queries()) >= 11
+def test_the_docs_hold_every_query_tested_here() -> None:
+    assert len(_queries()) == 12
 
 
 def test_daily_spend_by_product(store: Path) -> None:
@@ -100,6 +113,17 @@ def test_daily_spend_by_product(store: Path) -> None:
         ("prod_api_calls", "2024-06-02", 2500),
         ("prod_storage", "2024-06-02", 1350),
         ("prod_api_calls", "2024-06-03", 0),
+    ]
+
+
+def test_total_spend_per_day_over_all_customers(store: Path) -> None:
+    rows = [(r["day"], r["spend"]) for r in _run(store, "Total spend per day over all customers")]
+    # June 1: acme's calls and storage; June 2 the same (storage in its second tier); June 3:
+    # acme's zero calls and globex's compute (globex's calls are a plain quantity: no day)
+    assert rows == [
+        ("2024-06-01", 1250 + 1500),
+        ("2024-06-02", 2500 + 1350),
+        ("2024-06-03", D("19.2")),
     ]
 
 
@@ -209,23 +233,14 @@ def test_a_write_is_refused(store: Path) -> None:
     assert _run(store, "Invoices by origin and status")[1]["invoices"] == 4
 
 
-def test_balance_burndown_per_commit(tmp_path: Path) -> None:
-    # acme-commit: 50,000 prepaid; June takes 12,500 (at its end, July 1), July 25,000 (August 1).
-    db = tmp_path / "commit.duckdb"
-    assert (
-        run_cli(
-            "import", ROOT / "data" / "samples" / "acme-commit", "--db", db, "--as-of", "2024-08-15"
-        ).exit_code
-        == 0
-    )
-
+def test_balance_burndown_per_commit(commit_store: Path) -> None:
     burndown = [
         (r["day"], r["type"], r["amount"], r["balance"])
-        for r in _run(db, "Balance burndown per commit")
+        for r in _run(commit_store, "Balance burndown per commit")
     ]
     remaining = [
         (r["commit_or_credit_id"], r["amount"], r["remaining"])
-        for r in _run(db, "What remains of each commit and credit")
+        for r in _run(commit_store, "What remains of each commit and credit")
     ]
 
     assert burndown == [
@@ -234,3 +249,120 @@ def test_balance_burndown_per_commit(tmp_path: Path) -> None:
         ("2024-08-01", "PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION", -25000, 12500),
     ]
     assert remaining == [("commit_acme_2024", 50000, 12500)]
+
+
+# Zones on either side of UTC: New York is behind it (June 1 00:00 UTC is May 31 there) and
+# changes its clock (2024-03-10, 2024-11-03); Kolkata is ahead by a half hour.
+CLIENT_ZONES = ("America/New_York", "Asia/Kolkata")
+
+
+def _answers(db: Path, zone: str, queries: dict[str, str]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each query's rows as a client gets them: DuckDB's Python client on the file, its TimeZone
+    set to `zone`. Timestamps are compared as instants (in UTC: Python never finds a time of a
+    clock's repeated hour equal to one of another zone)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute(f"SET TimeZone = '{zone}'")
+        return {
+            name: [
+                tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row)
+                for row in con.execute(sql).fetchall()
+            ]
+            for name, sql in queries.items()
+        }
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("zone", CLIENT_ZONES)
+def test_every_query_answers_the_same_in_any_client_time_zone(
+    store: Path, commit_store: Path, zone: str
+) -> None:
+    queries = {
+        f"{name} ({customer})": sql.replace("cus_acme", customer)
+        for name, sql in _queries().items()
+        for customer in ("cus_acme", "cus_globex")  # globex's windows are hourly, acme's daily
+    }
+    answered = set()
+    for db in (store, commit_store):
+        in_utc = _answers(db, "UTC", queries)
+        assert _answers(db, zone, queries) == in_utc
+        answered |= {name for name, rows in in_utc.items() if rows}
+    # every query is compared on rows, for one customer or the other
+    assert {name.rsplit(" (", 1)[0] for name in answered} == set(_queries())
+
+
+def test_the_views_answer_the_same_in_any_client_time_zone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Days of New York's clock changes and hours on either side of midnight UTC: each row's UTC
+    day, and a day window's end 24 hours after its start (not a day of the client's calendar)."""
+    files = acme()
+    contract = files["contracts"][0]
+    contract["starting_at"] = "2024-03-01T00:00:00Z"
+    contract["usage_statement_schedule"]["invoice_generation_starting_at"] = "2025-01-01T00:00:00Z"
+    march = ("2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z")
+    november = ("2024-11-01T00:00:00Z", "2024-12-01T00:00:00Z")
+
+    def days(quantity: int) -> list[tuple[str, str, int]]:
+        return [
+            (f"2024-03-{d:02d}T00:00:00Z", f"2024-03-{d + 1:02d}T00:00:00Z", quantity)
+            for d in (9, 10, 11)
+        ]
+
+    # New York's clock goes back at 06:00 UTC on November 3
+    hours = [
+        ("2024-11-02T23:00:00Z", "2024-11-03T00:00:00Z", 1),
+        ("2024-11-03T00:00:00Z", "2024-11-03T01:00:00Z", 2),
+        ("2024-11-03T06:00:00Z", "2024-11-03T07:00:00Z", 3),
+    ]
+    files["invoices"]["invoices"] = [
+        invoice(
+            *march,
+            [
+                line("prod_api_calls", *march, windows=days(1)),
+                # 600 a day on tiers of 1,000: March 10 has a part in each
+                line("prod_storage", *march, windows=days(600)),
+            ],
+            granularity="DAY",
+        ),
+        invoice(
+            *november,
+            [
+                line(
+                    "prod_compute",
+                    *november,
+                    windows=hours,
+                    pricing_group_values={"region": "us-east-1"},
+                )
+            ],
+            granularity="HOUR",
+        ),
+    ]
+    db = tmp_path_factory.mktemp("zones") / "store.duckdb"
+    data = write_dataset(tmp_path_factory.mktemp("set"), files)
+    assert run_cli("import", data, "--db", db, "--as-of", "2024-12-15").exit_code == 0
+    views = {
+        name: f"SELECT * FROM {name} ORDER BY ALL"
+        for name in ("invoice_breakdowns", "breakdowns_hourly", "breakdowns_daily")
+    }
+
+    in_utc = _answers(db, "UTC", views)
+
+    for zone in CLIENT_ZONES:
+        assert _answers(db, zone, views) == in_utc
+    lengths = """
+        SELECT granularity, day, epoch(window_end) - epoch(window_start) FROM breakdowns_hourly
+        UNION ALL SELECT 'DAY', day, epoch(window_end) - epoch(window_start) FROM breakdowns_daily
+        ORDER BY ALL"""
+    rows = _answers(db, "America/New_York", {"lengths": lengths})["lengths"]
+    hour, day = 3600, 24 * 3600  # seconds
+    assert rows == [
+        *[("DAY", date(2024, 3, 9), day)] * 2,  # calls, storage
+        *[("DAY", date(2024, 3, 10), day)] * 3,  # calls, storage in each tier
+        *[("DAY", date(2024, 3, 11), day)] * 2,
+        ("DAY", date(2024, 11, 2), day),  # compute's hours, by UTC day
+        ("DAY", date(2024, 11, 3), day),
+        ("HOUR", date(2024, 11, 2), hour),
+        *[("HOUR", date(2024, 11, 3), hour)] * 2,
+    ]

@@ -110,6 +110,11 @@ COMMENT ON COLUMN invoice_line_items.windows IS 'How many breakdown rows a usage
 CREATE TABLE IF NOT EXISTS _priced_windows (item_key UBIGINT, window_start TIMESTAMPTZ, quantity DECIMAL(38,9));
 COMMENT ON TABLE _priced_windows IS 'Lean breakdown rows: each window''s quantity in one line item (a window crossing a tier edge has one row per tier), the item named by its item_key; its amount is that quantity times the line item''s unit price, exactly. A usage table''s window in a week with a tier edge is also kept once as read, with no tier (item_key 2^63 and above, in no line item): its tiers were placed from it. Read through invoice_breakdowns.';
 
+CREATE TABLE IF NOT EXISTS _priced_days (
+    item_key UBIGINT, day DATE, window_start TIMESTAMPTZ, quantity DECIMAL(38,9), windows BIGINT
+);
+COMMENT ON TABLE _priced_days IS 'Daily rollups of _priced_windows: a line item''s windows of one UTC day (day; window_start, its first instant), their quantity summed and their rows counted, for the line items of HOUR or DAY granularity. Written with the windows, dropped and written again with them when a draft is rated again. Read through breakdowns_daily.';
+
 CREATE TABLE IF NOT EXISTS reconciliation_runs (
     reconciliation_id BIGINT, run_at TIMESTAMPTZ, legacy_files VARCHAR[], tolerance DECIMAL(38,9),
     invoices_compared BIGINT, differences BIGINT, summary JSON

@@ -1,29 +1,33 @@
--- Analyst views. Day boundaries are UTC whatever the client's TimeZone setting.
+-- Analyst views. Day boundaries are UTC whatever the client's TimeZone setting: `day` comes from the
+-- instant itself (its epoch microseconds as a UTC wall time), never from a cast or a format that
+-- reads the TimeZone, and a day ends 24 hours after it starts (INTERVAL 1 DAY added to a
+-- TIMESTAMPTZ follows the client's calendar: 23 or 25 hours across a daylight saving change).
 
 CREATE OR REPLACE VIEW invoice_breakdowns AS
 SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id, l.granularity,
        w.window_start,
-       w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 1 DAY END AS window_end,
-       w.quantity, l.unit_price, w.quantity * l.unit_price AS amount
+       w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 24 HOUR END AS window_end,
+       w.quantity, l.unit_price, w.quantity * l.unit_price AS amount,
+       make_timestamp(epoch_us(w.window_start))::DATE AS day, l.tier_level
 FROM _priced_windows w
 JOIN invoice_line_items l USING (item_key)
 JOIN invoices i ON i.invoice_id = l.invoice_id
 WHERE l.granularity IN ('HOUR', 'DAY');
-COMMENT ON VIEW invoice_breakdowns IS 'One row per hour or day window and line item: quantity and its exact amount. A line''s rows sum to its total.';
+COMMENT ON VIEW invoice_breakdowns IS 'One row per hour or day window and line item: quantity and its exact amount, the window''s UTC day and the line''s tier. A line''s rows sum to its total.';
 
 CREATE OR REPLACE VIEW breakdowns_hourly AS
 SELECT * FROM invoice_breakdowns WHERE granularity = 'HOUR';
 COMMENT ON VIEW breakdowns_hourly IS 'Hourly windows of lines imported with HOUR subtotals.';
 
 CREATE OR REPLACE VIEW breakdowns_daily AS
-SELECT customer_id, contract_id, invoice_id, line_item_id, product_id,
-       (date_trunc('day', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS window_start,
-       (date_trunc('day', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + INTERVAL 1 DAY AS window_end,
-       sum(quantity) AS quantity, any_value(unit_price) AS unit_price, sum(amount) AS amount,
-       count(*) AS windows
-FROM invoice_breakdowns
-GROUP BY ALL;
-COMMENT ON VIEW breakdowns_daily IS 'UTC days: DAY windows as they are, HOUR windows rolled up to their day.';
+SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id,
+       d.window_start, d.window_start + INTERVAL 24 HOUR AS window_end,
+       d.quantity, l.unit_price, d.quantity * l.unit_price AS amount, d.windows, d.day, l.tier_level
+FROM _priced_days d
+JOIN invoice_line_items l USING (item_key)
+JOIN invoices i ON i.invoice_id = l.invoice_id
+WHERE l.granularity IN ('HOUR', 'DAY');
+COMMENT ON VIEW breakdowns_daily IS 'UTC days: DAY windows as they are, HOUR windows rolled up to their day (read from the daily rollups kept as windows are written, _priced_days). amount is the day''s quantity times the line''s price, the sum of its windows'' amounts exactly.';
 
 CREATE OR REPLACE VIEW segment_balances AS
 SELECT s.customer_id, s.contract_id, s.commit_or_credit_id, s.kind, s.name, s.segment_id, s.credit_type_id,
