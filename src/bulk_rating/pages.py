@@ -413,7 +413,14 @@ def reconciliations_page(runs: Sequence[dict[str, Any]]) -> str:
     return layout(
         "Reconciliations",
         _table(
-            ("run", "ran at", "legacy files", "invoices compared", "differences", "tolerance"),
+            (
+                "run",
+                "ran at",
+                "legacy files",
+                "invoices compared",
+                "differences",
+                "tolerance (units)",
+            ),
             rows,
             numeric={3, 4, 5},
         ),
