@@ -55,6 +55,7 @@ import polars as pl
 from bulk_rating import samples
 
 SEED = 7
+SPARK_MASTER = "local[2]"
 START = "2024-01-01"
 REALISTIC: dict[str, Any] = {
     "products": 4,
@@ -183,6 +184,12 @@ def run_once(kind: str, data: Path, as_of: str, out: Path, timeout: float) -> di
                 *bulk_rating_command(),
                 *("import", str(data), "--db", str(db), "--as-of", as_of),
             ]
+        elif kind == "spark":
+            command = [
+                *bulk_rating_command(),
+                *("import", str(data), "--db", str(db), "--as-of", as_of, "--json"),
+                *("--engine", "spark", "--spark-master", SPARK_MASTER),
+            ]
         else:
             command = [sys.executable, "-c", FLOOR, str(db), str(data / "usage" / "*.parquet")]
         measured = launch(command, scratch, timeout)
@@ -196,7 +203,9 @@ def run_once(kind: str, data: Path, as_of: str, out: Path, timeout: float) -> di
                 measured["rows_loaded"] = None if row is None else row[0]
             finally:
                 con.close()
-        if kind == "import" and measured["ok"]:
+        if kind == "spark" and measured["ok"]:
+            measured["stage_seconds"] = json.loads(stdout)["summary"]["stage_seconds"]
+        if kind in ("import", "spark") and measured["ok"]:
             con = duckdb.connect(str(db), read_only=True)
             try:
                 row = con.execute(
@@ -224,13 +233,15 @@ def median(runs: list[dict[str, Any]], field: str) -> float | None:
 
 
 def bench_size(
-    shape: str, size: str, runs: int, out: Path, seed: int, timeout: float
+    shape: str, size: str, runs: int, out: Path, seed: int, timeout: float, engine: str = "local"
 ) -> dict[str, Any]:
     data, generated, generation_seconds = dataset(out, shape, size, seed)
     as_of = as_of_after(generated)
-    measured: dict[str, list[dict[str, Any]]] = {"import": [], "floor": []}
+    # local: the import against the floor; spark: the Spark engine against the local import
+    first, second = ("import", "floor") if engine == "local" else ("spark", "import")
+    measured: dict[str, list[dict[str, Any]]] = {first: [], second: []}
     for run in range(runs):
-        order = ("import", "floor") if run % 2 == 0 else ("floor", "import")
+        order = (first, second) if run % 2 == 0 else (second, first)
         for kind in order:
             note(f"{size}: run {run + 1}/{runs} {kind} ...")
             result = run_once(kind, data, as_of, out, timeout)
@@ -260,16 +271,21 @@ def bench_size(
             "rows_per_second": None if not seconds else rows / seconds,
             "peak_rss_mib": max((r["peak_rss_kib"] for r in results), default=0) / 1024,
         }
-    loaded: set[int] = {r["rows_loaded"] for r in measured["floor"] if r["ok"]}
+    loaded: set[int] = {r["rows_loaded"] for r in measured.get("floor", []) if r["ok"]}
     if loaded - {rows}:
         note(f"{size}: the floor loaded {sorted(loaded)} rows, the generator wrote {rows:,}")
-    a, b = summary["import"]["median_seconds"], summary["floor"]["median_seconds"]
+    summaries = {
+        r.get("summary", {}).get("total") for k in measured for r in measured[k] if r["ok"]
+    }
+    if engine != "local" and len(summaries) > 1:
+        note(f"{size}: the engines' totals differ: {sorted(map(str, summaries))}")
+    a, b = summary[first]["median_seconds"], summary[second]["median_seconds"]
     summary["ratio_import_to_floor"] = None if a is None or not b else a / b
-    # Each run's import and floor ran one after the other: their ratio is measured on the
+    # Each run's two commands ran one after the other: their ratio is measured on the
     # machine as it was then, which a shared machine's drift between runs does not move.
     paired = [
         i["seconds"] / f["seconds"]
-        for i, f in zip(measured["import"], measured["floor"], strict=True)
+        for i, f in zip(measured[first], measured[second], strict=True)
         if i["ok"] and f["ok"]
     ]
     summary["paired_ratios"] = paired
@@ -279,6 +295,33 @@ def bench_size(
 
 def _cell(value: float | None, spec: str) -> str:
     return "failed" if value is None else format(value, spec)
+
+
+def spark_table(results: list[dict[str, Any]], shape: str, runs: int) -> list[str]:
+    """The Spark engine against the local one, and where the Spark run's time goes."""
+    lines = [
+        f"{shape} data; Spark {SPARK_MASTER} against the local engine; medians of {runs} run(s)"
+        " each, alternated; paired: the median of each run's spark/local",
+        f"{'size':>5} {'rows':>12} {'spark s':>8} {'local s':>8} {'spark MiB':>10}"
+        f" {'local MiB':>10} {'spark/local':>12} {'paired':>7}",
+    ]
+    for r in results:
+        a, b = r["spark"], r["import"]
+        lines.append(
+            f"{r['size']:>5} {r['rows']:>12,} {_cell(a['median_seconds'], '.2f'):>8}"
+            f" {_cell(b['median_seconds'], '.2f'):>8} {a['peak_rss_mib']:>10,.0f}"
+            f" {b['peak_rss_mib']:>10,.0f} {_cell(r['ratio_import_to_floor'], '.2f'):>12}"
+            f" {_cell(r['median_paired_ratio'], '.2f'):>7}"
+        )
+        stages: dict[str, list[float]] = {}
+        for run in a["runs"]:
+            for stage, seconds in run.get("stage_seconds", {}).items():
+                stages.setdefault(stage, []).append(seconds)
+        lines.append(
+            "      spark run's stages (medians): "
+            + ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in stages.items())
+        )
+    return lines
 
 
 def table(results: list[dict[str, Any]], shape: str, runs: int) -> list[str]:
@@ -326,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-data"), help="data and results")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: the import against the floor; spark: Spark local[2] against the local import",
+    )
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     presets = SHAPES[args.shape]
@@ -336,9 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     results = [
-        bench_size(args.shape, size, args.runs, out, args.seed, args.timeout) for size in sizes
+        bench_size(args.shape, size, args.runs, out, args.seed, args.timeout, args.engine)
+        for size in sizes
     ]
-    for line in table(results, args.shape, args.runs):
+    show = spark_table if args.engine == "spark" else table
+    for line in show(results, args.shape, args.runs):
         say(line)
     document = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -350,12 +401,14 @@ def main(argv: list[str] | None = None) -> int:
             "polars": pl.__version__,
         },
         "shape": args.shape,
+        "engine": args.engine,
         "runs": args.runs,
         "sizes": results,
     }
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     say(f"\nwritten {out / 'results.json'}")
-    failed = any(r[kind]["ok_runs"] < args.runs for r in results for kind in ("import", "floor"))
+    kinds = ("import", "floor") if args.engine == "local" else ("spark", "import")
+    failed = any(r[kind]["ok_runs"] < args.runs for r in results for kind in kinds)
     return 1 if failed else 0
 
 

@@ -79,6 +79,41 @@ def run_process(*args: str | Path) -> CliResult:
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+# what differs between two runs of the same input whatever they do: wall time
+TIMINGS = ("stage_seconds", "rows_per_second")
+
+
+def document_without_timings(stdout: str) -> dict[str, Any]:
+    """An `import --json` document, its wall times left out."""
+    document: dict[str, Any] = json.loads(stdout)
+    for timing in TIMINGS:
+        document["summary"].pop(timing)
+    return document
+
+
+def stored_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of the store, rows sorted (a run's times aside)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                " ORDER BY table_name"
+            ).fetchall()
+        ]
+        return {
+            name: con.execute(
+                f"SELECT * EXCLUDE (started_at, finished_at) FROM {name} ORDER BY ALL"
+                if name == "_runs"
+                else f"SELECT * FROM {name} ORDER BY ALL"
+            ).fetchall()
+            for name in tables
+        }
+    finally:
+        con.close()
+
+
 def file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 

@@ -291,12 +291,52 @@ def import_command(
             min=1,
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="local (DuckDB here, the default) or spark: a usage table's contracts rated in"
+            " buckets on Spark, then stored here (pip install 'bulk-rating[spark]')"
+        ),
+    ] = None,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            help="Spark: buckets of contracts (default: as many as the rows need, at least 8)",
+            min=1,
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark: the master (local[2], spark://host:7077, yarn; default local[*])"
+        ),
+    ] = None,
+    spark_remote: Annotated[
+        str | None,
+        typer.Option(help="Spark: a Spark Connect address instead (sc://host:15002)"),
+    ] = None,
+    stage: Annotated[
+        Path | None,
+        typer.Option(
+            help="Spark: a folder the driver and every worker reach, for the run's snapshot and"
+            " the buckets' results (default: a temporary folder here)"
+        ),
+    ] = None,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
     def action() -> int:
         settings = _settings(
-            db=db, as_of=as_of, preview=preview or None, wait=wait, partitions=partitions
+            db=db,
+            as_of=as_of,
+            preview=preview or None,
+            wait=wait,
+            partitions=partitions,
+            engine=engine,
+            buckets=buckets,
+            spark_master=spark_master,
+            spark_remote=spark_remote,
+            stage=stage,
         )
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = services.import_history(
@@ -637,6 +677,7 @@ def sql_command(
     def action() -> int:
         if output is OutputFormat.parquet and to is None:
             raise UsageError("--format parquet needs --out FILE")
+        _arrow_without_numpy()
         store = environment.database(db)  # all a query reads of the settings
         if to is not None:  # before the query runs; never over the store it reads
             check_writable(to, "--out")
@@ -655,6 +696,19 @@ def sql_command(
         return 0
 
     _guarded(action, as_json=False, debug=False)
+
+
+def _arrow_without_numpy() -> None:
+    """pyarrow imports numpy when it is installed (the Spark extra brings it): about a tenth of
+    a second of the `sql` command's start, for conversions a streamed result never makes. The
+    command's process loads pyarrow without it."""
+    if "pyarrow" in sys.modules or "numpy" in sys.modules:
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # Python's "not installed" mark
+    try:
+        import pyarrow  # noqa: F401
+    finally:
+        del sys.modules["numpy"]
 
 
 def _rows_table(columns: list[str], shown: list[tuple[Any, ...]], total: int) -> str:

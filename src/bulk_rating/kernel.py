@@ -57,6 +57,8 @@ class Checked:
     has_drafts: bool
     copies_in_run: int = 0
     notices: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
+    # False when problems of rows were found: the invoices they would make are not checked
+    invoices_checked: bool = False
 
 
 class Kernel:
@@ -92,7 +94,9 @@ class Kernel:
             "draft_rows",
             "SELECT * EXCLUDE (run_id), NULL::BIGINT AS file_index,"
             " pricing_group_values AS pricing_key, presentation_group_values AS presentation_key"
-            " FROM _draft_usage",
+            # the usage of the drafts rated again (clear_drafts names them in `_shown`)
+            " FROM _draft_usage WHERE contract_id IN (SELECT contract_id FROM invoices"
+            " WHERE invoice_id IN (SELECT invoice_id FROM _shown))",
         )
         store.temp_view(resolve.rates_of("draft_rows"), load.rates_keyed_sql(None))
         store.temp_view(
@@ -134,6 +138,21 @@ class Kernel:
         self.table = table
         return table
 
+    def store_plan(self, plan: catalog.CatalogPlan, run_id: int) -> None:
+        """The run's catalog and contracts, written first in its transaction."""
+        for name, rows in plan.rows.items():
+            self.store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
+        for card in plan.replaced_cards:
+            self.store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
+
+    def add_drafts(self, plan: catalog.CatalogPlan, as_of: datetime, run_id: int) -> None:
+        """The new contracts' DRAFT invoices of the period holding `as_of` (D8), once the rows
+        are known to be good."""
+        store = self.store
+        store.insert_drafts(
+            catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
+        )
+
     def check(self, refs: validate.References, progress: Progress) -> Checked:
         """Check every row while grouping rows into lines (one scan, per partition); name the
         failing rows only when there are some; then make the invoices and lines and check the
@@ -173,6 +192,7 @@ class Kernel:
             checked.notices = repeated.filter(duplicate)
         if any(f.height for f in checked.found):
             return checked
+        checked.invoices_checked = True
         if not assemble.keys_are_unique(lines, table=is_table):  # a 64-bit hash collision
             raise BulkRatingError(
                 "two lines or tier groups share a key; split the input and import it in parts"
@@ -275,9 +295,10 @@ def _drop_copies(store: Store, copies_in_run: int, partitions: int) -> None:
 
 def _rate_drafts(store: Store, run_id: int, rows: str, partitions: int) -> None:
     """D8: a draft is rated from all the usage of its period given so far, again when more comes
-    (each exact duplicate once, as history)."""
+    (each exact duplicate once, as history). Only the drafts given new rows are rated again:
+    the others keep what they were rated at (and the run that rated them)."""
     store.keep_draft_usage(run_id, rows, partitions)
-    if not store.clear_drafts():
+    if not store.clear_drafts(run_id):
         return
     store.check_rows(validate.line_weeks_sql("text", table=True, rows="draft_rows"))
     checked = store.frame(validate.lines_sql("text", table=True))

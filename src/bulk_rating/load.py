@@ -713,12 +713,15 @@ class UsageTable:
     kinds: dict[str, str]  # column -> text | timestamp | decimal:<scale> | integer | float | nested
     staged: bool
     sources: tuple[str, ...]  # the file each of `files` was read from (a staged CSV's own path)
+    # The rows of one bucket of contracts, as a cluster handed them over (buckets.py): each row
+    # carries where it was read, in columns `_source`, `_file_index` (into `sources`) and `_row`.
+    positions_given: bool = False
 
     def kind(self, column: str) -> str | None:
         return self.kinds.get(column)
 
 
-def _arrow_kind(dtype: pa.DataType) -> str | None:
+def arrow_kind(dtype: pa.DataType) -> str | None:
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "text"
     if pa.types.is_timestamp(dtype):
@@ -884,7 +887,7 @@ def _parquet_columns(dataset: Dataset, path: Path) -> dict[str, str] | None:
         _issue(dataset, path, "CORRUPT_FILE", f"{path.name} is not a readable Parquet file: {exc}")
         return None
     columns = _check_columns(
-        dataset, path, list(schema.names), {f.name: _arrow_kind(f.type) for f in schema}
+        dataset, path, list(schema.names), {f.name: arrow_kind(f.type) for f in schema}
     )
     if columns is None or not _exact_to_the_microsecond(dataset, path, schema):
         return None
@@ -1065,8 +1068,11 @@ def rows_sql(table: UsageTable) -> str:
     files = ", ".join(_literal(f) for f in table.files)
     source, row = ("_source", "_row") if table.staged else ("filename", "file_row_number + 1")
     options = "" if table.staged else ", filename = true, file_row_number = true"
+    file_index = "file_index"
+    if table.positions_given:
+        source, row, file_index, options = "_source", "_row", "_file_index", ""
     return f"""
-SELECT {source} AS source, file_index::BIGINT AS file_index, {row}::BIGINT AS row,
+SELECT {source} AS source, {file_index}::BIGINT AS file_index, {row}::BIGINT AS row,
        NULL::BIGINT AS invoice_index, NULL::BIGINT AS line_index, NULL::BIGINT AS window_index,
        customer_id, contract_id, product_id, {column("credit_type_id")} AS credit_type_id,
        {timestamp("inclusive_start_date")} AS inclusive_start, {timestamp("exclusive_end_date")} AS exclusive_end,

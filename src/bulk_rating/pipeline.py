@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from bulk_rating import (
+    buckets,
     catalog,
     frames,
     interrupts,
@@ -20,6 +23,7 @@ from bulk_rating import (
     load,
     output,
     reconcile,
+    spark,
     validate,
 )
 from bulk_rating.errors import (
@@ -33,7 +37,7 @@ from bulk_rating.models import USD_CENTS_ID, USD_CENTS_NAME, Product, RateCard
 from bulk_rating.money import dumps_exact
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.report import RunReport
-from bulk_rating.settings import MAX_PARTITIONS, Settings, utc_now
+from bulk_rating.settings import MAX_PARTITIONS, MIN_BUCKETS, Settings, utc_now
 from bulk_rating.store import Limits, Store
 
 
@@ -186,17 +190,24 @@ def _import(
             # against it (their problems would follow from it, or not be found at all)
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
-            rating = kernel.Kernel(store, dataset, kernel.partitions(store, dataset, settings))
-            table = rating.prepare(plan, refs, as_of)
+            rating = _rating(store, dataset, settings, after_commit)
+            with stages("validate"):
+                table = rating.prepare(plan, refs, as_of)
+            if isinstance(rating, buckets.Bucketed):  # its steps 1 and 2, each on its own
+                own = rating.seconds
+                stages.seconds["validate"] -= (
+                    own["plan"] + own["engine start"] + own["rate in buckets"]
+                )
+                stages.seconds.update(own)
             if tried is not None:
-                tried.append(rating.partitions if table is not None else None)
+                # a local run out of memory is done again in more partitions; a Spark run says
+                # how to give its buckets more room
+                local = table is not None and not isinstance(rating, buckets.Bucketed)
+                tried.append(rating.partitions if local else None)
         try:
             with store.transaction():
                 run_id = store.next_run_id()
-                for name, rows in plan.rows.items():
-                    store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
-                for card in plan.replaced_cards:
-                    store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
+                rating.store_plan(plan, run_id)
                 with stages("validate"):
                     checked = rating.check(refs, progress)
                     report.rows_read, report.notices = checked.rows_read, _sorted(checked.notices)
@@ -208,9 +219,7 @@ def _import(
                         raise AlreadyImported(previous)
                 if issues.height:
                     raise Rejected(issues)
-                store.insert_drafts(
-                    catalog.drafts(plan.new_contracts, store.fiat_credit_types(), as_of), run_id
-                )
+                rating.add_drafts(plan, as_of, run_id)
                 with stages("rate"):
                     rating.rate(run_id, checked, progress)
                 store.record_run(
@@ -258,6 +267,24 @@ def _import(
             _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
     report.status = "previewed" if preview else "imported"
     return report
+
+
+def _rating(
+    store: Store, dataset: load.Dataset, settings: Settings, cleanup: ExitStack
+) -> kernel.Kernel:
+    """The run's rating: the kernel here, or a usage table's buckets of contracts rated on
+    Spark (buckets.py), in a folder removed when the run ends."""
+    if settings.engine != "spark" or len(dataset.tables) != 1:
+        return kernel.Kernel(store, dataset, kernel.partitions(store, dataset, settings))
+    if settings.stage is not None:
+        settings.stage.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bulk-rating-run-", dir=settings.stage))
+    cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+    count = settings.buckets or max(
+        MIN_BUCKETS, -(-store.parquet_rows(dataset.tables[0].files) // settings.rows_per_bucket())
+    )
+    engine = spark.SparkEngine(settings.spark_master, settings.spark_remote)
+    return buckets.Bucketed(store, dataset, count, engine, folder, settings.memory_limit)
 
 
 def _overflow_issues(

@@ -6,7 +6,7 @@ import os
 import re
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -28,6 +28,12 @@ JSON_SHARE_OF_MEMORY = 16
 BUDGET_BYTES_PER_ROW = 20
 BUDGET_FIXED_BYTES_PER_THREAD = 128 * 1024**2
 MAX_PARTITIONS = 4096
+# A bucket of a Spark run is one Arrow table in a worker, then one partition of the kernel: about
+# 400 bytes a row of memory in all with 36-character ids (its Arrow columns, the file written from
+# them, DuckDB's check and pricing of it), at least MIN_BUCKETS of them.
+BUCKET_BYTES_PER_ROW = 400
+MIN_BUCKETS = 8
+MAX_BUCKETS = 100_000
 _UNITS = {
     "": 1,
     "b": 1,
@@ -107,6 +113,15 @@ class Settings(BaseModel):
     # partitions of contracts a usage table's rows are checked and priced in, one after another;
     # None: as many as the memory budget needs for the table's rows (rows_per_partition)
     partitions: Annotated[int, Field(ge=1, le=MAX_PARTITIONS)] | None = None
+    # `local` (DuckDB in this process) or `spark` (buckets of contracts rated on a Spark
+    # cluster, then stored here: buckets.py); a JSON batch is always rated locally
+    engine: Literal["local", "spark"] = "local"
+    # buckets of contracts a Spark run rates (None: as many as the rows need, at least 8)
+    buckets: Annotated[int, Field(ge=1, le=MAX_BUCKETS)] | None = None
+    spark_master: str | None = None  # local[2], spark://host:7077, yarn; None: local[*]
+    spark_remote: str | None = None  # Spark Connect (sc://host:15002; Databricks serverless)
+    # a folder the driver and every worker reach (a run's snapshot and each bucket's results)
+    stage: Path | None = None
     # seconds to wait for a database another process holds (a notebook, say); 0 refuses at once
     wait: float = 0.0
     # the bearer tokens `bulk-rating serve` accepts, separated by commas (none: it will not start)
@@ -132,6 +147,10 @@ class Settings(BaseModel):
         budget = self.budget_bytes()
         for_rows = max(budget - threads * BUDGET_FIXED_BYTES_PER_THREAD, budget // 4)
         return max(for_rows // BUDGET_BYTES_PER_ROW, 1)
+
+    def rows_per_bucket(self) -> int:
+        """The most usage rows one bucket of a Spark run holds at this memory budget."""
+        return max(self.budget_bytes() // BUCKET_BYTES_PER_ROW, 1)
 
     def json_limit(self) -> int:
         """The most bytes of JSON one run reads: a share of the memory budget."""

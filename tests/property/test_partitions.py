@@ -5,21 +5,23 @@ that is rejected (the same problems, listed and counted alike)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pytest
-from tests.conftest import SAMPLES, run_cli, write_usage_csv
+from tests.conftest import (
+    SAMPLES,
+    document_without_timings,
+    run_cli,
+    stored_tables,
+    write_usage_csv,
+)
 
 from bulk_rating import samples
 
 PARTITIONS = (1, 3, 7)
-# what differs between two runs of the same input whatever they do: wall time
-TIMINGS = ("stage_seconds", "rows_per_second")
 
 
 def _generated(directory: Path, *, bad: bool) -> tuple[Path, str]:
@@ -56,36 +58,6 @@ def _commit_with_draft(directory: Path) -> tuple[Path, str]:
     return directory, "2024-08-15"
 
 
-def _document(stdout: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(stdout)
-    for timing in TIMINGS:
-        document["summary"].pop(timing)
-    return document
-
-
-def _stored(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table of the store, rows sorted (a run's times aside)."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        tables = [
-            name
-            for (name,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-                " ORDER BY table_name"
-            ).fetchall()
-        ]
-        return {
-            name: con.execute(
-                f"SELECT * EXCLUDE (started_at, finished_at) FROM {name} ORDER BY ALL"
-                if name == "_runs"
-                else f"SELECT * FROM {name} ORDER BY ALL"
-            ).fetchall()
-            for name in tables
-        }
-    finally:
-        con.close()
-
-
 def _runs(data: Path, as_of: str, tmp_path: Path) -> list[tuple[int, dict[str, Any], Any]]:
     results = []
     for partitions in PARTITIONS:
@@ -93,8 +65,8 @@ def _runs(data: Path, as_of: str, tmp_path: Path) -> list[tuple[int, dict[str, A
         done = run_cli(
             "import", data, "--db", db, "--as-of", as_of, "--json", "--partitions", str(partitions)
         )
-        stored = _stored(db) if db.exists() else None
-        results.append((done.exit_code, _document(done.stdout), stored))
+        stored = stored_tables(db) if db.exists() else None
+        results.append((done.exit_code, document_without_timings(done.stdout), stored))
     return results
 
 

@@ -43,6 +43,10 @@ def test_only_the_http_front_end_touches_the_web_framework() -> None:
     assert _importers(("fastapi", "starlette", "uvicorn")) == ["server.py"]
 
 
+def test_only_the_cluster_engine_touches_spark() -> None:
+    assert _importers(("pyspark",)) == ["spark.py"]
+
+
 def test_nothing_below_the_front_ends_imports_them() -> None:
     """The command line and the HTTP API call the same services; neither calls the other."""
     assert _importers(("bulk_rating.cli",)) == ["__main__.py"]
@@ -53,7 +57,8 @@ def test_nothing_below_the_front_ends_imports_them() -> None:
 # The flow, stage by stage: a module imports modules of its own stage or of earlier ones, never
 # of a later one. The foundation is what every stage speaks (money, models, frames, errors, ...);
 # `catalog` plans a run's catalog and contracts with the pricing and balance models before them;
-# `kernel` runs the rating's statements (from resolve, validate, rate) through the store.
+# `kernel` runs the rating's statements (from resolve, validate, rate) through the store;
+# `buckets` runs it over buckets of contracts on other processes, `spark` on a Spark cluster.
 FLOW: list[tuple[str, set[str]]] = [
     (
         "foundation",
@@ -93,9 +98,12 @@ FLOW: list[tuple[str, set[str]]] = [
             "store.invoices",
             "store.outbox",
             "store.reconciliation",
+            "store.buckets",
         },
     ),
     ("kernel", {"kernel"}),
+    ("buckets", {"buckets"}),
+    ("cluster", {"spark"}),
     ("documents", {"report", "documents", "results"}),
     ("pipeline", {"pipeline"}),
     ("services", {"services"}),

@@ -6,7 +6,7 @@ other module holds the statements of one part of what is stored: `catalog.py` (c
 contracts), `rating.py` (the rating kernel's statements), `ledger.py` (commits and credits),
 `runs.py` (runs, their results, the API's kept answers), `invoices.py` (invoices and
 breakdowns as the API reads them), `outbox.py` (closing periods, billing providers),
-`reconciliation.py`. Services and the kernel call these by name: no caller passes SQL in.
+`reconciliation.py`, `buckets.py` (a run rated in buckets on other processes: snapshot, effects). Services and the kernel call these by name: no caller passes SQL in.
 
 A run is: schema first (DDL, outside any run), then one transaction that writes the catalog,
 contracts, drafts and the priced history, then a checkpoint. A preview runs the very same
@@ -24,6 +24,7 @@ from bulk_rating.store.base import (
     Streamed,
     rate_card_in_use,
 )
+from bulk_rating.store.buckets import BucketStatements
 from bulk_rating.store.catalog import CatalogQueries
 from bulk_rating.store.invoices import InvoiceQueries
 from bulk_rating.store.ledger import LedgerQueries
@@ -44,6 +45,7 @@ __all__ = [
 
 class Store(
     CatalogQueries,
+    BucketStatements,
     RatingStatements,
     LedgerQueries,
     RunQueries,

@@ -207,8 +207,9 @@ class RatingStatements(StoreBase):
             {"run": run_id},
         )
 
-    def clear_drafts(self) -> list[str]:
-        """Forget what the drafts with kept usage were rated at: they are rated again, whole."""
+    def clear_drafts(self, run_id: int) -> list[str]:
+        """Forget what the drafts this run kept new usage of were rated at: they are rated again,
+        whole (a draft given nothing new is left as it was)."""
         ids = [
             i
             for (i,) in self.con.execute(
@@ -217,12 +218,19 @@ class RatingStatements(StoreBase):
                    JOIN _draft_periods dp ON dp.contract_id = u.contract_id
                     AND dp.inclusive_start <= u.inclusive_start AND u.inclusive_start < dp.exclusive_end
                    JOIN invoices i ON i.contract_id = u.contract_id AND i.status = 'DRAFT'
-                    AND i.start_timestamp = dp.inclusive_start"""
+                    AND i.start_timestamp = dp.inclusive_start
+                   WHERE u.run_id = $run""",
+                {"run": run_id},
             ).fetchall()
         ]
         self.replace(
             "_shown", pl.DataFrame({"invoice_id": ids}, schema={"invoice_id": pl.String()})
         )
+        self.drop_draft_facts()
+        return ids
+
+    def drop_draft_facts(self) -> None:
+        """The windows, rollups, line items and deductions of the drafts in `_shown`."""
         for facts in ("_priced_windows", "_priced_days"):
             self.con.execute(
                 f"""DELETE FROM {facts} WHERE item_key IN (
@@ -235,7 +243,6 @@ class RatingStatements(StoreBase):
             """DELETE FROM balance_ledger_entries
                WHERE invoice_id IN (SELECT invoice_id FROM _shown) AND type LIKE '%DEDUCTION'"""
         )
-        return ids
 
     def total_drafts(self, run_id: int) -> None:
         """A rated draft's totals from its lines; it now belongs to this run."""
