@@ -191,19 +191,16 @@ def _import(
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
             rating = _rating(store, dataset, settings, after_commit)
-            with stages("validate"):
-                table = rating.prepare(plan, refs, as_of)
-            if isinstance(rating, buckets.Bucketed):  # its steps 1 and 2, each on its own
-                own = rating.seconds
-                stages.seconds["validate"] -= (
-                    own["plan"] + own["engine start"] + own["rate in buckets"]
-                )
-                stages.seconds.update(own)
+            table = rating.prepare(plan, refs, as_of)
             if tried is not None:
                 # a local run out of memory is done again in more partitions; a Spark run says
                 # how to give its buckets more room
                 local = table is not None and not isinstance(rating, buckets.Bucketed)
                 tried.append(rating.partitions if local else None)
+        if isinstance(rating, buckets.Bucketed):  # its steps 1 and 2 were not validation
+            own = rating.seconds
+            stages.seconds["validate"] -= own["plan"] + own["engine start"] + own["rate in buckets"]
+            stages.seconds.update(own)
         try:
             with store.transaction():
                 run_id = store.next_run_id()

@@ -12,6 +12,7 @@ run uses the session and master spark-submit made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -30,13 +31,17 @@ if TYPE_CHECKING:
 SESSION_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.ui.showConsoleProgress": "false",
 }
-# spark-submit started this process (its JVM is the driver, its master already chosen)
-SUBMITTED = "PYSPARK_GATEWAY_PORT" in os.environ
-# Only on a master this process starts itself (local[N]): the workers are its children.
-LOCAL_CONFIG = {"spark.ui.enabled": "false", "spark.driver.memory": "2g"}
+# A session is already there to be had: spark-submit started this process (its JVM is the
+# driver, the master chosen), it runs on Databricks, or SPARK_REMOTE names a Spark Connect server.
+GIVEN_SESSION = ("PYSPARK_GATEWAY_PORT", "DATABRICKS_RUNTIME_VERSION", "SPARK_REMOTE")
+# Only on a master this process starts itself (local[N]): the workers are its children, and its
+# output is the command's (no progress bars of Spark's own).
+LOCAL_CONFIG = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "2g",
+}
 
 
 def session(master: str | None = None, remote: str | None = None) -> SparkSession:
@@ -51,7 +56,7 @@ def session(master: str | None = None, remote: str | None = None) -> SparkSessio
     builder: Any = SparkSession.builder.appName("bulk-rating")
     if remote:
         builder = builder.remote(remote)
-    elif master or not SUBMITTED:
+    elif master or not any(name in os.environ for name in GIVEN_SESSION):
         chosen = master or "local[*]"
         builder = builder.master(chosen)
         if chosen.startswith("local"):
@@ -60,15 +65,23 @@ def session(master: str | None = None, remote: str | None = None) -> SparkSessio
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             for key, value in LOCAL_CONFIG.items():
                 builder = builder.config(key, value)
-    for key, value in SESSION_CONFIG.items():
-        builder = builder.config(key, value)
     try:
         spark: SparkSession = builder.getOrCreate()
     except Exception as failed:  # no Java, a cluster out of reach: said, not a traceback
         raise UsageError(f"Spark did not start: {str(failed).splitlines()[0]}") from failed
-    if not remote:
+    for key, value in SESSION_CONFIG.items():
+        _try_to_set(spark, key, value)
+    with contextlib.suppress(Exception):  # Spark Connect has no SparkContext
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _try_to_set(spark: SparkSession, key: str, value: str) -> None:
+    """A setting a managed cluster may refuse (Databricks serverless allows few): without it the
+    result is the same (timestamps reach the workers as instants whatever the session's zone;
+    merged buckets are rated one after another in one task), only the parallelism may differ."""
+    with contextlib.suppress(Exception):
+        spark.conf.set(key, value)
 
 
 class SparkEngine:
@@ -86,7 +99,7 @@ class SparkEngine:
         from pyspark.sql import functions as F
 
         spark = self.spark or session(self.master, self.remote)
-        spark.conf.set("spark.sql.shuffle.partitions", str(count))
+        _try_to_set(spark, "spark.sql.shuffle.partitions", str(count))
         rows = spark.read.parquet(*table.files)
         # columns by position (`pricing.region` is a name, not a field of `pricing`), named
         # back in the worker

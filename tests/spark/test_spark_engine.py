@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 import pytest
 from tests.conftest import (
+    SAMPLES,
     USD,
     document_without_timings,
     file_digest,
@@ -279,3 +280,32 @@ def test_problems_of_invoices_are_numbered_as_locally(
     named = [i for i in document["issues"] if i["field"] == "billable_status"]
     assert len(named) == len(contracts)
     assert len({i["invoice_index"] for i in named}) == len(contracts)
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_a_csv_table_on_spark_is_rated_and_named_as_locally(tmp_path: Path, bad: bool) -> None:
+    # a CSV is staged to Parquet with its line numbers first: Spark reads the staged files
+    data = tmp_path / "set"
+    shutil.copytree(SAMPLES / "acme-daily-csv", data)
+    if bad:  # a blank line, then a negative quantity and a date that is none: data rows 13, 14
+        with (data / "usage.csv").open("a") as usage:
+            usage.write(
+                "\n"
+                "cus_acme,con_acme_2024,prod_api_calls,2024-06-12T00:00:00.000Z,"
+                "2024-06-13T00:00:00.000Z,-1,DAY,2024-07-03T00:00:00.000Z\n"
+                "cus_acme,con_acme_2024,prod_api_calls,2024-06-31T00:00:00.000Z,"
+                "2024-06-14T00:00:00.000Z,1,DAY,2024-07-03T00:00:00.000Z\n"
+            )
+    local, spark = tmp_path / "local.duckdb", tmp_path / "spark.duckdb"
+
+    expected = run_cli("import", data, "--db", local, "--as-of", "2024-08-15", "--json")
+    done = run_cli("import", data, "--db", spark, "--as-of", "2024-08-15", "--json", *SPARK)
+
+    assert done.exit_code == expected.exit_code == (1 if bad else 0), done.stderr
+    document = document_without_timings(done.stdout)
+    assert document == document_without_timings(expected.stdout)
+    if bad:
+        assert {(i["code"], i["row"]) for i in document["issues"]} >= {("NEGATIVE_QUANTITY", 13)}
+        assert not spark.exists()
+    else:
+        assert stored_tables(spark) == stored_tables(local)
