@@ -48,6 +48,7 @@ from bulk_rating.errors import (
 from bulk_rating.kernel import Checked, Kernel
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.store import Limits, Store
+from bulk_rating.store.buckets import BREAKDOWNS, history_files
 
 # Columns a bucket's rows come with besides the table's own: the file each row was read from
 # (a path or a file: URI of one of the table's files) and its 1-based row in that file (a staged
@@ -275,9 +276,11 @@ class Bucketed(Kernel):
         engine: Engine,
         folder: Path,
         memory_limit: str,
+        breakdowns: Path | None = None,
     ) -> None:
         super().__init__(store, dataset, buckets)
         self.engine, self.folder, self.memory_limit = engine, folder, memory_limit
+        self.breakdowns = breakdowns  # where the history's breakdowns are kept, if not the store
         self.manifest: list[dict[str, Any]] = []
         self.run_id = 0
         self.seconds: dict[str, float] = {}  # where the time of steps 1 and 2 went
@@ -375,11 +378,31 @@ class Bucketed(Kernel):
                 )
                 rows = numbered.drop("folder").to_dicts()
             raise AmountOverflowError(overflowed[0]["message"], rows=rows or None)
-        self.store.apply_effects([r["folder"] for r in self.manifest])
+        folders = [r["folder"] for r in self.manifest]
+        self.store.apply_effects(folders, history_in_store=self.breakdowns is None)
         self.store.renumber_invoices(run_id)
         twice = self.store.keys_twice(run_id)
         if twice:
             raise BulkRatingError(f"internal error: keys stored twice: {', '.join(twice)}")
+        if self.breakdowns is not None:
+            self.store.add_breakdown_files(run_id, _placed(folders, self.breakdowns, run_id))
+
+
+def _placed(folders: Sequence[str], breakdowns: Path, run_id: int) -> list[tuple[str, str, str]]:
+    """The buckets' files of the history's breakdowns moved to `breakdowns/<kind>/month=M/`, one
+    name per run and bucket (a run that is not committed after this leaves its files there, named
+    nowhere: never read)."""
+    placed = []
+    for kind in BREAKDOWNS:
+        for number, file in enumerate(history_files(folders, kind)):
+            month = file.parent.name  # month=YYYY-MM
+            target = (
+                breakdowns / kind / month / f"run-{run_id}-{file.parents[2].name}-{number}.parquet"
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(file, target)
+            placed.append((kind, month.removeprefix("month="), str(target.resolve())))
+    return placed
 
 
 def _said_again(failed: dict[str, str], memory_limit: str) -> BulkRatingError:

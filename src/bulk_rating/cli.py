@@ -322,6 +322,13 @@ def import_command(
             " the buckets' results (default: a temporary folder here)"
         ),
     ] = None,
+    breakdowns: Annotated[
+        Path | None,
+        typer.Option(
+            help="Spark: keep the history's breakdown windows and daily rollups in this folder as"
+            " Parquet files by month, named in the store and read through its views"
+        ),
+    ] = None,
 ) -> None:
     """Rate historical invoices with the contract's rate card and store them (or preview)."""
 
@@ -337,6 +344,7 @@ def import_command(
             spark_master=spark_master,
             spark_remote=spark_remote,
             stage=stage,
+            breakdowns=breakdowns,
         )
         with TerminalProgress(enabled=not as_json and err.is_terminal) as progress:
             report = services.import_history(

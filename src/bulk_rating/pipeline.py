@@ -147,6 +147,10 @@ def _import(
     replacing: Collection[str] = (),
     tried: list[int | None] | None = None,
 ) -> RunReport:
+    if settings.breakdowns is not None and settings.engine != "spark":
+        raise UsageError(
+            "--breakdowns keeps a Spark run's breakdowns outside the store: give --engine spark"
+        )
     stages, as_of, started = Stages(), settings.as_of_or_now(), utc_now()
     with stages("load"):
         dataset = read()
@@ -281,7 +285,9 @@ def _rating(
         MIN_BUCKETS, -(-store.parquet_rows(dataset.tables[0].files) // settings.rows_per_bucket())
     )
     engine = spark.SparkEngine(settings.spark_master, settings.spark_remote)
-    return buckets.Bucketed(store, dataset, count, engine, folder, settings.memory_limit)
+    # a preview writes nowhere: its breakdowns stay in its throwaway store
+    outside = None if store.throwaway or settings.breakdowns is None else settings.breakdowns
+    return buckets.Bucketed(store, dataset, count, engine, folder, settings.memory_limit, outside)
 
 
 def _overflow_issues(

@@ -122,6 +122,9 @@ class Settings(BaseModel):
     spark_remote: str | None = None  # Spark Connect (sc://host:15002; Databricks serverless)
     # a folder the driver and every worker reach (a run's snapshot and each bucket's results)
     stage: Path | None = None
+    # a Spark run's history breakdowns (windows, daily rollups) kept here as Parquet files by UTC
+    # month, named in the store and read through its views, instead of in the store
+    breakdowns: Path | None = None
     # seconds to wait for a database another process holds (a notebook, say); 0 refuses at once
     wait: float = 0.0
     # the bearer tokens `bulk-rating serve` accepts, separated by commas (none: it will not start)

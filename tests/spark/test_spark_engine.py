@@ -11,6 +11,7 @@ rows in the contracts' DRAFT periods (rated again when more come), over 21 contr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 import polars as pl
 import pytest
 from tests.conftest import (
+    ROOT,
     SAMPLES,
     USD,
     document_without_timings,
     file_digest,
+    query,
     run_cli,
     stored_tables,
 )
@@ -309,3 +312,70 @@ def test_a_csv_table_on_spark_is_rated_and_named_as_locally(tmp_path: Path, bad:
         assert not spark.exists()
     else:
         assert stored_tables(spark) == stored_tables(local)
+
+
+def _documented_queries(customer: str, contract: str) -> dict[str, str]:
+    """docs/sql.md's queries, about a customer and contract of the generated history (its
+    months are January to March 2024, the docs' June is February)."""
+    text = (ROOT / "docs" / "sql.md").read_text()
+    found = dict(re.findall(r"### (.+?)\n\n```sql\n(.+?)```", text, flags=re.S))
+    assert len(found) == 12
+    return {
+        name: sql.replace("cus_acme", customer)
+        .replace("con_acme_2024", contract)
+        .replace("2024-06-01 ", "2024-02-01 ")
+        .replace("2024-06-03", "2024-02-05")
+        .replace("2024-06-04", "2024-02-06")
+        .replace("2024-06-15", "2024-02-15")
+        .replace("DATE '2024-06-01'", "DATE '2024-02-01'")
+        .replace("DATE '2024-07-01'", "DATE '2024-03-01'")
+        for name, sql in found.items()
+    }
+
+
+def test_breakdowns_kept_outside_the_store_read_as_the_stored_ones(
+    history: dict[str, Any], tmp_path: Path
+) -> None:
+    db, outside = tmp_path / "spark.duckdb", tmp_path / "breakdowns"
+    done = run_cli(
+        "import", history["first"], "--db", db, "--as-of", history["as_of"], "--json",
+        *SPARK, "--buckets", "3", "--breakdowns", outside,
+    )  # fmt: skip
+
+    assert done.exit_code == 0, done.stderr
+    assert document_without_timings(done.stdout) == history["document"]
+    # the history's windows and rollups are files by month, named in the store; the drafts'
+    # stay in it; every other table is the local engine's
+    stored, local = stored_tables(db), stored_tables(history["first_store"])
+    files = stored.pop("_breakdown_files")
+    assert {kind for _, kind, *_ in files} == {"windows", "days"}
+    assert {month for _, _, month, *_ in files} == {"2024-01", "2024-02", "2024-03"}
+    assert all(Path(path).is_relative_to(outside.resolve()) for *_, path, _ in files)
+    assert sum(rows for _, kind, *_, rows in files if kind == "windows") + len(
+        stored.pop("_priced_windows")
+    ) == len(local.pop("_priced_windows"))
+    assert 0 < len(stored.pop("_priced_days")) < len(local.pop("_priced_days"))
+    local.pop("_breakdown_files")
+    assert stored == local
+    # every documented query answers the same, through the sandboxed `sql` command
+    customer, contract = query(
+        db, "SELECT customer_id, contract_id FROM invoices WHERE origin = 'HISTORICAL_IMPORT'"
+        " ORDER BY ALL LIMIT 1"
+    )[0]  # fmt: skip
+    for name, sql in _documented_queries(customer, contract).items():
+        ours = run_cli("sql", sql, "--db", db, "--format", "json")
+        theirs = run_cli("sql", sql, "--db", history["first_store"], "--format", "json")
+        assert ours.exit_code == theirs.exit_code == 0, (name, ours.stderr)
+        assert ours.stdout == theirs.stdout, name
+    assert json.loads(run_cli("sql", "SELECT count(*) AS n FROM invoice_breakdowns", "--db", db,
+                              "--format", "json").stdout)[0]["n"] > 60_000  # fmt: skip
+    # a query reads those files, and writes none of them
+    target = files[0][3]
+    before = file_digest(Path(target))
+    refused = run_cli(
+        "sql", f"COPY (SELECT 1 AS a) TO '{target}' (FORMAT parquet, USE_TMP_FILE false)",
+        "--db", db,
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "refused" in refused.stderr
+    assert file_digest(Path(target)) == before

@@ -182,3 +182,8 @@ CREATE TABLE IF NOT EXISTS _api_answers (
 );
 COMMENT ON TABLE _api_answers IS 'The first answer of the HTTP API to each Idempotency-Key: replayed for the same key and request, a conflict for the same key and another request.';
 COMMENT ON COLUMN _api_answers.request_hash IS 'sha256 of the method, path, query and body of the request that first used the key.';
+
+CREATE TABLE IF NOT EXISTS _breakdown_files (
+    run_id BIGINT, kind VARCHAR, month VARCHAR, path VARCHAR, rows BIGINT
+);
+COMMENT ON TABLE _breakdown_files IS 'Parquet files outside the store that hold breakdown windows (kind windows: as _priced_windows) or daily rollups (kind days: as _priced_days) of a run''s history, one UTC month each: written by a Spark run given --breakdowns, read through breakdown_windows and breakdown_days (and so every breakdown view). A file is named here only once the run that wrote it is committed.';

@@ -3,13 +3,19 @@
 -- reads the TimeZone, and a day ends 24 hours after it starts (INTERVAL 1 DAY added to a
 -- TIMESTAMPTZ follows the client's calendar: 23 or 25 hours across a daylight saving change).
 
+-- Every breakdown window and daily rollup: those in the store, and those a run kept in Parquet
+-- files outside it (_breakdown_files). The store defines these two again, naming the files, when
+-- a run adds some (store/buckets.py).
+CREATE OR REPLACE VIEW breakdown_windows AS SELECT * FROM _priced_windows;
+CREATE OR REPLACE VIEW breakdown_days AS SELECT * FROM _priced_days;
+
 CREATE OR REPLACE VIEW invoice_breakdowns AS
 SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id, l.granularity,
        w.window_start,
        w.window_start + CASE l.granularity WHEN 'HOUR' THEN INTERVAL 1 HOUR ELSE INTERVAL 24 HOUR END AS window_end,
        w.quantity, l.unit_price, w.quantity * l.unit_price AS amount,
        make_timestamp(epoch_us(w.window_start))::DATE AS day, l.tier_level
-FROM _priced_windows w
+FROM breakdown_windows w
 JOIN invoice_line_items l USING (item_key)
 JOIN invoices i ON i.invoice_id = l.invoice_id
 WHERE l.granularity IN ('HOUR', 'DAY');
@@ -23,7 +29,7 @@ CREATE OR REPLACE VIEW breakdowns_daily AS
 SELECT i.customer_id, i.contract_id, l.invoice_id, l.line_item_id, l.product_id,
        d.window_start, d.window_start + INTERVAL 24 HOUR AS window_end,
        d.quantity, l.unit_price, d.quantity * l.unit_price AS amount, d.windows, d.day, l.tier_level
-FROM _priced_days d
+FROM breakdown_days d
 JOIN invoice_line_items l USING (item_key)
 JOIN invoices i ON i.invoice_id = l.invoice_id
 WHERE l.granularity IN ('HOUR', 'DAY');

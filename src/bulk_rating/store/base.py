@@ -49,7 +49,11 @@ Model = TypeVar("Model", bound="BaseModel")
 T = TypeVar("T")
 
 # Bump when schema.sql or views.sql change: an older file is upgraded when next opened for writing.
-SCHEMA_VERSION = 18
+SCHEMA_VERSION = 19
+
+# Version 19 can keep a run's breakdown windows and daily rollups in Parquet files outside the
+# store (`_breakdown_files`), read with the store's own through `breakdown_windows` and
+# `breakdown_days`.
 
 # Version 18 keeps daily rollups of the breakdown windows (`_priced_days`, read by
 # breakdowns_daily; the views give UTC `day` columns): an older file's are made from its windows.
@@ -168,7 +172,6 @@ def _connect(
         # hold rows in memory during large inserts.
         "preserve_insertion_order": False,
         "storage_compatibility_version": STORAGE_COMPATIBILITY,
-        **(SANDBOX if sandboxed else {}),
     }
     if limits.threads:
         config["threads"] = limits.threads
@@ -197,8 +200,23 @@ def _connect(
             raise UsageError(f"cannot open database {path}: {exc}", path=path) from exc
     con.execute("SET TimeZone = 'UTC'")
     if sandboxed:
-        con.execute("SET lock_configuration = true")  # last: no SET works after it
+        _sandbox(con)
     return con
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """SANDBOX, but for the store's own breakdown files outside it (read only: the statements
+    that write files are refused by `stream`), then the configuration locked."""
+    known = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_breakdown_files'"
+    ).fetchall()[0][0]
+    if known:
+        files = [path for (path,) in con.execute("SELECT path FROM _breakdown_files").fetchall()]
+        if files:
+            con.execute("SET allowed_paths = [" + ", ".join(f"'{_quote(f)}'" for f in files) + "]")
+    for key, value in SANDBOX.items():
+        con.execute(f"SET {key} = {str(value).lower()}")
+    con.execute("SET lock_configuration = true")  # last: no SET works after it
 
 
 LOCK_POLL_SECONDS = 0.25
@@ -269,6 +287,12 @@ def _batches(reader: Any) -> Iterator[Any]:
         except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
             raise _refused(exc) from exc
         yield batch
+
+
+# Statements that write files: refused before they run (the sandbox refuses every other file, but
+# the store's breakdown files outside it must be readable, and DuckDB's permission to read a file
+# is a permission to write it too).
+FILE_WRITES = {"COPY", "EXPORT"}
 
 
 def _refused(exc: Exception) -> UsageError:
@@ -400,6 +424,16 @@ class StoreBase:
         memory. A write, a file, an extension or a setting is refused with a clear error (a usage
         error: the query asked for it), not a traceback, and so is a failure part way through."""
         try:
+            writes = {
+                statement.type.name
+                for statement in self.con.extract_statements(sql)
+                if statement.type.name in FILE_WRITES
+            }
+            if writes:
+                raise UsageError(
+                    f"refused: a query reads the database only; it writes no file ({', '.join(sorted(writes))})."
+                    " Write a result with --format and --out"
+                )
             relation = self.con.sql(sql)
             if relation is None:  # only comments, or nothing
                 raise UsageError("the query holds no SQL statement")
@@ -521,9 +555,49 @@ class StoreBase:
                     "INSERT INTO credit_types VALUES (?, ?, NULL, 0)",
                     [models.USD_CENTS_ID, models.USD_CENTS_NAME],
                 )
+            self.define_breakdown_views()
             self.con.execute("CREATE TABLE IF NOT EXISTS _schema (version INTEGER)")
             self.con.execute("DELETE FROM _schema")
             self.con.execute("INSERT INTO _schema VALUES (?)", [SCHEMA_VERSION])
+
+    def breakdown_files(self) -> list[str]:
+        """The Parquet files outside the store that hold breakdowns (none before version 19)."""
+        if not self.scalar(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+            " AND table_name = '_breakdown_files'"
+        ):
+            return []
+        return [
+            path
+            for (path,) in self.con.execute(
+                "SELECT path FROM _breakdown_files ORDER BY path"
+            ).fetchall()
+        ]
+
+    def define_breakdown_views(self) -> None:
+        """`breakdown_windows` and `breakdown_days`: the store's rows and those of the files named
+        in `_breakdown_files` (views.sql defines them with the store's alone)."""
+        for kind, table, columns in (
+            ("windows", "_priced_windows", "item_key, window_start, quantity"),
+            ("days", "_priced_days", "item_key, day, window_start, quantity, windows"),
+        ):
+            files = [
+                path
+                for (path,) in self.con.execute(
+                    "SELECT path FROM _breakdown_files WHERE kind = ? ORDER BY path", [kind]
+                ).fetchall()
+            ]
+            outside = (
+                f" UNION ALL SELECT {columns} FROM read_parquet("
+                + "["
+                + ", ".join(f"'{_quote(f)}'" for f in files)
+                + "], hive_partitioning = false)"
+                if files
+                else ""
+            )
+            self.con.execute(
+                f"CREATE OR REPLACE VIEW breakdown_{kind} AS SELECT {columns} FROM {table}{outside}"
+            )
 
     # --- transactions ----------------------------------------------------------------------
 

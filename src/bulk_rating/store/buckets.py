@@ -22,6 +22,13 @@ from bulk_rating.store.rating import RatingStatements
 
 # Tables a bucket writes whole (absent from the snapshot: all their rows are the bucket's).
 WRITTEN_WHOLE = ("invoice_line_items", "_priced_windows", "_priced_days")
+# The breakdowns (windows, daily rollups) of history are written apart, one folder of Parquet
+# files per UTC month (`history_<kind>/month=YYYY-MM/`): into the store, or kept outside it as
+# they are. A draft's are always the store's (it is rated again when more usage comes).
+BREAKDOWNS = {"windows": "_priced_windows", "days": "_priced_days"}
+_DRAFT_ITEMS = """SELECT l.item_key FROM invoice_line_items l
+    JOIN invoices i ON i.invoice_id = l.invoice_id
+    WHERE i.status = 'DRAFT' AND l.item_key IS NOT NULL"""  # applied lines have none: NOT IN
 
 # Tables of the snapshot a bucket changes: the rows it may change ($run: the run's id), and the
 # key a changed row is replaced by.
@@ -71,8 +78,15 @@ class BucketStatements(RatingStatements):
             ).fetchall()
             written[name] = int(found[0][0])
 
-        for table in WRITTEN_WHOLE:
-            copy(table, f"SELECT * FROM {table}")
+        copy("invoice_line_items", "SELECT * FROM invoice_line_items")
+        for kind, table in BREAKDOWNS.items():
+            copy(table, f"SELECT * FROM {table} WHERE item_key IN ({_DRAFT_ITEMS})")
+            month = "strftime(make_timestamp(epoch_us(window_start)), '%Y-%m')"  # UTC
+            found = self.con.execute(
+                f"COPY (SELECT *, {month} AS month FROM {table} WHERE item_key NOT IN ({_DRAFT_ITEMS}))"
+                f" TO '{_quote(str(folder / f'history_{kind}'))}' (FORMAT parquet, PARTITION_BY (month))"
+            ).fetchall()
+            written[f"history_{kind}"] = int(found[0][0])
         for table, (changing, _) in CHANGED.items():
             now = f"SELECT * FROM {table} WHERE {changing}"
             copy(table, f"{now} EXCEPT ALL SELECT * FROM _before_{table}", {"run": run_id})
@@ -81,10 +95,10 @@ class BucketStatements(RatingStatements):
             )
         return written
 
-    def apply_effects(self, folders: Sequence[str]) -> None:
+    def apply_effects(self, folders: Sequence[str], history_in_store: bool = True) -> None:
         """The buckets' effects, in the run's transaction: the drafts they rated again lose what
         they were rated at (as clear_drafts does), rows gone are deleted by key, rows new are
-        added."""
+        added (the history's breakdowns too, unless they are kept outside: add_breakdown_files)."""
         if not folders:
             return
 
@@ -107,6 +121,25 @@ class BucketStatements(RatingStatements):
             self.con.execute(
                 f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({files(f'{table}.parquet')})"
             )
+        for kind, table in BREAKDOWNS.items():
+            history = history_files(folders, kind)
+            if history_in_store and history:
+                listed = "[" + ", ".join(f"'{_quote(str(f))}'" for f in history) + "]"
+                self.con.execute(
+                    f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({listed},"
+                    " hive_partitioning = false)"
+                )
+
+    def add_breakdown_files(self, run_id: int, placed: Sequence[tuple[str, str, str]]) -> None:
+        """Breakdown files kept outside the store, (kind, month, path) each, named as the run's
+        and read from now on through breakdown_windows and breakdown_days."""
+        for kind, month, path in placed:
+            self.con.execute(
+                "INSERT INTO _breakdown_files SELECT ?, ?, ?, ?,"
+                " (SELECT num_rows FROM parquet_file_metadata(?))",
+                [run_id, kind, month, path, path],
+            )
+        self.define_breakdown_views()
 
     def renumber_invoices(self, run_id: int) -> None:
         """The run's invoices numbered as one local run numbers them (assemble: by contract,
@@ -147,3 +180,10 @@ class BucketStatements(RatingStatements):
             if twice:
                 found.append(f"{twice} {key}s")
         return found
+
+
+def history_files(folders: Sequence[str], kind: str) -> list[Path]:
+    """The Parquet files of the history's breakdowns (BREAKDOWNS) the buckets wrote."""
+    return sorted(
+        f for folder in folders for f in (Path(folder) / f"history_{kind}").rglob("*.parquet")
+    )
