@@ -286,7 +286,11 @@ class Bucketed(Kernel):
         self.seconds: dict[str, float] = {}  # where the time of steps 1 and 2 went
 
     def prepare(
-        self, plan: catalog.CatalogPlan, refs: validate.References, as_of: datetime
+        self,
+        plan: catalog.CatalogPlan,
+        refs: validate.References,
+        as_of: datetime,
+        progress: Progress = NULL_PROGRESS,
     ) -> load.UsageTable | None:
         """Steps 1 and 2: the snapshot, then every bucket rated by the engine."""
         started = time.perf_counter()

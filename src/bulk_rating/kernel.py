@@ -17,19 +17,23 @@ applications (`_applications`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import polars as pl
 
 from bulk_rating import assemble, balances, catalog, frames, load, rate, resolve, validate
 from bulk_rating.errors import BulkRatingError, UsageError
-from bulk_rating.progress import Progress
+from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.settings import Settings
 from bulk_rating.store import Store
 
 # A year and a day of hours: a line of a longer period has its repeated windows counted exactly.
 MAX_SLOTS = 24 * 367
+# From this many partitions on, a usage table is first split by partition in one pass (each
+# partition then reads its own rows): below, each partition reads the whole table, filtered.
+# Measured at 10M rows: the split costs about as much as 4 more filtered reads of the table.
+SPLIT_FROM = 6
 
 
 def partitions(store: Store, dataset: load.Dataset, settings: Settings) -> int:
@@ -69,10 +73,15 @@ class Kernel:
         self.table: load.UsageTable | None = None
 
     def prepare(
-        self, plan: catalog.CatalogPlan, refs: validate.References, as_of: datetime
+        self,
+        plan: catalog.CatalogPlan,
+        refs: validate.References,
+        as_of: datetime,
+        progress: Progress = NULL_PROGRESS,
     ) -> load.UsageTable | None:
         """The run's working relations, created before its transaction (which then holds no
-        DDL); returns the usage table the run reads, if any."""
+        DDL); returns the usage table the run reads, if any (as given: in SPLIT_FROM partitions
+        or more, the kernel reads a copy of it split by partition)."""
         store, dataset, partitions = self.store, self.dataset, self.partitions
         if dataset.tables and dataset.request is not None:
             raise UsageError("give historical invoices (JSON) or usage tables in one run, not both")
@@ -103,6 +112,7 @@ class Kernel:
             resolve.rates_of("usage_rows"),
             load.rates_keyed_sql(None if table is None else table.kinds),
         )
+        read = table
         if table is None:
             store.temp_table(
                 "_json_rows", load.json_rows(dataset.invoices, dataset.lines, dataset.windows)
@@ -114,9 +124,18 @@ class Kernel:
                 "_period_weeks",
                 assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
             )
-            store.temp_view("usage_rows_all", load.rows_sql(table))
+            if partitions >= SPLIT_FROM and not table.positions_given:
+                folder = dataset.staging_dir() / "partitions"
+                files = store.tracked(
+                    "splitting rows by partition",
+                    progress,
+                    lambda: store.split_rows(load.positioned_rows_sql(table), partitions, folder),
+                    rows=store.parquet_rows(table.files) if progress.active else None,
+                )
+                read = replace(table, files=tuple(files), positions_given=True, split=True)
+            store.temp_view("usage_rows_all", load.rows_sql(read or table))
             if partitions > 1:
-                store.partitioned_rows()
+                store.partitioned_rows(split=read is not None and read.split)
             else:
                 store.temp_view("usage_rows", "SELECT * FROM usage_rows_all")
             store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")
@@ -135,7 +154,7 @@ class Kernel:
             "SELECT NULL::UBIGINT AS line_key, NULL::BIGINT AS rate_key, NULL::INTEGER AS tier_key,"
             " window_start, quantity FROM _priced_windows",
         )
-        self.table = table
+        self.table = read
         return table
 
     def store_plan(self, plan: catalog.CatalogPlan, run_id: int) -> None:

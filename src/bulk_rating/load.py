@@ -713,9 +713,13 @@ class UsageTable:
     kinds: dict[str, str]  # column -> text | timestamp | decimal:<scale> | integer | float | nested
     staged: bool
     sources: tuple[str, ...]  # the file each of `files` was read from (a staged CSV's own path)
-    # The rows of one bucket of contracts, as a cluster handed them over (buckets.py): each row
-    # carries where it was read, in columns `_source`, `_file_index` (into `sources`) and `_row`.
+    # The rows of one bucket of contracts, as a cluster handed them over (buckets.py), or a
+    # table split by partition (Store.split_rows): each row carries where it was read, in
+    # columns `_file_index` (into `sources`), `_row` and (from a cluster) `_source`.
     positions_given: bool = False
+    # Split by partition of contracts: `files` are in folders `bucket=<k>/` of one Parquet
+    # dataset, and rows_sql gives each row's `_bucket` (a partition reads its own files only).
+    split: bool = False
 
     def kind(self, column: str) -> str | None:
         return self.kinds.get(column)
@@ -1068,9 +1072,13 @@ def rows_sql(table: UsageTable) -> str:
     files = ", ".join(_literal(f) for f in table.files)
     source, row = ("_source", "_row") if table.staged else ("filename", "file_row_number + 1")
     options = "" if table.staged else ", filename = true, file_row_number = true"
-    file_index = "file_index"
+    file_index, bucket = "file_index", ""
     if table.positions_given:
         source, row, file_index, options = "_source", "_row", "_file_index", ""
+    if table.split:  # a row names its file by index only (a path on every row is costly)
+        sources = ", ".join(_literal(f) for f in table.sources)
+        source, row, file_index = f"[{sources}][_file_index + 1]", "_row", "_file_index"
+        options, bucket = ", hive_partitioning = true", ", bucket::BIGINT AS _bucket"
     return f"""
 SELECT {source} AS source, {file_index}::BIGINT AS file_index, {row}::BIGINT AS row,
        NULL::BIGINT AS invoice_index, NULL::BIGINT AS line_index, NULL::BIGINT AS window_index,
@@ -1090,9 +1098,25 @@ SELECT {source} AS source, {file_index}::BIGINT AS file_index, {row}::BIGINT AS 
        {group_key_sql(kinds, "pricing")} AS pricing_key,
        {_group_sql(kinds, "presentation")} AS presentation_group_values,
        {group_key_sql(kinds, "presentation")} AS presentation_key,
-       lower(trim({column("billable_status")})) AS billable_status
+       lower(trim({column("billable_status")})) AS billable_status{bucket}
 FROM read_parquet([{files}]{options})
 """
+
+
+def positioned_rows_sql(table: UsageTable) -> str:
+    """A table's rows as they are, each with where it was read: `_file_index` (into
+    `table.sources`) and `_row` (1-based), for a copy that keeps them (Store.split_rows)."""
+    files = ", ".join(_literal(f) for f in table.files)
+    if table.staged:  # a staged CSV numbers its lines itself
+        return (
+            "SELECT * EXCLUDE (_source), file_index::BIGINT AS _file_index"
+            f" FROM read_parquet([{files}])"
+        )
+    return (
+        "SELECT COLUMNS(lambda c: c NOT IN ('filename', 'file_row_number')),"
+        " file_index::BIGINT AS _file_index, (file_row_number + 1)::BIGINT AS _row"
+        f" FROM read_parquet([{files}], file_row_number = true)"
+    )
 
 
 def _single_group_column(kinds: Mapping[str, str], group: str) -> str | None:

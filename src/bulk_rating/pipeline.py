@@ -195,7 +195,10 @@ def _import(
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
             rating = _rating(store, dataset, settings, after_commit)
-            table = rating.prepare(plan, refs, as_of)
+            try:
+                table = rating.prepare(plan, refs, as_of, progress)
+            except ScanError:  # a split of the table by partition reads it all
+                return report.reject(_unreadable(dataset.tables[0] if dataset.tables else None))
             if tried is not None:
                 # a local run out of memory is done again in more partitions; a Spark run says
                 # how to give its buckets more room
@@ -251,19 +254,7 @@ def _import(
         except AmountOverflowError as overflow:
             return report.reject(_overflow_issues(overflow, dataset, table))
         except ScanError:
-            unreadable = Store.unreadable_parquet(table.files) if table and not table.staged else {}
-            if not unreadable:
-                raise
-            return report.reject(
-                validate.issue_frame(
-                    {
-                        "source": file,
-                        "code": "CORRUPT_FILE",
-                        "message": f"{Path(file).name} cannot be read whole: {reason}",
-                    }
-                    for file, reason in unreadable.items()
-                )
-            )
+            return report.reject(_unreadable(table))
         with stages("report"):
             _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
     report.status = "previewed" if preview else "imported"
@@ -288,6 +279,22 @@ def _rating(
     # a preview writes nowhere: its breakdowns stay in its throwaway store
     outside = None if store.throwaway or settings.breakdowns is None else settings.breakdowns
     return buckets.Bucketed(store, dataset, count, engine, folder, settings.memory_limit, outside)
+
+
+def _unreadable(table: load.UsageTable | None) -> pl.DataFrame:
+    """CORRUPT_FILE for each file of the table DuckDB cannot read whole, once reading the rows
+    failed (reraised when each file reads whole on its own: then the failure is not theirs)."""
+    unreadable = Store.unreadable_parquet(table.files) if table and not table.staged else {}
+    if not unreadable:
+        raise  # the ScanError being handled
+    return validate.issue_frame(
+        {
+            "source": file,
+            "code": "CORRUPT_FILE",
+            "message": f"{Path(file).name} cannot be read whole: {reason}",
+        }
+        for file, reason in unreadable.items()
+    )
 
 
 def _overflow_issues(

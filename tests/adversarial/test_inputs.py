@@ -323,6 +323,9 @@ CASES: dict[str, Case] = {
         says=("line",),
     ),
     "Parquet with corrupt pages": Case(_corrupt_pages, 1, "CORRUPT_FILE", "usage.parquet"),
+    "Parquet with corrupt pages, split in 7 partitions": Case(
+        _corrupt_pages, 1, "CORRUPT_FILE", "usage.parquet", env={"BULK_RATING_PARTITIONS": "7"}
+    ),
     # --- JSON limits (6, 8) ----------------------------------------------------------------
     "JSON nested 200,000 deep": Case(
         lambda tmp: [str(_deep_invoices(tmp))], 1, "JSON_TOO_DEEP", "invoices.json"

@@ -21,7 +21,7 @@ from tests.conftest import (
 
 from bulk_rating import samples
 
-PARTITIONS = (1, 3, 7)
+PARTITIONS = (1, 3, 7)  # 7: the table is first split by partition (kernel.SPLIT_FROM)
 
 
 def _generated(directory: Path, *, bad: bool) -> tuple[Path, str]:

@@ -25,6 +25,7 @@ from bulk_rating.errors import (
     DatabaseLockedError,
     NotAStoreError,
     ResourceError,
+    ScanError,
     UsageError,
 )
 from bulk_rating.progress import Progress
@@ -98,6 +99,15 @@ STORAGE_COMPATIBILITY = "v1.4.0"
 PARTITIONED_ROWS = (
     "SELECT * FROM usage_rows_all"
     " WHERE hash(contract_id) % getvariable('usage_partitions') = getvariable('usage_partition')"
+)
+# Rows a thread holds of one partition while splitting a table (split_rows): one row group.
+SPLIT_FLUSH_ROWS = 122_880
+# The same of a table split by partition (split_rows): the partition's own files only (the filter
+# on the folders' `bucket` is a constant when the statement is bound, and DuckDB reads no other
+# folder); all of them while usage_partitions is 1.
+SPLIT_ROWS = (
+    "SELECT * EXCLUDE (_bucket) FROM usage_rows_all"
+    " WHERE getvariable('usage_partitions') = 1 OR _bucket = getvariable('usage_partition')"
 )
 
 # Tables a preview copies from the file: what validation and pricing read. Facts (line items and
@@ -748,12 +758,37 @@ class StoreBase:
     def temp_view(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 
-    def partitioned_rows(self) -> None:
-        """`usage_rows` as the rows of one partition of contracts at a time (PARTITION_FILTER):
-        a contract's rows all fall in one partition, so what is grouped by line is the same
-        whether made at once or partition by partition. Before each_partition, it is all rows."""
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW usage_rows AS {PARTITIONED_ROWS}")
+    def partitioned_rows(self, split: bool = False) -> None:
+        """`usage_rows` as the rows of one partition of contracts at a time (PARTITIONED_ROWS,
+        SPLIT_ROWS when the table was split): a contract's rows all fall in one partition, so
+        what is grouped by line is the same whether made at once or partition by partition.
+        Before each_partition, it is all rows."""
+        rows = SPLIT_ROWS if split else PARTITIONED_ROWS
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW usage_rows AS {rows}")
         self._partition(1, 0)
+
+    def split_rows(self, files_sql: str, partitions: int, folder: Path) -> list[str]:
+        """One pass over a usage table (`files_sql`: its rows, each with `_file_index`
+        and `_row` naming where it was read) into Parquet folders `bucket=<k>/`
+        of `folder`, one per partition of contracts (the partitions PARTITIONED_ROWS makes). Each
+        partition then reads its own rows only, where a filter would read the whole table again:
+        at many partitions, one write of the rows costs less than that many reads. Returns the
+        files written. A failure to read the table is a ScanError."""
+        # each thread holds this many rows of each partition before writing them (by default
+        # 524,288: gigabytes of wide rows at a dozen partitions, where this keeps a few hundred MB)
+        self.con.execute(f"SET partitioned_write_flush_threshold = {SPLIT_FLUSH_ROWS}")
+        try:
+            self.con.execute(
+                f"COPY (SELECT *, hash(contract_id) % {int(partitions)} AS bucket FROM ({files_sql}))"
+                f" TO '{_quote(str(folder))}' (FORMAT parquet, PARTITION_BY (bucket))"
+            )
+        except duckdb.OutOfMemoryException:
+            raise
+        except duckdb.Error as exc:
+            raise ScanError(f"reading the usage rows failed: {exc}") from exc
+        finally:
+            self.con.execute("RESET partitioned_write_flush_threshold")
+        return sorted(str(f) for f in folder.rglob("*.parquet"))
 
     def _partition(self, partitions: int, partition: int) -> None:
         self.con.execute(f"SET VARIABLE usage_partitions = {int(partitions)}")
