@@ -27,6 +27,7 @@ from tests.conftest import (
     file_digest,
     query,
     run_cli,
+    run_process,
     stored_tables,
 )
 
@@ -205,6 +206,19 @@ def test_any_bucket_count_gives_the_same_store(history: dict[str, Any], buckets:
     assert done.exit_code == 0, done.stderr
     assert document_without_timings(done.stdout) == history["document"]
     assert stored_tables(db) == history["stored"]
+
+
+def test_a_spark_run_as_a_user_starts_it_says_nothing_of_spark_itself(
+    history: dict[str, Any],
+) -> None:
+    # its own process (its own driver JVM), as typed: the summary, and no log lines of Spark's
+    db = history["root"] / "spark-process.duckdb"
+    done = run_process("import", history["first"], "--db", db, "--as-of", history["as_of"], *SPARK)
+
+    assert done.exit_code == 0, done.stderr
+    assert "invoices" in done.stdout
+    for said in ("log4j", "Setting default log level", "NativeCodeLoader", " WARN "):
+        assert said not in done.stderr, done.stderr
 
 
 def test_a_rerun_on_spark_writes_nothing(history: dict[str, Any]) -> None:
