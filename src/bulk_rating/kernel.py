@@ -132,7 +132,8 @@ class Kernel:
                     lambda: store.split_rows(load.positioned_rows_sql(table), partitions, folder),
                     rows=store.parquet_rows(table.files) if progress.active else None,
                 )
-                read = replace(table, files=tuple(files), positions_given=True, split=True)
+                if files:  # an empty table splits into no file at all: read as it is
+                    read = replace(table, files=tuple(files), positions_given=True, split=True)
             store.temp_view("usage_rows_all", load.rows_sql(read or table))
             if partitions > 1:
                 store.partitioned_rows(split=read is not None and read.split)

@@ -100,3 +100,18 @@ def test_a_rejection_is_the_same_in_any_number_of_partitions(tmp_path: Path) -> 
     assert stored is None  # a rejected run on a new path leaves no file
     for other in others:
         assert other == (code, document, stored)
+
+
+def test_an_empty_table_is_the_same_in_any_number_of_partitions(tmp_path: Path) -> None:
+    # a table of no rows splits into no file: the split partitions read it as it is
+    data, as_of = _generated(tmp_path / "set", bad=False)
+    usage = data / "usage" / "usage.parquet"
+    pl.read_parquet(usage).head(0).write_parquet(usage)
+    (code, document, stored), *others = _runs(data, as_of, tmp_path)
+
+    assert code == 0, document
+    assert document["summary"]["rows_read"] == 0
+    assert stored is not None
+    assert not stored["_priced_windows"]
+    for other in others:
+        assert other == (code, document, stored)
