@@ -6,8 +6,10 @@ names, and that a refused run leaves the database file and its WAL byte for byte
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ import polars as pl
 import pytest
 from tests.adversarial.conftest import ACME_AS_OF, Snapshot, assert_clean, copy_sample
 from tests.conftest import SAMPLES, acme, query, run_cli, run_process, write_dataset
+
+from bulk_rating import samples
 
 
 def _beta(files: dict[str, Any], *, price: int | None = None, start: str | None = None) -> None:
@@ -409,6 +413,28 @@ def test_a_full_disk_is_said_plainly_and_the_file_stops_growing(
     more = run_process("import", write_dataset(tmp_path / "beta", beta), "--db", db)
     assert_clean(more, 2, "DISK_FULL")
     assert sizes[1] == sizes[2], f"the store grows run after run: {sizes}"
+
+
+def test_no_room_to_split_the_usage_table_is_said_plainly_and_writes_nothing(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    # in 6 partitions or more the table is first copied, split, into the staging folder (TMPDIR)
+    data = tmp_path / "set"
+    written = samples.generate(data, customers=60, products=4, months=2, seed=3, ids="uuid")
+    db = tmp_path / "store.duckdb"
+    done = subprocess.run(
+        [sys.executable, "-m", "bulk_rating", "import", str(data), "--db", str(db),
+         "--as-of", written["as_of"], "--partitions", "7"],
+        capture_output=True, text=True, check=False, env={**os.environ, "TMPDIR": str(small_disk)},
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "DISK_FULL" in said
+    assert "split by partition" in said
+    assert "internal error" not in said
+    assert not db.exists()
+    assert not list(small_disk.iterdir())  # the staging folder is removed
 
 
 # --- beyond the list ----------------------------------------------------------------------------

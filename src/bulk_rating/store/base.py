@@ -773,7 +773,8 @@ class StoreBase:
         of `folder`, one per partition of contracts (the partitions PARTITIONED_ROWS makes). Each
         partition then reads its own rows only, where a filter would read the whole table again:
         at many partitions, one write of the rows costs less than that many reads. Returns the
-        files written. A failure to read the table is a ScanError."""
+        files written. A failure to read the table is a ScanError; a full disk or the memory
+        limit reached, a ResourceError."""
         # each thread holds this many rows of each partition before writing them (by default
         # 524,288: gigabytes of wide rows at a dozen partitions, where this keeps a few hundred MB)
         self.con.execute(f"SET partitioned_write_flush_threshold = {SPLIT_FLUSH_ROWS}")
@@ -782,10 +783,17 @@ class StoreBase:
                 f"COPY (SELECT *, hash(contract_id) % {int(partitions)} AS bucket FROM ({files_sql}))"
                 f" TO '{_quote(str(folder))}' (FORMAT parquet, PARTITION_BY (bucket))"
             )
-        except duckdb.OutOfMemoryException:
-            raise
         except duckdb.Error as exc:
-            raise ScanError(f"reading the usage rows failed: {exc}") from exc
+            shortage = _shortage(exc, self.limits)
+            if shortage is None:
+                raise ScanError(f"reading the usage rows failed: {exc}") from exc
+            code, said = shortage
+            if code == "DISK_FULL":  # not the store's device: the staging folder's
+                said = (
+                    f"there is no space left for a copy of the usage table split by partition"
+                    f" in {folder.parent} (its folder is TMPDIR's)"
+                )
+            raise ResourceError(f"{said}; nothing was written", code=code) from exc
         finally:
             self.con.execute("RESET partitioned_write_flush_threshold")
         return sorted(str(f) for f in folder.rglob("*.parquet"))
