@@ -612,8 +612,8 @@ FROM (
         FROM ({resolve.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
         GROUP BY {grouped}, {TIER_WEEK_SQL}
     ) g
-    LEFT JOIN contract_rates r ON r.rate_key = g.rate_key
-    LEFT JOIN _contract_refs c ON c.contract_id = g.contract_id
+    LEFT JOIN {resolve.of_partition("contract_rates")} r ON r.rate_key = g.rate_key
+    LEFT JOIN {resolve.of_partition("_contract_refs")} c ON c.contract_id = g.contract_id
     LEFT JOIN _known_customers kc ON kc.customer_id = g.customer_id
     LEFT JOIN _known_products kp ON kp.product_id = g.product_id
     LEFT JOIN _known_credit_types kt ON kt.credit_type_id = g.credit_type_id
