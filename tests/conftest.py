@@ -6,6 +6,7 @@ import copy
 import csv
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -67,14 +68,16 @@ def run_cli(*args: str | Path) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def run_process(*args: str | Path) -> CliResult:
-    """The installed entry point as a separate process, as a user runs it."""
+def run_process(*args: str | Path, env: dict[str, str] | None = None) -> CliResult:
+    """The installed entry point as a separate process, as a user runs it (`env`: variables
+    set on top of this process's environment)."""
     done = subprocess.run(
         [sys.executable, "-m", "bulk_rating", *map(str, args)],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -124,6 +124,7 @@ class Kernel:
                 "_period_weeks",
                 assemble.period_weeks(contracts, store.frame("SELECT * FROM _draft_periods")),
             )
+            read = table
             if partitions >= SPLIT_FROM and not table.positions_given:
                 folder = dataset.staging_dir() / "partitions"
                 files = store.tracked(
@@ -134,9 +135,9 @@ class Kernel:
                 )
                 if files:  # an empty table splits into no file at all: read as it is
                     read = replace(table, files=tuple(files), positions_given=True, split=True)
-            store.temp_view("usage_rows_all", load.rows_sql(read or table))
+            store.temp_view("usage_rows_all", load.rows_sql(read))
             if partitions > 1:
-                store.partitioned_rows(split=read is not None and read.split)
+                store.partitioned_rows(split=read.split)
             else:
                 store.temp_view("usage_rows", "SELECT * FROM usage_rows_all")
             store.temp_table_like("_dropped_copies", "SELECT NULL::BIGINT AS position")

@@ -6,10 +6,8 @@ names, and that a refused run leaves the database file and its WAL byte for byte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -422,16 +420,16 @@ def test_no_room_to_split_the_usage_table_is_said_plainly_and_writes_nothing(
     data = tmp_path / "set"
     written = samples.generate(data, customers=60, products=4, months=2, seed=3, ids="uuid")
     db = tmp_path / "store.duckdb"
-    done = subprocess.run(
-        [sys.executable, "-m", "bulk_rating", "import", str(data), "--db", str(db),
-         "--as-of", written["as_of"], "--partitions", "7"],
-        capture_output=True, text=True, check=False, env={**os.environ, "TMPDIR": str(small_disk)},
+    done = run_process(
+        "import", data, "--db", db, "--as-of", written["as_of"], "--partitions", "7",
+        env={"TMPDIR": str(small_disk)},
     )  # fmt: skip
 
-    assert done.returncode == 2, done.stderr
+    assert done.exit_code == 2, done.stderr
     said = " ".join(done.stderr.split())
     assert "DISK_FULL" in said
     assert "split by partition" in said
+    assert "TMPDIR" in said
     assert "internal error" not in said
     assert not db.exists()
     assert not list(small_disk.iterdir())  # the staging folder is removed

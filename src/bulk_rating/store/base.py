@@ -793,8 +793,8 @@ class StoreBase:
             code, said = shortage
             if code == "DISK_FULL":  # not the store's device: the staging folder's
                 said = (
-                    f"there is no space left for a copy of the usage table split by partition"
-                    f" in {folder.parent} (its folder is TMPDIR's)"
+                    f"there is no space left in {folder.parent} for a copy of the usage table"
+                    " split by partition; set TMPDIR to a disk with room for one"
                 )
             raise ResourceError(f"{said}; nothing was written", code=code) from exc
         finally:
