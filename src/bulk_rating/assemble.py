@@ -31,21 +31,18 @@ def period_weeks(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.Data
     period by an equality join on (contract, week) and its range; a week holding a period
     boundary has a row for each side. (By day, the table was seven times larger, and at 100M
     rows each scan's join to it about 0.3 s slower.)"""
+    ids, starts, ends = [], [], []  # columns, not a dict a period: 192,998 contracts
+    for c in contracts:
+        for p in schedule.periods(c, until=c.generation_starts_at):
+            ids.append(c.id)
+            starts.append(p.inclusive_start)
+            ends.append(p.exclusive_end)
     periods = pl.concat(
         [
-            pl.DataFrame(
-                [
-                    {
-                        "contract_id": c.id,
-                        "inclusive_start": p.inclusive_start,
-                        "exclusive_end": p.exclusive_end,
-                        "draft": False,
-                    }
-                    for c in contracts
-                    for p in schedule.periods(c, until=c.generation_starts_at)
-                ],
-                schema={k: v for k, v in PERIOD_WEEKS.items() if k != "week"},
-            ),
+            frames.from_columns(
+                {"contract_id": ids, "inclusive_start": starts, "exclusive_end": ends},
+                {k: v for k, v in PERIOD_WEEKS.items() if k not in ("week", "draft")},
+            ).with_columns(draft=pl.lit(False)),
             drafts.select("contract_id", "inclusive_start", "exclusive_end", draft=pl.lit(True)),
         ]
     )

@@ -19,11 +19,19 @@ import polars as pl
 from pydantic import BaseModel
 
 from bulk_rating import balances, frames, rate, schedule
-from bulk_rating.models import Catalog, Contract, CreditType, Customer, Product, RateCard
+from bulk_rating.models import (
+    Catalog,
+    Contract,
+    CreditType,
+    Customer,
+    Product,
+    RateCard,
+    Strict,
+)
 
 
-def body(model: BaseModel) -> str:
-    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def body(model: Strict) -> str:
+    return model.canonical
 
 
 def _credit_type_row(c: CreditType) -> dict[str, Any]:
@@ -34,7 +42,7 @@ def _customer_row(c: Customer) -> dict[str, Any]:
     return {
         "customer_id": c.id,
         "name": c.name,
-        "custom_fields": json.dumps(c.custom_fields, sort_keys=True),
+        "custom_fields": json.dumps(c.custom_fields, sort_keys=True) if c.custom_fields else "{}",
         "body": body(c),
     }
 
@@ -148,7 +156,7 @@ def plan(
                         " stored objects are immutable (use a new id)",
                     }
                 )
-        result.rows[table] = pl.DataFrame(new_rows, schema=frames.CATALOG_TABLES[table])
+        result.rows[table] = frames.from_rows(new_rows, frames.CATALOG_TABLES[table])
     result.rows["rates"] = pl.DataFrame(
         [
             row
@@ -161,29 +169,49 @@ def plan(
     # A new contract's effective rates: its rate card (stored or given) with its overrides.
     cards = {**stored_cards, **{c.id: c for c in (catalog.rate_cards if catalog else [])}}
     products = {**stored_products, **{p.id: p for p in (catalog.products if catalog else [])}}
-    rates_rows: list[dict[str, Any]] = []
-    tier_rows: list[dict[str, Any]] = []
     # Contracts on the same rate card with the same overrides have the same effective rates:
-    # computed once, then given each contract's id and rate keys.
-    computed: dict[tuple[str, str, str], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    # computed once (a template), then given each contract's id and rate keys by a join.
+    templates: dict[tuple[str, str, str], int] = {}
+    template_rates: list[pl.DataFrame] = []
+    template_tiers: list[pl.DataFrame] = []
+    owners: list[str] = []
+    owned: list[int] = []
+    firsts: list[int] = []
+    next_key = next_rate_key
     for contract in result.new_contracts:
         if contract.rate_card_id in cards:
             same = (
                 contract.rate_card_id,
                 contract.multiplier_override_prioritization,
-                json.dumps([o.model_dump(mode="json") for o in contract.overrides], sort_keys=True),
+                "[" + ",".join(o.canonical for o in contract.overrides) + "]",
             )
-            if same not in computed:
-                computed[same] = rate.contract_rate_rows(
+            template = templates.get(same)
+            if template is None:
+                template = templates[same] = len(template_rates)
+                contract_rates, tiers = rate.contract_rate_rows(
                     contract, cards[contract.rate_card_id], products
                 )
-            contract_rates, tiers = computed[same]
-            first = next_rate_key + len(rates_rows)
-            rates_rows += [
-                {**r, "contract_id": contract.id, "rate_key": first + r["rate_key"]}
-                for r in contract_rates
-            ]
-            tier_rows += [{**t, "rate_key": first + t["rate_key"]} for t in tiers]
+                template_rates.append(_template(contract_rates, "contract_rates", template))
+                template_tiers.append(_template(tiers, "_contract_rate_tiers", template))
+            owners.append(contract.id)
+            owned.append(template)
+            firsts.append(next_key)
+            next_key += template_rates[template].height
+    placed = pl.DataFrame(
+        {"owner": owners, "template": owned, "first": firsts},
+        schema={"owner": pl.String(), "template": pl.Int64(), "first": pl.Int64()},
+    )
+    for table, made in (
+        ("contract_rates", template_rates),
+        ("_contract_rate_tiers", template_tiers),
+    ):
+        schema = frames.CATALOG_TABLES[table]
+        pieces = pl.concat(made) if made else _template([], table, 0)
+        joined = placed.join(pieces, on="template", maintain_order="left_right")
+        result.rows[table] = joined.with_columns(
+            rate_key=pl.col("first") + pl.col("rate_key"),
+            **({"contract_id": pl.col("owner")} if "contract_id" in schema else {}),
+        ).select(list(schema))
     segments = [
         row
         for contract in result.new_contracts
@@ -195,13 +223,14 @@ def plan(
     result.rows["balance_ledger_entries"] = pl.DataFrame(
         balances.start_entries(segments), schema=frames.CATALOG_TABLES["balance_ledger_entries"]
     )
-    result.rows["contract_rates"] = pl.DataFrame(
-        rates_rows, schema=frames.CATALOG_TABLES["contract_rates"]
-    )
-    result.rows["_contract_rate_tiers"] = pl.DataFrame(
-        tier_rows, schema=frames.CATALOG_TABLES["_contract_rate_tiers"]
-    )
     return result
+
+
+def _template(rows: list[dict[str, Any]], table: str, template: int) -> pl.DataFrame:
+    """A template's rows of `table`, keyed from 0, marked with its number."""
+    return pl.DataFrame(rows, schema=frames.CATALOG_TABLES[table]).with_columns(
+        template=pl.lit(template, pl.Int64())
+    )
 
 
 def rate_card_version(card: RateCard) -> tuple[str, pl.DataFrame]:
@@ -210,19 +239,16 @@ def rate_card_version(card: RateCard) -> tuple[str, pl.DataFrame]:
 
 
 def contract_refs(contracts: Sequence[Contract]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {
-                "contract_id": c.id,
-                "customer_id": c.customer_id,
-                "rate_card_id": c.rate_card_id,
-                "starting_at": c.starting_at,
-                "ending_before": c.ending_before,
-                "generation_starts_at": c.generation_starts_at,
-            }
-            for c in contracts
-        ],
-        schema=frames.CONTRACT_REFS,
+    return frames.from_columns(
+        {
+            "contract_id": [c.id for c in contracts],
+            "customer_id": [c.customer_id for c in contracts],
+            "rate_card_id": [c.rate_card_id for c in contracts],
+            "starting_at": [c.starting_at for c in contracts],
+            "ending_before": [c.ending_before for c in contracts],
+            "generation_starts_at": [c.generation_starts_at for c in contracts],
+        },
+        frames.CONTRACT_REFS,
     )
 
 
@@ -230,12 +256,21 @@ def drafts(
     contracts: Sequence[Contract], fiat_credit_type: dict[str, str], as_of: datetime
 ) -> pl.DataFrame:
     """D8: one draft per new contract, for the period containing the as-of date, if generated."""
-    rows = []
-    for contract in contracts:
-        period = schedule.draft_period(contract, as_of)
-        if period is not None:
-            rows.append(_generated(contract, period, fiat_credit_type))
-    return pl.DataFrame(rows, schema=frames.DRAFTS)
+    made = [
+        (contract, period)
+        for contract in contracts
+        if (period := schedule.draft_period(contract, as_of)) is not None
+    ]
+    return frames.from_columns(  # by column: a dict a draft took seconds at 192,998 contracts
+        {
+            "customer_id": [c.customer_id for c, _ in made],
+            "contract_id": [c.id for c, _ in made],
+            "credit_type_id": [fiat_credit_type[c.rate_card_id] for c, _ in made],
+            "inclusive_start": [p.inclusive_start for _, p in made],
+            "exclusive_end": [p.exclusive_end for _, p in made],
+        },
+        frames.DRAFTS,
+    )
 
 
 def _generated(

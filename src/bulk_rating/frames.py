@@ -12,6 +12,7 @@ DuckDB. Quantities travel as exact decimal text until checked; then they are DEC
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -118,6 +119,30 @@ ISSUES: dict[str, pl.DataType] = {
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def from_columns(columns: dict[str, list[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A frame of `schema` from Python values by column. UTC moments go in as microseconds since
+    the epoch: polars converts aware datetimes about eight times slower (seconds of a run at
+    192,998 contracts)."""
+    return pl.DataFrame(
+        {
+            name: [None if v is None else (v - _EPOCH) // _MICROSECOND for v in values]
+            if schema[name] == UTC_TIME
+            else values
+            for name, values in columns.items()
+        },
+        schema={name: pl.Int64() if t == UTC_TIME else t for name, t in schema.items()},
+    ).with_columns(pl.col(name).cast(UTC_TIME) for name, t in schema.items() if t == UTC_TIME)
+
+
+def from_rows(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A frame of `schema` from rows of Python values (from_columns)."""
+    return from_columns({name: [row.get(name) for row in rows] for name in schema}, schema)
 
 
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -1,19 +1,26 @@
 """Ctrl-C and SIGTERM around the moment a run is committed.
 
-Before the commit an interrupt rolls the run back (nothing written). From the commit on, the run
-is stored: an interrupt then is held until the command has finished reporting it, so that a
-stored run is never reported as failed or interrupted."""
+Before the commit an interrupt rolls the run back (nothing written), at once: the statement
+under way is interrupted too (Python runs a signal's handler only once DuckDB returns, minutes
+later in a long statement). From the commit on, the run is stored: an interrupt then is held
+until the command has finished reporting it, so that a stored run is never reported as failed
+or interrupted."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 _arrived: list[int] = []
+# What a signal stops at once (a database's statement under way), unless signals are held.
+_stoppers: list[Callable[[], None]] = []
+_holding: list[bool] = []
+_watching: list[threading.Thread] = []
 
 
 def install() -> None:
@@ -27,6 +34,37 @@ def install() -> None:
 
     for number in HELD:
         signal.signal(number, stop)
+    if not _watching and threading.current_thread() is threading.main_thread():
+        _watch_signals()
+
+
+def _watch_signals() -> None:
+    """Python writes each signal's number to a wakeup file as it arrives, even while the main
+    thread is inside a DuckDB statement; a thread reading it calls the stoppers."""
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)
+    signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while os.read(readable, 64):
+            if not _holding:
+                for stop in list(_stoppers):
+                    stop()
+
+    watcher = threading.Thread(target=watch, name="signals", daemon=True)
+    watcher.start()
+    _watching.append(watcher)
+
+
+@contextmanager
+def stopping(stop: Callable[[], None]) -> Iterator[None]:
+    """Within the block, Ctrl-C or SIGTERM also calls `stop` at once (a connection's
+    `interrupt`), unless signals are held."""
+    _stoppers.append(stop)
+    try:
+        yield
+    finally:
+        _stoppers.remove(stop)
 
 
 def interrupted() -> bool:
@@ -48,8 +86,10 @@ def held() -> Iterator[list[int]]:
         arrived.append(number)
 
     previous = {number: signal.signal(number, note) for number in HELD}
+    _holding.append(True)
     try:
         yield arrived
     finally:
+        _holding.pop()
         for number, handler in previous.items():
             signal.signal(number, handler)

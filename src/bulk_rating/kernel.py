@@ -36,16 +36,38 @@ MAX_SLOTS = 24 * 367
 SPLIT_FROM = 6
 
 
-def partitions(store: Store, dataset: load.Dataset, settings: Settings) -> int:
+def partitions(
+    store: Store, dataset: load.Dataset, settings: Settings, contract_rows: int = 0
+) -> int:
     """How many partitions of contracts a usage table's rows are checked and priced in: as set,
-    or as many as its rows need at the memory budget (Settings.rows_per_partition). JSON batches
-    are bounded by their own size limit: one."""
+    or as many as its rows and its contracts' `contract_rows` (contract_rows()) need at the
+    memory budget (Settings.partitions_for). JSON batches are bounded by their own size limit:
+    one."""
     if settings.partitions is not None:
         return settings.partitions
     if len(dataset.tables) != 1:
         return 1
-    rows = store.parquet_rows(dataset.tables[0].files)
-    return max(1, -(-rows // settings.rows_per_partition()))
+    return settings.partitions_for(store.parquet_rows(dataset.tables[0].files), contract_rows)
+
+
+# The weeks a contract's DRAFT period touches, at most (a month, or a quarter's last weeks).
+_DRAFT_WEEKS = 6
+
+
+def contract_rows(
+    store: Store, plan: catalog.CatalogPlan, contracts: pl.DataFrame, as_of: datetime
+) -> int:
+    """About how many rows of the contracts' tables the usage rows meet (their rate pieces, their
+    billing periods by week: `_period_weeks`), stored and new; `contracts`: their refs
+    (frames.CONTRACT_REFS). At many contracts these, not the rows, fill a partition's memory."""
+    rates = plan.rows["contract_rates"].height + int(
+        store.scalar("SELECT count(*) FROM contract_rates") or 0
+    )
+    until = pl.min_horizontal(pl.col("generation_starts_at"), pl.lit(as_of))
+    weeks = contracts.select(
+        ((until - pl.col("starting_at")).dt.total_days() // 7 + 2).clip(lower_bound=1).sum()
+    ).item()
+    return rates + int(weeks or 0) + _DRAFT_WEEKS * contracts.height
 
 
 @dataclass

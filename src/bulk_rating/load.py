@@ -44,6 +44,7 @@ from bulk_rating.models import (
     Contract,
     HistoricalInvoice,
     HistoricalInvoicesRequest,
+    Strict,
 )
 from bulk_rating.money import QUANTITY_SQL
 
@@ -206,6 +207,8 @@ def _state(status: os.stat_result) -> FileState:
 def _canonical(model: BaseModel | None) -> str:
     if model is None:
         return "null"
+    if isinstance(model, Strict) and not hasattr(model, "preview"):
+        return model.canonical
     payload = model.model_dump(
         mode="json", exclude={"preview"} if hasattr(model, "preview") else None
     )

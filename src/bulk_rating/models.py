@@ -8,9 +8,11 @@ converted to UTC on the way in. Numbers must be readable as the store's decimals
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
@@ -103,6 +105,13 @@ BillableStatus = Annotated[Literal["billable", "unbillable"], BeforeValidator(_l
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @cached_property
+    def canonical(self) -> str:
+        """The model as canonical JSON (keys sorted, no spaces): what the store keeps as its body
+        and the run's content hash reads, computed once (twice a contract cost seconds a run at
+        192,998 contracts)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 # --- catalog -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -174,8 +175,14 @@ def _import(
     except BaseException:
         dataset.close()
         raise
-    # the signals held from the commit on (entered as the transaction's last step)
-    with ExitStack() as after_commit, closing(dataset), store:
+    # the signals held from the commit on (entered as the transaction's last step); before, a
+    # signal interrupts the store's statement under way
+    with (
+        ExitStack() as after_commit,
+        closing(dataset),
+        store,
+        interrupts.stopping(store.interrupt),
+    ):
         with stages("load"):
             fingerprint = dataset.files_fingerprint(content_hash)
         # the same files as a stored run, or the same JSON content: known before any row is read
@@ -194,7 +201,7 @@ def _import(
             # against it (their problems would follow from it, or not be found at all)
             if dataset.issues or catalog_issues.height:
                 return report.reject(_sorted(issues))
-            rating = _rating(store, dataset, settings, after_commit)
+            rating = _rating(store, dataset, settings, after_commit, plan, refs, as_of)
             try:
                 table = rating.prepare(plan, refs, as_of, progress)
             except ScanError:  # a split of the table by partition reads it all
@@ -262,12 +269,25 @@ def _import(
 
 
 def _rating(
-    store: Store, dataset: load.Dataset, settings: Settings, cleanup: ExitStack
+    store: Store,
+    dataset: load.Dataset,
+    settings: Settings,
+    cleanup: ExitStack,
+    plan: catalog.CatalogPlan,
+    refs: validate.References,
+    as_of: datetime,
 ) -> kernel.Kernel:
     """The run's rating: the kernel here, or a usage table's buckets of contracts rated on
     Spark (buckets.py), in a folder removed when the run ends."""
     if settings.engine != "spark" or len(dataset.tables) != 1:
-        return kernel.Kernel(store, dataset, kernel.partitions(store, dataset, settings))
+        contract_rows = (
+            kernel.contract_rows(store, plan, refs.contracts, as_of)
+            if settings.partitions is None and dataset.tables
+            else 0
+        )
+        return kernel.Kernel(
+            store, dataset, kernel.partitions(store, dataset, settings, contract_rows)
+        )
     if settings.stage is not None:
         settings.stage.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bulk-rating-run-", dir=settings.stage))

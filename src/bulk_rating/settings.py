@@ -27,6 +27,11 @@ JSON_SHARE_OF_MEMORY = 16
 # fixed 128 MB a thread; a misjudged one reaches the limit and the run is redone in more.
 BUDGET_BYTES_PER_ROW = 20
 BUDGET_FIXED_BYTES_PER_THREAD = 128 * 1024**2
+# What the rows of a partition meet, its contracts' rate pieces and period weeks (the hash tables
+# of the check's and pricing's joins, keyed by 36-character ids): about 400 bytes each, measured
+# at 192,998 contracts (5.6 million such rows: 20M rows of usage ran out of 2 GiB in one
+# partition, and finished in two).
+BUDGET_BYTES_PER_CONTRACT_ROW = 400
 MAX_PARTITIONS = 4096
 # A bucket of a Spark run is one Arrow table in a worker, then one partition of the kernel: about
 # 400 bytes a row of memory in all with 36-character ids (its Arrow columns, the file written from
@@ -111,7 +116,8 @@ class Settings(BaseModel):
     memory_limit: str = Field(default_factory=default_memory_limit)
     threads: int | None = None
     # partitions of contracts a usage table's rows are checked and priced in, one after another;
-    # None: as many as the memory budget needs for the table's rows (rows_per_partition)
+    # None: as many as the memory budget needs for the table's rows and contracts
+    # (partitions_for)
     partitions: Annotated[int, Field(ge=1, le=MAX_PARTITIONS)] | None = None
     # `local` (DuckDB in this process) or `spark` (buckets of contracts rated on a Spark
     # cluster, then stored here: buckets.py); a JSON batch is always rated locally
@@ -144,12 +150,15 @@ class Settings(BaseModel):
     def budget_bytes(self) -> int:
         return memory_bytes(self.memory_limit) or MIN_MEMORY_BYTES
 
-    def rows_per_partition(self) -> int:
-        """The most usage rows one partition of a run holds at this memory budget."""
+    def partitions_for(self, rows: int, contract_rows: int = 0) -> int:
+        """How many partitions of contracts a run of `rows` usage rows needs at this memory
+        budget, its contracts having `contract_rows` rate pieces and period weeks (a partition
+        holds its share of both)."""
         threads = self.threads or os.cpu_count() or 1
         budget = self.budget_bytes()
         for_rows = max(budget - threads * BUDGET_FIXED_BYTES_PER_THREAD, budget // 4)
-        return max(for_rows // BUDGET_BYTES_PER_ROW, 1)
+        need = rows * BUDGET_BYTES_PER_ROW + contract_rows * BUDGET_BYTES_PER_CONTRACT_ROW
+        return max(1, -(-need // for_rows))
 
     def rows_per_bucket(self) -> int:
         """The most usage rows one bucket of a Spark run holds at this memory budget."""

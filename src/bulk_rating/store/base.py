@@ -503,6 +503,11 @@ class StoreBase:
             store.con.execute("DETACH stored")
         return store
 
+    def interrupt(self) -> None:
+        """Stop the statement under way, from another thread (it raises in its own); harmless
+        when none is."""
+        self.con.interrupt()
+
     def close(self) -> None:
         self.con.close()
         if self._scratch_dir is not None:
