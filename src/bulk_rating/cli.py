@@ -57,14 +57,14 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 ISSUES_SHOWN_PER_CODE = 5
 # Options every command that has them spells the same way.
-DbOption = Annotated[Path | None, typer.Option(help="DuckDB file [env BULK_RATING_DB]")]
+DbOption = Annotated[Path | None, typer.Option(help="DuckDB file \\[env BULK_RATING_DB]")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 WaitOption = Annotated[
     float | None,
     typer.Option(
         "--wait",
         min=0,
-        help="seconds to wait for a database another process holds [env BULK_RATING_WAIT]",
+        help="seconds to wait for a database another process holds \\[env BULK_RATING_WAIT]",
     ),
 ]
 INVOICES_SHOWN = 20
@@ -295,7 +295,7 @@ def import_command(
         str | None,
         typer.Option(
             help="local (DuckDB here, the default) or spark: a usage table's contracts rated in"
-            " buckets on Spark, then stored here (pip install 'bulk-rating[spark]')"
+            " buckets on Spark, then stored here (pip install 'bulk-rating\\[spark]')"
         ),
     ] = None,
     buckets: Annotated[
