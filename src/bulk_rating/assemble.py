@@ -73,6 +73,30 @@ def keys_are_unique(checked: pl.DataFrame, *, table: bool) -> bool:
     )
 
 
+_INVOICE_KEY = (
+    "contract_id",
+    "invoice_credit_type_id",
+    "invoice_period_start",
+    "invoice_period_end",
+)
+_LINE_ORDER = ("product_id", "pricing_group_values", "presentation_group_values", "granularity")
+# What a table's invoices and lines are made of (of the checked lines): every copy made of them
+# is of these columns only (at 100M rows the lines are 400k rows, and the sort's copy was the
+# run's peak of memory; at 1B, 4.2M lines).
+LINE_FIELDS = [
+    *_INVOICE_KEY,
+    *_LINE_ORDER,
+    "line_key",
+    "source",
+    "file_index",
+    "customer_id",
+    "issued_at",
+    "issue_dates_differ",
+    "billable_status",
+    "billable_differs",
+]
+
+
 def table_invoices_and_lines(
     checked: pl.DataFrame, sources: Sequence[str] = ()
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -82,29 +106,10 @@ def table_invoices_and_lines(
     rows that disagree on what must be one value per invoice. `sources`: the table's files, by
     the `file_index` each line carries (an invoice is named by the first file holding its rows).
     """
-    invoice_key = [
-        "contract_id",
-        "invoice_credit_type_id",
-        "invoice_period_start",
-        "invoice_period_end",
-    ]
-    line_order = ["product_id", "pricing_group_values", "presentation_group_values", "granularity"]
-    # only what invoices and lines are made of: every copy below is one of these columns only
-    # (at 100M rows the lines are 400k rows, and the sort's copy was the run's peak of memory)
-    used = [
-        *invoice_key,
-        *line_order,
-        "line_key",
-        "source",
-        "file_index",
-        "customer_id",
-        "issued_at",
-        "issue_dates_differ",
-        "billable_status",
-        "billable_differs",
-    ]
+    invoice_key = list(_INVOICE_KEY)
+    line_order = list(_LINE_ORDER)
     ordered = (
-        checked.select(used)
+        checked.select(LINE_FIELDS)
         .sort([*invoice_key, *line_order], nulls_last=False)
         .with_columns(invoice_index=pl.struct(invoice_key).rank("dense").cast(pl.Int64) - 1)
         .with_columns(line_index=pl.int_range(pl.len(), dtype=pl.Int64).over("invoice_index"))

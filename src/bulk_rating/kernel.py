@@ -182,9 +182,11 @@ class Kernel:
         return table
 
     def store_plan(self, plan: catalog.CatalogPlan, run_id: int) -> None:
-        """The run's catalog and contracts, written first in its transaction."""
-        for name, rows in plan.rows.items():
-            self.store.insert(name, rows.with_columns(run_id=pl.lit(run_id)))
+        """The run's catalog and contracts, written first in its transaction; their rows are
+        then let go (at 192,998 contracts, 0.6 GB of frames beside DuckDB's budget while rows
+        are checked and priced)."""
+        for name in list(plan.rows):
+            self.store.insert(name, plan.rows.pop(name).with_columns(run_id=pl.lit(run_id)))
         for card in plan.replaced_cards:
             self.store.replace_rate_card(card.id, *catalog.rate_card_version(card), run_id)
 
@@ -246,11 +248,16 @@ class Kernel:
                 "usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, lines)
             )
             return checked
-        # a draft period's rows are rated with its draft (no copy of the lines when there is none)
-        history = lines.filter(~pl.col("draft")) if checked.has_drafts else lines
+        # a draft period's rows are rated with its draft; the checked lines are let go once the
+        # history's are taken from them (at 1B rows, 4.2M lines: each copy is most of a GB)
+        history = lines.select(*assemble.LINE_FIELDS, "draft")
+        del lines
+        if checked.has_drafts:
+            history = history.filter(~pl.col("draft"))
         invoices, usage_lines, disagreements = assemble.table_invoices_and_lines(
-            history, table.sources
+            history.drop("draft"), table.sources
         )
+        del history
         store.replace("usage_invoices", invoices)
         store.replace("usage_lines", usage_lines)
         checked.found = [disagreements, validate.validate_invoices(invoices, refs)]
