@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -112,6 +113,12 @@ class Strict(BaseModel):
         and the run's content hash reads, computed once (twice a contract cost seconds a run at
         192,998 contracts)."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, without the original's canonical JSON (an update changes it)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("canonical", None)
+        return copied
 
 
 # --- catalog -------------------------------------------------------------------------------
