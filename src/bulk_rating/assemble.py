@@ -97,35 +97,20 @@ LINE_FIELDS = [
 ]
 
 
-# What keys_are_unique reads of a usage table's checked lines.
-KEY_FIELDS = [
-    "line_key",
-    "key_collision",
-    "tier_group",
-    "contract_id",
-    "invoice_period_start",
-    "invoice_credit_type_id",
-    "product_id",
-    "pricing_group_values",
-]
-# The order invoices and lines are numbered in.
-LINE_ORDER = [*_INVOICE_KEY, *_LINE_ORDER]
-
-
 def table_invoices_and_lines(
-    checked: pl.DataFrame, sources: Sequence[str] = (), *, in_order: bool = False
+    checked: pl.DataFrame, sources: Sequence[str] = ()
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Number a usage table's invoices (by contract, credit type, period) and their lines.
 
     Returns the invoices (frames.INVOICES), the lines (frames.STORE_LINES) and the issues of
     rows that disagree on what must be one value per invoice. `sources`: the table's files, by
     the `file_index` each line carries (an invoice is named by the first file holding its rows).
-    `in_order`: `checked` already comes in LINE_ORDER, nulls first (no sorted copy is made).
     """
     invoice_key = list(_INVOICE_KEY)
-    given = checked.select(LINE_FIELDS)
+    line_order = list(_LINE_ORDER)
     ordered = (
-        (given if in_order else given.sort(LINE_ORDER, nulls_last=False))
+        checked.select(LINE_FIELDS)
+        .sort([*invoice_key, *line_order], nulls_last=False)
         .with_columns(invoice_index=pl.struct(invoice_key).rank("dense").cast(pl.Int64) - 1)
         .with_columns(line_index=pl.int_range(pl.len(), dtype=pl.Int64).over("invoice_index"))
     )

@@ -172,8 +172,6 @@ class Kernel:
             )
             store.temp_view("usage_rows_unique", validate.UNIQUE_ROWS)
         store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
-        if table is not None:
-            store.temp_table_like("_lines", _lines_sql(table))
         store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
         store.temp_table_like(
             "_edge_parts",
@@ -214,13 +212,7 @@ class Kernel:
             rows=store.parquet_rows(table.files) if table and progress.active else None,
             partitions=self.partitions,
         )
-        if table is None:
-            lines = store.frame(validate.lines_sql(kind, table=False))
-        else:
-            # kept in DuckDB: Python takes what it needs of them a part at a time (at 1B rows
-            # 4.2M lines with 36-character ids; each copy is most of a GB)
-            store.replace_with("_lines", _lines_sql(table))
-            lines = store.frame(validate.kept_lines_sql([*assemble.KEY_FIELDS, *_COUNTED]))
+        lines = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
         checked = Checked(
             found=[],
             rows_read=int(lines["rows"].sum()),
@@ -256,15 +248,14 @@ class Kernel:
                 "usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, lines)
             )
             return checked
+        # a draft period's rows are rated with its draft; the checked lines are let go once the
+        # history's are taken from them (at 1B rows, 4.2M lines: each copy is most of a GB)
+        history = lines.select(*assemble.LINE_FIELDS, "draft")
         del lines
-        # a draft period's rows are rated with its draft; the history's lines come in order
-        history = store.frame(
-            validate.kept_lines_sql(
-                assemble.LINE_FIELDS, history=checked.has_drafts, order=assemble.LINE_ORDER
-            )
-        )
+        if checked.has_drafts:
+            history = history.filter(~pl.col("draft"))
         invoices, usage_lines, disagreements = assemble.table_invoices_and_lines(
-            history, table.sources, in_order=True
+            history.drop("draft"), table.sources
         )
         del history
         store.replace("usage_invoices", invoices)
@@ -291,14 +282,6 @@ class Kernel:
         store.total_invoices(run_id)
         if checked.has_drafts:
             _rate_drafts(store, run_id, "usage_rows" + unique, partitions)
-
-
-# What the check counts over a usage table's lines (besides their keys).
-_COUNTED = ["rows", "content_sum", "draft", "problems", "repeated_windows"]
-
-
-def _lines_sql(table: load.UsageTable) -> str:
-    return validate.lines_sql(table.kinds["quantity"], table=True, kinds=table.kinds)
 
 
 def _line_weeks_sql(store: Store, table: load.UsageTable | None, rows: str = "usage_rows") -> str:

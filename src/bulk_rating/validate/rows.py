@@ -8,7 +8,7 @@ price them. Only when a rule fails does row_issues_sql name every failing row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bulk_rating import load, pricing, resolve
@@ -666,16 +666,6 @@ FROM (
     GROUP BY line_key, {", ".join(columns)}
 )
 """
-
-
-def kept_lines_sql(
-    columns: Sequence[str], *, history: bool = False, order: Sequence[str] = ()
-) -> str:
-    """`columns` of a usage table's checked lines, kept in `_lines` (lines_sql); `history`: only
-    those outside a DRAFT period; `order`: sorted by these columns, nulls first."""
-    where = " WHERE NOT draft" if history else ""
-    ordered = (" ORDER BY " + ", ".join(f"{c} NULLS FIRST" for c in order)) if order else ""
-    return f"SELECT {', '.join(columns)} FROM _lines{where}{ordered}"
 
 
 # Rows listed per rule (code and field), in input order; the others are counted. A systematic
