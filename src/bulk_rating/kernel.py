@@ -37,17 +37,25 @@ SPLIT_FROM = 6
 
 
 def partitions(
-    store: Store, dataset: load.Dataset, settings: Settings, contract_rows: int = 0
+    store: Store,
+    dataset: load.Dataset,
+    settings: Settings,
+    plan: catalog.CatalogPlan,
+    contracts: pl.DataFrame,
+    as_of: datetime,
 ) -> int:
     """How many partitions of contracts a usage table's rows are checked and priced in: as set,
-    or as many as its rows and its contracts' `contract_rows` (contract_rows()) need at the
-    memory budget (Settings.partitions_for). JSON batches are bounded by their own size limit:
-    one."""
+    or as many as its rows and its contracts' rows (contract_rows; `contracts`: their refs) need
+    at the memory budget (Settings.partitions_for). JSON batches are bounded by their own size
+    limit: one."""
     if settings.partitions is not None:
         return settings.partitions
     if len(dataset.tables) != 1:
         return 1
-    return settings.partitions_for(store.parquet_rows(dataset.tables[0].files), contract_rows)
+    return settings.partitions_for(
+        store.parquet_rows(dataset.tables[0].files),
+        contract_rows(store, plan, contracts, as_of),
+    )
 
 
 # The weeks a contract's DRAFT period touches, at most (a month, or a quarter's last weeks).
@@ -255,7 +263,7 @@ class Kernel:
         if checked.has_drafts:
             history = history.filter(~pl.col("draft"))
         invoices, usage_lines, disagreements = assemble.table_invoices_and_lines(
-            history.drop("draft"), table.sources
+            history, table.sources
         )
         del history
         store.replace("usage_invoices", invoices)

@@ -280,14 +280,8 @@ def _rating(
     """The run's rating: the kernel here, or a usage table's buckets of contracts rated on
     Spark (buckets.py), in a folder removed when the run ends."""
     if settings.engine != "spark" or len(dataset.tables) != 1:
-        contract_rows = (
-            kernel.contract_rows(store, plan, refs.contracts, as_of)
-            if settings.partitions is None and dataset.tables
-            else 0
-        )
-        return kernel.Kernel(
-            store, dataset, kernel.partitions(store, dataset, settings, contract_rows)
-        )
+        count = kernel.partitions(store, dataset, settings, plan, refs.contracts, as_of)
+        return kernel.Kernel(store, dataset, count)
     if settings.stage is not None:
         settings.stage.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bulk-rating-run-", dir=settings.stage))

@@ -32,17 +32,22 @@ def line_key_columns(*, table: bool) -> str:
     )
 
 
+# A row keyed by contract is of the partition of contracts being read (Store.each_partition),
+# or there is none (outside one, or in one partition). The variables are read when a statement
+# is bound, so the filter is a constant of each statement.
+IN_PARTITION = (
+    "coalesce(getvariable('usage_partitions'), 1) = 1"
+    " OR hash(contract_id) % getvariable('usage_partitions') = getvariable('usage_partition')"
+)
+
+
 def of_partition(table: str) -> str:
     """A table keyed by contract, restricted to the contracts of the partition being read
-    (Store.each_partition; all of them outside one, or in one partition): a partition's rows meet
-    only those, and the hash tables built from it then grow with the partition, not with every
-    contract of the run. At 192,998 contracts, the whole period and rate tables held beside the
-    check's groups left DuckDB no memory: the check spilled more than 20 GB for 20M rows."""
-    return (
-        f"(SELECT * FROM {table} WHERE coalesce(getvariable('usage_partitions'), 1) = 1"
-        " OR hash(contract_id) % getvariable('usage_partitions')"
-        " = getvariable('usage_partition'))"
-    )
+    (IN_PARTITION): a partition's rows meet only those, and the hash tables built from it then
+    grow with the partition, not with every contract of the run. At 192,998 contracts, the whole
+    period and rate tables held beside the check's groups left DuckDB no memory: the check
+    spilled more than 20 GB for 20M rows."""
+    return f"(SELECT * FROM {table} WHERE {IN_PARTITION})"
 
 
 def period_join(table: bool) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import duckdb
 
-from bulk_rating import lazy
+from bulk_rating import lazy, resolve
 from bulk_rating.errors import (
     DatabaseLockedError,
     NotAStoreError,
@@ -94,12 +94,9 @@ ALTER TABLE _priced_windows_keyed RENAME TO _priced_windows;
 # DuckDB client from 1.4 on reads (the command-line client on PyPI among them), instead of DuckDB
 # 2's own, which no 1.x client opens. A file keeps the format it was created in.
 STORAGE_COMPATIBILITY = "v1.4.0"
-# A usage table's rows, one partition of its contracts at a time (Store.each_partition): the
-# variables are read when a statement is bound, so the filter is a constant of each statement.
-PARTITIONED_ROWS = (
-    "SELECT * FROM usage_rows_all"
-    " WHERE hash(contract_id) % getvariable('usage_partitions') = getvariable('usage_partition')"
-)
+# A usage table's rows, one partition of its contracts at a time (Store.each_partition): the same
+# filter as the contracts' own tables (resolve.of_partition), so a row meets its contract's.
+PARTITIONED_ROWS = f"SELECT * FROM usage_rows_all WHERE {resolve.IN_PARTITION}"
 # Rows a thread holds of one partition while splitting a table (split_rows). Measured on rows of
 # the 1B-row benchmark (192,998 contracts, 11 partitions): DuckDB's default of 524,288 rows
 # peaked at 2.3 GiB, 122,880 at 1.2 GiB, 30,000 at 0.65 GiB, in the same time.
