@@ -8,12 +8,15 @@ or interrupted."""
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 _arrived: list[int] = []
@@ -21,6 +24,7 @@ _arrived: list[int] = []
 _stoppers: list[Callable[[], None]] = []
 _holding: list[bool] = []
 _watching: list[threading.Thread] = []
+_previous_hooks: list[Callable[[Any], None]] = []
 
 
 def install() -> None:
@@ -34,8 +38,23 @@ def install() -> None:
 
     for number in HELD:
         signal.signal(number, stop)
+    if sys.unraisablehook is not _raise_again:
+        _previous_hooks.append(sys.unraisablehook)
+        sys.unraisablehook = _raise_again
     if not _watching and threading.current_thread() is threading.main_thread():
         _watch_signals()
+
+
+def _raise_again(unraisable: Any) -> None:
+    """A KeyboardInterrupt raised where it cannot propagate (code called back from a C
+    extension, such as a type check while a library converts values) is only printed, and the
+    interrupt lost: the signal is delivered again, to be raised where Python can."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _arrived:
+        # from another thread, a moment later: delivered now, it would be raised in this hook
+        again = signal.Signals(_arrived[-1])
+        threading.Timer(0.01, _thread.interrupt_main, (again,)).start()
+        return
+    _previous_hooks[-1](unraisable)
 
 
 def _watch_signals() -> None:

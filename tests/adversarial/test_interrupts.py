@@ -62,3 +62,32 @@ def test_a_signal_interrupts_the_statement_under_way(tmp_path: Path, number: int
 def test_a_held_signal_lets_the_statement_finish(tmp_path: Path) -> None:
     said = _signalled(tmp_path, "held", signal.SIGTERM)
     assert "finished 42857143" in said, said
+
+
+# The signal lands inside code Python cannot raise from (a finalizer here; a library's callback
+# from C in a real run): the interrupt is delivered again, not printed and lost.
+SWALLOWED = """
+import os, signal, time
+from bulk_rating import interrupts
+
+interrupts.install()
+
+class Late:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+
+Late()
+for _ in range(200):
+    time.sleep(0.01)
+print("went on", flush=True)
+"""
+
+
+def test_an_interrupt_raised_where_it_cannot_propagate_is_not_lost() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert "went on" not in done.stdout, done.stderr
+    assert "KeyboardInterrupt" in done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
