@@ -12,6 +12,48 @@ DAY_US = 86_400_000_000  # a UTC day in microseconds
 WEEK_US = 7 * DAY_US
 
 
+# What resolving a row adds to its own columns (resolved_sql): its contract's, period's and rate
+# piece's. A check that reads none of them per row may resolve groups of rows instead.
+RESOLVED_COLUMNS = (
+    "known_contract",
+    "contract_customer_id",
+    "contract_start",
+    "contract_end",
+    "generation_starts_at",
+    "known_customer",
+    "known_product",
+    "known_credit_type",
+    "invoice_period_start",
+    "invoice_period_end",
+    "in_draft",
+    "rate_key",
+    "rate_type",
+    "entitled",
+    "rate_credit_type_id",
+    "rate_ending_before",
+    "rate_continues",
+    "invoice_credit_type_id",
+)
+
+
+# The times of day (microseconds past a UTC midnight, in order) at which some billing period or
+# rate piece a usage row can meet begins or ends, midnight aside: cut at these, a day's rows of
+# one contract, product and pricing group values resolve alike (validate.line_weeks_sql,
+# `day_splits`). At most `$most` + 1 of them are listed (past that many, rows are resolved one by
+# one).
+DAY_SPLITS = f"""
+SELECT DISTINCT (epoch_us(moment) % {DAY_US} + {DAY_US}) % {DAY_US} AS offset_us
+FROM (
+    SELECT inclusive_start AS moment FROM _period_weeks
+    UNION ALL SELECT exclusive_end FROM _period_weeks
+    UNION ALL SELECT starting_at FROM contract_rates
+    UNION ALL SELECT ending_before FROM contract_rates
+)
+WHERE moment IS NOT NULL AND epoch_us(moment) % {DAY_US} <> 0
+ORDER BY offset_us
+LIMIT $most + 1"""
+
+
 def invoice_key_columns(*, table: bool) -> str:
     """What makes a row's invoice: a JSON batch numbers its invoices; a usage table's rows
     belong to their contract's period (or invoice columns) and the credit type they are priced in."""

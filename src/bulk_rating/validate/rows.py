@@ -8,7 +8,8 @@ price them. Only when a rule fails does row_issues_sql name every failing row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bulk_rating import load, pricing, resolve
@@ -501,13 +502,23 @@ def line_weeks_sql(
     rows: str = "usage_rows",
     slots: int = 24 * 31,
     kinds: Mapping[str, str] | None = None,
+    day_splits: Sequence[int] | None = None,
 ) -> str:
     """The one scan that checks rows (into `_line_weeks`): the rows grouped by their line's
     columns, the columns a line's rows should share and their rate piece, a tiered line's rows by
     week too, with what the check needs (counts of rows that break a rule and of repeated
     windows, bounds for the rules checked per group) and what pricing needs (each group's
     quantity). Keys are hashed per group, not per row; rules on what a line's rows share are left
-    to lines_sql. `slots`: the hours of the longest billing period expected (at least 24)."""
+    to lines_sql. `slots`: the hours of the longest billing period expected (at least 24).
+
+    `day_splits`: the times of day (microseconds past midnight) at which any billing period or
+    rate piece the rows can meet begins or ends, midnight aside (resolve.DAY_SPLITS). Cut there,
+    all rows of one part of a UTC day (and of one contract, product, pricing group values,
+    customer and granularity) resolve alike. A usage table's rows are then grouped first as they
+    are read (_day_groups_sql), and only those groups are resolved against periods and rates (at
+    10M hourly rows, 1M groups joined instead of 10M rows). Where a rule checked row by row
+    reads what a row resolves to, or rows name their own invoice periods, or `day_splits` is
+    None, each row is resolved."""
     checked = [
         (r, r.group_condition(kinds))
         for r in row_rules(quantity_kind, table=table, kinds=kinds)
@@ -561,6 +572,63 @@ def line_weeks_sql(
     keys = resolve.line_key_columns(table=table)
     slot_count = max(slots, WEEK_US // HOUR_US)  # a tiered group is a week
     slot_span = slot_count * HOUR_US
+    if (
+        day_splits is not None
+        and kinds is not None
+        and table
+        and not any(c in kinds for c in _INVOICE_COLUMNS)  # rows name their own periods
+        and not _reads_resolved(needs)
+    ):
+        days = _day_groups_sql(
+            [c for c in present if c not in resolve.RESOLVED_COLUMNS],
+            any_problem,
+            nulls=nulls,
+            splits=day_splits,
+            rows=rows,
+            kinds=kinds,
+        )
+        # the same value on every row of a rate piece; without one (a rejected run), the same
+        # whatever order the day groups come in (the run's content hash reads it)
+        carried_alike = carried.replace("any_value(", "min(")
+        issue_of_days = (
+            issue
+            if _absent("issue_date", kinds)
+            else "min(issue_min) AS issue_min, max(issue_max) AS issue_max,"
+            " sum(issue_count)::BIGINT AS issue_count"
+        )
+        groups = f"""
+        SELECT {grouped}, {carried_alike}{nulls}{TIER_WEEK_SQL} AS week,
+               min(inclusive_start) AS start_min, max(start_max) AS start_max,
+               max(end_max) AS end_max, sum(starts)::BIGINT AS starts, sum(ends)::BIGINT AS ends,
+               {issue_of_days}, {source}, sum(rows)::BIGINT AS rows, sum(content_sum)::HUGEINT AS content_sum,
+               max(hour_offset_max) AS hour_offset_max,
+               -- hours of distinct days (or parts of a day) are distinct; without a rate
+               -- piece, rows of several contracts may share a group: counted exactly
+               CASE WHEN rate_key IS NOT NULL THEN coalesce(sum(bit_count(hours)), 0) END
+                 AS slots_filled,
+               max(day_offset_max) AS day_offset_max,
+               sum(quantities)::BIGINT AS quantities, min(quantity_min) AS quantity_min,
+               max(quantity_max) AS quantity_max,
+               sum(row_problems)::BIGINT AS row_problems, bool_or(in_draft) AS draft,
+               sum(quantity) AS quantity
+        FROM ({resolve.resolved_sql(table=True, rows=f"({days})", keys=False, needs=needs)})
+        GROUP BY {grouped}, {TIER_WEEK_SQL}"""
+    else:
+        groups = f"""
+        SELECT {grouped}, {carried}{nulls}{TIER_WEEK_SQL} AS week,
+               min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
+               max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
+               count(exclusive_end) AS ends,
+               {issue}, {source}, count(*) AS rows,
+               sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
+               {_slot_aggregates_sql(slot_count)},
+               max(epoch_us(inclusive_start) % {DAY_US}) AS day_offset_max,
+               count(quantity) AS quantities, min(quantity) AS quantity_min,
+               max(quantity) AS quantity_max,
+               count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
+               sum(quantity) AS quantity
+        FROM ({resolve.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
+        GROUP BY {grouped}, {TIER_WEEK_SQL}"""
     # kept: what lines_sql, the tiers and the line items read (not the bounds the rules used)
     kept = ", ".join(
         dict.fromkeys(
@@ -596,21 +664,7 @@ FROM (
            c.starting_at AS contract_start, c.ending_before AS contract_end, c.generation_starts_at,
            kc.customer_id IS NOT NULL AS known_customer, kp.product_id IS NOT NULL AS known_product,
            kt.credit_type_id IS NOT NULL AS known_credit_type
-    FROM (
-        SELECT {grouped}, {carried}{nulls}{TIER_WEEK_SQL} AS week,
-               min(inclusive_start) AS start_min, max(inclusive_start) AS start_max,
-               max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
-               count(exclusive_end) AS ends,
-               {issue}, {source}, count(*) AS rows,
-               sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
-               {_slot_aggregates_sql(slot_count)},
-               max(epoch_us(inclusive_start) % {DAY_US}) AS day_offset_max,
-               count(quantity) AS quantities, min(quantity) AS quantity_min,
-               max(quantity) AS quantity_max,
-               count_if({any_problem}) AS row_problems, bool_or(in_draft) AS draft,
-               sum(quantity) AS quantity
-        FROM ({resolve.resolved_sql(table=table, rows=rows, keys=False, needs=needs)})
-        GROUP BY {grouped}, {TIER_WEEK_SQL}
+    FROM ({groups}
     ) g
     LEFT JOIN {resolve.of_partition("contract_rates")} r ON r.rate_key = g.rate_key
     LEFT JOIN {resolve.of_partition("_contract_refs")} c ON c.contract_id = g.contract_id
@@ -619,6 +673,60 @@ FROM (
     LEFT JOIN _known_credit_types kt ON kt.credit_type_id = g.credit_type_id
 ) g
 """
+
+
+def _reads_resolved(sql: str) -> bool:
+    """Whether SQL over resolved rows reads a column resolving adds (resolve.RESOLVED_COLUMNS)."""
+    return any(re.search(rf"\b{column}\b", sql) for column in resolve.RESOLVED_COLUMNS)
+
+
+def _day_groups_sql(
+    columns: list[str],
+    any_problem: str,
+    *,
+    nulls: str,
+    splits: Sequence[int],
+    rows: str,
+    kinds: Mapping[str, str],
+) -> str:
+    """A usage table's rows grouped as read, before they are resolved (line_weeks_sql with
+    `day_splits`): by their own group columns, UTC day, part of the day (cut at `splits`) and
+    week, each group with what the check sums up of its rows. A group's `inclusive_start` is its
+    first start: what it is resolved by. The hours a group's windows start in are a bitmap of the day's 24 (a window starting off the
+    hour is counted exactly: line_weeks_sql's repeated_windows). `nulls`: the group columns the
+    table has not (resolving reads some)."""
+    us = "epoch_us(inclusive_start)"
+    since_midnight = f"({us} % {DAY_US} + {DAY_US}) % {DAY_US}"
+    day = f"({us} // {DAY_US} - ({us} % {DAY_US} < 0)::BIGINT)"  # rounded down before 1970 too
+    issue = (
+        ""
+        if _absent("issue_date", kinds)
+        else "min(issue_date) AS issue_min, max(issue_date) AS issue_max,"
+        " count(issue_date) AS issue_count, "
+    )
+    part = [
+        "CASE "
+        + " ".join(
+            f"WHEN {since_midnight} >= {offset} THEN {len(splits) - i}"
+            for i, offset in enumerate(sorted(splits, reverse=True))
+        )
+        + " ELSE 0 END"
+    ]
+    keys = ", ".join([*columns, day, *(part if splits else []), f"{us} // {WEEK_US}"])
+    return f"""
+    SELECT {", ".join(columns)}, {nulls}NULL::TIMESTAMPTZ AS invoice_start, NULL::TIMESTAMPTZ AS invoice_end,
+           min(inclusive_start) AS inclusive_start, max(inclusive_start) AS start_max,
+           max(exclusive_end) AS end_max, count(inclusive_start) AS starts,
+           count(exclusive_end) AS ends, {issue}min(file_index) AS file_index, count(*) AS rows,
+           sum(hash({_content_columns(kinds)}))::HUGEINT AS content_sum,
+           max(abs({us} % {HOUR_US})) AS hour_offset_max,
+           bit_or(1::INTEGER << ({since_midnight} // {HOUR_US})::INTEGER) AS hours,
+           max({us} % {DAY_US}) AS day_offset_max,
+           count(quantity) AS quantities, min(quantity) AS quantity_min,
+           max(quantity) AS quantity_max, count_if({any_problem}) AS row_problems,
+           sum(quantity) AS quantity
+    FROM {rows}
+    GROUP BY {keys}"""
 
 
 def lines_sql(quantity_kind: str, *, table: bool, kinds: Mapping[str, str] | None = None) -> str:
