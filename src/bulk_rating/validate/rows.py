@@ -692,9 +692,9 @@ def _day_groups_sql(
     """A usage table's rows grouped as read, before they are resolved (line_weeks_sql with
     `day_splits`): by their own group columns, UTC day, part of the day (cut at `splits`) and
     week, each group with what the check sums up of its rows. A group's `inclusive_start` is its
-    first start: what it is resolved by. The hours a group's windows start in are a bitmap of the day's 24 (a window starting off the
-    hour is counted exactly: line_weeks_sql's repeated_windows). `nulls`: the group columns the
-    table has not (resolving reads some)."""
+    first start: what it is resolved by. The hours its windows start in are a bitmap of the
+    day's 24 (a window starting off the hour is counted exactly: line_weeks_sql's
+    repeated_windows). `nulls`: the group columns the table has not (resolving reads some)."""
     us = "epoch_us(inclusive_start)"
     since_midnight = f"({us} % {DAY_US} + {DAY_US}) % {DAY_US}"
     day = f"({us} // {DAY_US} - ({us} % {DAY_US} < 0)::BIGINT)"  # rounded down before 1970 too
