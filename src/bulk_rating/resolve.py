@@ -54,6 +54,14 @@ ORDER BY offset_us
 LIMIT $most + 1"""
 
 
+# The share of a usage table's first rows whose windows are shorter than a day (hourly ones):
+# read from the first row groups only.
+SUB_DAILY_SAMPLE = 100_000
+SUB_DAILY_SHARE = f"""
+SELECT avg((epoch_us(exclusive_end) - epoch_us(inclusive_start) < {DAY_US})::INTEGER)
+FROM (SELECT inclusive_start, exclusive_end FROM usage_rows LIMIT {SUB_DAILY_SAMPLE})"""
+
+
 def invoice_key_columns(*, table: bool) -> str:
     """What makes a row's invoice: a JSON batch numbers its invoices; a usage table's rows
     belong to their contract's period (or invoice columns) and the credit type they are priced in."""

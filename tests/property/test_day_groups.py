@@ -1,7 +1,8 @@
 """Grouping a usage table's rows by part of a UTC day before resolving them never changes a
 result: the check groups a day's rows of one contract, product and pricing group values first
 when every period and rate piece begins and ends at one of a few times of day
-(kernel.MAX_DAY_SPLITS), and resolves each row otherwise. Both give the same `--json` document
+(kernel.MAX_DAY_SPLITS) and the windows are shorter than a day (kernel.MIN_SUB_DAILY_SHARE), and
+resolves each row otherwise. Both give the same `--json` document
 and the same stored rows, for runs that import (a price change at 13:00, tiers, duplicates, a
 commit and a draft) and for runs that are rejected (problems of rows, windows that repeat and
 disagree)."""
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import document_without_timings, run_cli, stored_tables
 from tests.property.test_partitions import _commit_with_draft, _generated
 
-from bulk_rating import kernel
+from bulk_rating import kernel, validate
 
 DAY_US = 86_400_000_000
 
@@ -74,13 +75,29 @@ def test_rows_grouped_by_part_of_day_give_what_rows_resolved_one_by_one(
 ) -> None:
     data, as_of = SHAPES[shape](tmp_path / "set")
     offsets = _times_of_day(data, as_of, tmp_path / "catalog")
-    assert len(offsets - {0}) <= kernel.MAX_DAY_SPLITS  # the rows are grouped by part of day
+    assert len(offsets - {0}) <= kernel.MAX_DAY_SPLITS
     if shape == "generated":
         assert offsets - {0}, "a price change inside a day: days are cut in parts"
+    # which way the check went: the splits each usage table's statement was made with (the
+    # real statement is run)
+    given: list[object] = []
+    check = validate.line_weeks_sql
+
+    def observed(*args: Any, **kwargs: Any) -> str:
+        if kwargs.get("table"):
+            given.append(kwargs.get("day_splits"))
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "line_weeks_sql", observed)
 
     grouped = _import(data, as_of, tmp_path / "grouped.duckdb")
+    hourly = shape != "commit with draft"  # whole months and days: a row a day, not grouped
+    assert any(splits is not None for splits in given) == hourly
+    given.clear()
     monkeypatch.setattr(kernel, "MAX_DAY_SPLITS", -1)  # no cut is few enough: row by row
     one_by_one = _import(data, as_of, tmp_path / "one-by-one.duckdb")
+    assert given
+    assert all(splits is None for splits in given)
 
     code, document, stored = grouped
     if shape == "rejected":

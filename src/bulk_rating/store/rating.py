@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from bulk_rating import lazy
+from bulk_rating import lazy, resolve
 from bulk_rating.errors import (
     AmountOverflowError,
     BulkRatingError,
@@ -63,6 +63,18 @@ class RatingStatements(StoreBase):
             raise
         except duckdb.Error as exc:
             raise ScanError(f"reading the usage rows failed: {exc}") from exc
+
+    def sub_daily_share(self) -> float | None:
+        """The share of the usage table's first rows whose windows are shorter than a day
+        (resolve.SUB_DAILY_SHARE); None when they cannot be read (the check's scan then says
+        why, naming the file)."""
+        try:
+            share = self.scalar(resolve.SUB_DAILY_SHARE)
+        except duckdb.OutOfMemoryException:
+            raise
+        except duckdb.Error:
+            return None
+        return None if share is None else float(share)
 
     @staticmethod
     def unreadable_parquet(files: Sequence[str]) -> dict[str, str]:
