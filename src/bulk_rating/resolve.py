@@ -54,12 +54,18 @@ ORDER BY offset_us
 LIMIT $most + 1"""
 
 
-# The share of a usage table's first rows whose windows are shorter than a day (hourly ones):
-# read from the first row groups only.
-SUB_DAILY_SAMPLE = 100_000
-SUB_DAILY_SHARE = f"""
-SELECT avg((epoch_us(exclusive_end) - epoch_us(inclusive_start) < {DAY_US})::INTEGER)
-FROM (SELECT inclusive_start, exclusive_end FROM usage_rows LIMIT {SUB_DAILY_SAMPLE})"""
+# How many rows of the usage table's first UTC day (the day of its first row) each contract,
+# product, pricing group values, customer and granularity has that day, on average: what
+# grouping rows by day would gain. Exports come in time order, so only the first row groups are
+# read; rows in another order are filtered whole.
+FIRST_DAY_ROWS_PER_GROUP = f"""
+WITH first_day AS (
+    SELECT to_timestamp((epoch_us(min(inclusive_start)) // {DAY_US}) * {DAY_US // 1_000_000}) AS day
+    FROM (SELECT inclusive_start FROM usage_rows WHERE inclusive_start IS NOT NULL LIMIT 1000)
+)
+SELECT count(*) / count(DISTINCT (contract_id, product_id, pricing_key, customer_id, granularity))
+FROM usage_rows, first_day
+WHERE inclusive_start >= first_day.day AND inclusive_start < first_day.day + INTERVAL 1 DAY"""
 
 
 def invoice_key_columns(*, table: bool) -> str:

@@ -1,7 +1,7 @@
 """Grouping a usage table's rows by part of a UTC day before resolving them never changes a
 result: the check groups a day's rows of one contract, product and pricing group values first
 when every period and rate piece begins and ends at one of a few times of day
-(kernel.MAX_DAY_SPLITS) and the windows are shorter than a day (kernel.MIN_SUB_DAILY_SHARE), and
+(kernel.MAX_DAY_SPLITS) and a day holds rows enough of each (kernel.MIN_ROWS_PER_DAY_GROUP), and
 resolves each row otherwise. Both give the same `--json` document
 and the same stored rows, for runs that import (a price change at 13:00, tiers, duplicates, a
 commit and a draft) and for runs that are rejected (problems of rows, windows that repeat and

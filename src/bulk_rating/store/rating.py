@@ -64,17 +64,17 @@ class RatingStatements(StoreBase):
         except duckdb.Error as exc:
             raise ScanError(f"reading the usage rows failed: {exc}") from exc
 
-    def sub_daily_share(self) -> float | None:
-        """The share of the usage table's first rows whose windows are shorter than a day
-        (resolve.SUB_DAILY_SHARE); None when they cannot be read (the check's scan then says
-        why, naming the file)."""
+    def rows_per_day_group(self) -> float | None:
+        """How many rows a day holds of each group the check would group by day, on the usage
+        table's first day (resolve.FIRST_DAY_ROWS_PER_GROUP); None when they cannot be read (the
+        check's scan then says why, naming the file)."""
         try:
-            share = self.scalar(resolve.SUB_DAILY_SHARE)
+            found = self.scalar(resolve.FIRST_DAY_ROWS_PER_GROUP)
         except duckdb.OutOfMemoryException:
             raise
         except duckdb.Error:
             return None
-        return None if share is None else float(share)
+        return None if found is None else float(found)
 
     @staticmethod
     def unreadable_parquet(files: Sequence[str]) -> dict[str, str]:
