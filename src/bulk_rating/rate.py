@@ -39,6 +39,7 @@ from bulk_rating.resolve import (
     period_columns,
     period_join,
     rate_join,
+    utc_day_sql,
 )
 
 FLAT_TIER = 0
@@ -165,20 +166,14 @@ def priced_days_sql(items: str, *, bounded: bool) -> str:
 SELECT d.item_key, DATE '1970-01-01' + d.day::INTEGER AS day, to_timestamp(d.day * 86400) AS window_start,
        d.quantity, d.windows
 FROM (
-    -- UTC days since the epoch, rounded down (`//` alone rounds toward zero), from the instant's
-    -- microseconds: a cast of the TIMESTAMPTZ would read TimeZone, and a cast to DATE per window
-    -- costs about a third of the grouping
-    SELECT item_key, {_utc_days("window_start")} AS day, sum(quantity) AS quantity, count(*) AS windows
+    -- UTC days since the epoch (resolve.utc_day_sql): a cast to DATE per window would read
+    -- TimeZone, and costs about a third of the grouping
+    SELECT item_key, {utc_day_sql("window_start")} AS day, sum(quantity) AS quantity, count(*) AS windows
     FROM _priced_windows
     WHERE item_key < {KEPT_FROM}{bounds}
     GROUP BY item_key, day
 ) d
 SEMI JOIN ({items}) i ON i.item_key = d.item_key"""
-
-
-def _utc_days(timestamp: str) -> str:
-    us = f"epoch_us({timestamp})"
-    return f"({us} // {DAY_US} - ({us} % {DAY_US} < 0)::BIGINT)"
 
 
 # The line items a pricing stored that have windows by the hour or day, with their periods (their

@@ -12,6 +12,19 @@ DAY_US = 86_400_000_000  # a UTC day in microseconds
 WEEK_US = 7 * DAY_US
 
 
+def utc_day_sql(timestamp: str) -> str:
+    """UTC days since the epoch of an instant, rounded down (`//` alone rounds toward zero), from
+    its microseconds: a cast of the TIMESTAMPTZ would read the session's TimeZone."""
+    us = f"epoch_us({timestamp})"
+    return f"({us} // {DAY_US} - ({us} % {DAY_US} < 0)::BIGINT)"
+
+
+def since_midnight_sql(timestamp: str) -> str:
+    """Microseconds past the UTC midnight before an instant (never negative, even before 1970)."""
+    us = f"epoch_us({timestamp})"
+    return f"(({us} % {DAY_US} + {DAY_US}) % {DAY_US})"
+
+
 # What resolving a row adds to its own columns (resolved_sql): its contract's, period's and rate
 # piece's. A check that reads none of them per row may resolve groups of rows instead.
 RESOLVED_COLUMNS = (
@@ -42,7 +55,7 @@ RESOLVED_COLUMNS = (
 # `day_splits`). At most `$most` + 1 of them are listed (past that many, rows are resolved one by
 # one).
 DAY_SPLITS = f"""
-SELECT DISTINCT (epoch_us(moment) % {DAY_US} + {DAY_US}) % {DAY_US} AS offset_us
+SELECT DISTINCT {since_midnight_sql("moment")} AS offset_us
 FROM (
     SELECT inclusive_start AS moment FROM _period_weeks
     UNION ALL SELECT exclusive_end FROM _period_weeks
@@ -60,12 +73,13 @@ LIMIT $most + 1"""
 # read; rows in another order are filtered whole.
 FIRST_DAY_ROWS_PER_GROUP = f"""
 WITH first_day AS (
-    SELECT to_timestamp((epoch_us(min(inclusive_start)) // {DAY_US}) * {DAY_US // 1_000_000}) AS day
+    SELECT min({utc_day_sql("inclusive_start")}) AS day
     FROM (SELECT inclusive_start FROM usage_rows WHERE inclusive_start IS NOT NULL LIMIT 1000)
 )
 SELECT count(*) / count(DISTINCT (contract_id, product_id, pricing_key, customer_id, granularity))
 FROM usage_rows, first_day
-WHERE inclusive_start >= first_day.day AND inclusive_start < first_day.day + INTERVAL 1 DAY"""
+WHERE inclusive_start >= to_timestamp(first_day.day * 86400)
+  AND inclusive_start < to_timestamp((first_day.day + 1) * 86400)"""
 
 
 def invoice_key_columns(*, table: bool) -> str:

@@ -696,23 +696,19 @@ def _day_groups_sql(
     day's 24 (a window starting off the hour is counted exactly: line_weeks_sql's
     repeated_windows). `nulls`: the group columns the table has not (resolving reads some)."""
     us = "epoch_us(inclusive_start)"
-    since_midnight = f"({us} % {DAY_US} + {DAY_US}) % {DAY_US}"
-    day = f"({us} // {DAY_US} - ({us} % {DAY_US} < 0)::BIGINT)"  # rounded down before 1970 too
+    since_midnight = resolve.since_midnight_sql("inclusive_start")
     issue = (
         ""
         if _absent("issue_date", kinds)
         else "min(issue_date) AS issue_min, max(issue_date) AS issue_max,"
         " count(issue_date) AS issue_count, "
     )
-    part = [
-        "CASE "
-        + " ".join(
-            f"WHEN {since_midnight} >= {offset} THEN {len(splits) - i}"
-            for i, offset in enumerate(sorted(splits, reverse=True))
-        )
-        + " ELSE 0 END"
-    ]
-    keys = ", ".join([*columns, day, *(part if splits else []), f"{us} // {WEEK_US}"])
+    # the part of the day: how many cuts lie at or before the start (none: the whole day)
+    cuts = " + ".join(f"({since_midnight} >= {offset})::INTEGER" for offset in splits)
+    part = [f"({cuts})"] if splits else []
+    keys = ", ".join(
+        [*columns, resolve.utc_day_sql("inclusive_start"), *part, f"{us} // {WEEK_US}"]
+    )
     return f"""
     SELECT {", ".join(columns)}, {nulls}NULL::TIMESTAMPTZ AS invoice_start, NULL::TIMESTAMPTZ AS invoice_end,
            min(inclusive_start) AS inclusive_start, max(inclusive_start) AS start_max,
