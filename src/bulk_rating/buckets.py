@@ -45,7 +45,7 @@ from bulk_rating.errors import (
     ScanError,
     UsageError,
 )
-from bulk_rating.kernel import Checked, Kernel
+from bulk_rating.kernel import Checked, Kernel, new_drafts
 from bulk_rating.progress import NULL_PROGRESS, Progress
 from bulk_rating.store import Limits, Store
 from bulk_rating.store.buckets import BREAKDOWNS, history_files
@@ -191,7 +191,7 @@ def _rate(
             if issues.height:
                 answer["outcome"] = "rejected"
                 raise _Discard
-            rating.add_drafts(run.catalog, run.as_of, run.run_id)
+            rating.add_drafts(run.run_id)
             store.keep_before(run.run_id)
             try:
                 rating.rate(run.run_id, checked, NULL_PROGRESS)
@@ -310,6 +310,7 @@ class Bucketed(Kernel):
             self.memory_limit,
         )
         store.working_tables("_drafts", "_shown")
+        self.new_drafts = new_drafts(store, plan, as_of)
         self.seconds["plan"] = time.perf_counter() - started
         started = time.perf_counter()
         self.engine.start()

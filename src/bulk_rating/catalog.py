@@ -104,9 +104,15 @@ class CatalogPlan:
 
     rows: dict[str, pl.DataFrame] = field(default_factory=dict)
     new_contracts: list[Contract] = field(default_factory=list)
+    contracts_created: int = 0  # len(new_contracts), kept once they are let go
     # stored rate cards given with other content that the run may replace (see `replacing`)
     replaced_cards: list[RateCard] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
+
+    def let_go_of_models(self) -> None:
+        """The new contracts' models are dropped once the run's frames are made from them (at
+        192,998 contracts they hold most of a GB)."""
+        self.new_contracts = []
 
     def ids(self, table: str) -> set[str]:
         frame = self.rows.get(table)
@@ -144,6 +150,7 @@ def plan(
                 new_rows.append(row)
                 if isinstance(obj, Contract):
                     result.new_contracts.append(obj)
+                    result.contracts_created += 1
             elif known != row["body"] and isinstance(obj, RateCard) and obj.id in replacing:
                 result.replaced_cards.append(obj)
             elif known != row["body"]:

@@ -117,6 +117,11 @@ class Dataset:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
 
+    def let_go_of_models(self) -> None:
+        """The catalog's and contracts' models are dropped once the run's frames are made from
+        them (content_hash reads them: it is taken first)."""
+        self.catalog, self.contracts, self.origins = None, None, {}
+
     @property
     def preview_requested(self) -> bool:
         return self.request is not None and self.request.preview

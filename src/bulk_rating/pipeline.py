@@ -230,7 +230,7 @@ def _import(
                         raise AlreadyImported(previous)
                 if issues.height:
                     raise Rejected(issues)
-                rating.add_drafts(plan, as_of, run_id)
+                rating.add_drafts(run_id)
                 with stages("rate"):
                     rating.rate(run_id, checked, progress)
                 store.record_run(
@@ -251,7 +251,7 @@ def _import(
                         if fingerprint and not preview and fingerprint.unchanged()
                         else None,
                     },
-                    contracts_created=len(plan.new_contracts),
+                    contracts_created=plan.contracts_created,
                 )
                 after_commit.enter_context(interrupts.held())
         except Rejected as rejected:
@@ -263,7 +263,7 @@ def _import(
         except ScanError:
             return report.reject(_unreadable(table))
         with stages("report"):
-            _fill(report, store, run_id, len(plan.new_contracts), invoice_limit)
+            _fill(report, store, run_id, plan.contracts_created, invoice_limit)
     report.status = "previewed" if preview else "imported"
     return report
 
