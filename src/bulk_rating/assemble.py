@@ -53,26 +53,6 @@ def period_weeks(contracts: Sequence[Contract], drafts: pl.DataFrame) -> pl.Data
     )
 
 
-def keys_are_unique(checked: pl.DataFrame, *, table: bool) -> bool:
-    """Line keys and tier-group keys are 64-bit hashes: prove they name distinct things here."""
-    invoice = (
-        ["invoice_index"]
-        if not table
-        else ["contract_id", "invoice_period_start", "invoice_credit_type_id"]
-    )
-    group = [*invoice, "product_id", "pricing_group_values"]
-    # tier groups: their key and a second, independent hash of the same columns pair one to one
-    # (as lines' keys and checks do; comparing the columns themselves held a copy of them, the
-    # run's peak of memory at 100M rows)
-    pairs = checked.select("tier_group", pl.struct(group).hash(seed=7).alias("check")).unique()
-    return (
-        not checked["key_collision"].any()
-        and checked["line_key"].n_unique() == checked.height
-        and pairs["tier_group"].n_unique() == pairs.height
-        and pairs["check"].n_unique() == pairs.height
-    )
-
-
 _INVOICE_KEY = (
     "contract_id",
     "invoice_credit_type_id",
@@ -97,14 +77,61 @@ LINE_FIELDS = [
 ]
 
 
+def _nulls_first(columns: Sequence[str]) -> str:
+    return ", ".join(f"{column} NULLS FIRST" for column in columns)
+
+
+# A usage table's lines (frames.STORE_LINES) from its checked lines outside DRAFT periods
+# (`_lines`), numbered as table_invoices_and_lines numbers them: invoices in the order of their
+# key, lines in an invoice in LINE_ORDER, nulls first. Made where the lines are (at 1B rows, 4.2M
+# lines with 36-character ids: a copy in Python was the run's peak of memory).
+TABLE_LINES_SQL = f"""
+SELECT line_key,
+       dense_rank() OVER (ORDER BY {_nulls_first(_INVOICE_KEY)}) - 1 AS invoice_index,
+       row_number() OVER (PARTITION BY {", ".join(_INVOICE_KEY)}
+                          ORDER BY {_nulls_first(_LINE_ORDER)}) - 1 AS line_index,
+       product_id, invoice_period_start AS inclusive_start, invoice_period_end AS exclusive_end,
+       granularity, pricing_group_values, presentation_group_values
+FROM _lines
+WHERE NOT draft"""
+
+# The invoices of TABLE_LINES_SQL's lines, as table_invoices_and_lines makes them before they are
+# checked (`_invoices_checked`): each named by the first file holding its rows (`_sources`); what
+# must be one value per invoice taken from its first line, and whether its lines disagree (a
+# null is a value of its own).
+TABLE_INVOICES_SQL = f"""
+SELECT dense_rank() OVER (ORDER BY {_nulls_first(_INVOICE_KEY)}) - 1 AS invoice_index,
+       s.source, i.file_index, customer_id, contract_id, invoice_credit_type_id AS credit_type_id,
+       invoice_period_start AS inclusive_start, invoice_period_end AS exclusive_end, issued_at,
+       issue_dates_differ, billable_status, billable_differs
+FROM (
+    SELECT {", ".join(_INVOICE_KEY)}, min(file_index) AS file_index,
+           first(customer_id ORDER BY {_nulls_first(_LINE_ORDER)}) AS customer_id,
+           max(issued_at) AS issued_at,
+           bool_or(issue_dates_differ)
+             OR count(DISTINCT issued_at) + bool_or(issued_at IS NULL)::INTEGER > 1
+             AS issue_dates_differ,
+           first(billable_status ORDER BY {_nulls_first(_LINE_ORDER)}) AS billable_status,
+           bool_or(billable_differs)
+             OR count(DISTINCT billable_status) + bool_or(billable_status IS NULL)::INTEGER > 1
+             AS billable_differs
+    FROM _lines
+    WHERE NOT draft
+    GROUP BY {", ".join(_INVOICE_KEY)}
+) i
+LEFT JOIN _sources s ON s.file_index = i.file_index
+ORDER BY invoice_index"""
+
+
 def table_invoices_and_lines(
-    checked: pl.DataFrame, sources: Sequence[str] = ()
+    checked: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Number a usage table's invoices (by contract, credit type, period) and their lines.
+    """Number the invoices (by contract, credit type, period) and lines of a usage table's checked
+    lines held here (a DRAFT's; a run's history is numbered where its lines are kept:
+    TABLE_LINES_SQL, TABLE_INVOICES_SQL). An invoice is named by the first source of its rows.
 
     Returns the invoices (frames.INVOICES), the lines (frames.STORE_LINES) and the issues of
-    rows that disagree on what must be one value per invoice. `sources`: the table's files, by
-    the `file_index` each line carries (an invoice is named by the first file holding its rows).
+    rows that disagree on what must be one value per invoice.
     """
     invoice_key = list(_INVOICE_KEY)
     line_order = list(_LINE_ORDER)
@@ -131,11 +158,17 @@ def table_invoices_and_lines(
             "billable_differs"
         ),
     )
-    if sources:
-        names = dict(enumerate(sources))
-        invoices = invoices.with_columns(
-            source=pl.col("file_index").replace_strict(names, return_dtype=pl.String())
-        )
+    lines = ordered.rename(
+        {"invoice_period_start": "inclusive_start", "invoice_period_end": "exclusive_end"}
+    )
+    invoices_frame, found = invoices_checked(invoices)
+    return invoices_frame, frames.conform(lines, frames.STORE_LINES), found
+
+
+def invoices_checked(invoices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A usage table's invoices as made from their lines (TABLE_INVOICES_SQL's columns) ->
+    the invoices (frames.INVOICES) and the issues of those whose rows disagree on what must be
+    one value per invoice."""
     found = pl.concat(
         [
             _issue(
@@ -158,10 +191,7 @@ def table_invoices_and_lines(
         ),
         frames.INVOICES,
     )
-    lines = ordered.rename(
-        {"invoice_period_start": "inclusive_start", "invoice_period_end": "exclusive_end"}
-    )
-    return invoices_frame, frames.conform(lines, frames.STORE_LINES), found
+    return invoices_frame, found
 
 
 def json_lines(lines: pl.DataFrame, invoices: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:

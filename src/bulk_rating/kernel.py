@@ -196,6 +196,11 @@ class Kernel:
             # read before the transaction: a table that cannot be read is named by the check
             self.rows_per_day_group = store.rows_per_day_group()
         store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
+        kind = table.kinds["quantity"] if table else "text"
+        store.temp_table_like(
+            "_lines",
+            validate.lines_sql(kind, table=table is not None, kinds=table.kinds if table else None),
+        )
         store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
         store.temp_table_like(
             "_edge_parts",
@@ -236,20 +241,23 @@ class Kernel:
             rows=store.parquet_rows(table.files) if table and progress.active else None,
             partitions=self.partitions,
         )
-        lines = store.frame(validate.lines_sql(kind, table=is_table, kinds=kinds))
+        # the checked lines stay in DuckDB: Python takes their counts, then the invoices (at 1B
+        # rows 4.2M lines with 36-character ids; a copy of them here was the run's peak of memory)
+        store.replace_with("_lines", validate.lines_sql(kind, table=is_table, kinds=kinds))
+        counted = store.frame(validate.LINES_COUNTED).row(0, named=True)
         checked = Checked(
             found=[],
-            rows_read=int(lines["rows"].sum()),
-            content_sum=int(lines["content_sum"].sum()),
-            has_drafts=bool(lines["draft"].any()),
+            rows_read=counted["rows"],
+            content_sum=int(counted["content_sum"]),
+            has_drafts=counted["has_drafts"],
         )
-        if lines["problems"].sum():
+        if counted["problems"]:
             checked.found.append(
                 store.frame(validate.row_issues_sql(kind, table=is_table, kinds=kinds))
             )
         repeats = []
         duplicate = pl.col("code") == "DUPLICATE_ROW"
-        if lines["repeated_windows"].sum() or lines["repeated_windows"].null_count():
+        if counted["repeated_windows"] or counted["repeats_uncounted"]:
             repeats.append(store.frame(validate.repeated_windows_sql(table=is_table)))
             checked.copies_in_run = frames.rows_counted(repeats[0].filter(duplicate))
         if checked.has_drafts and store.scalar("SELECT count(*) FROM _draft_usage"):
@@ -262,28 +270,22 @@ class Kernel:
         if any(f.height for f in checked.found):
             return checked
         checked.invoices_checked = True
-        if not assemble.keys_are_unique(lines, table=is_table):  # a 64-bit hash collision
+        if not store.scalar(validate.keys_unique_sql(table=is_table)):  # a 64-bit hash collision
             raise BulkRatingError(
                 "two lines or tier groups share a key; split the input and import it in parts"
             )
         if table is None:
             store.replace("usage_invoices", dataset.invoices)
-            store.replace(
-                "usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, lines)
-            )
+            keys = store.frame("SELECT invoice_index, line_index, line_key FROM _lines")
+            store.replace("usage_lines", assemble.json_lines(dataset.lines, dataset.invoices, keys))
             return checked
-        # a draft period's rows are rated with its draft; the checked lines are let go once the
-        # history's are taken from them (at 1B rows, 4.2M lines: each copy is most of a GB)
-        history = lines.select(*assemble.LINE_FIELDS, "draft")
-        del lines
-        if checked.has_drafts:
-            history = history.filter(~pl.col("draft"))
-        invoices, usage_lines, disagreements = assemble.table_invoices_and_lines(
-            history, table.sources
+        # the history's lines and invoices, made where the lines are (a DRAFT period's rows are
+        # rated with its draft)
+        store.replace_with("usage_lines", assemble.TABLE_LINES_SQL)
+        invoices, disagreements = assemble.invoices_checked(
+            store.frame(assemble.TABLE_INVOICES_SQL)
         )
-        del history
         store.replace("usage_invoices", invoices)
-        store.replace("usage_lines", usage_lines)
         checked.found = [disagreements, validate.validate_invoices(invoices, refs)]
         return checked
 

@@ -10,8 +10,10 @@ from bulk_rating.validate.catalog import validate_catalog
 from bulk_rating.validate.rows import (
     HOUR_US,
     KEPT_DRAFT_REPEATS,
+    LINES_COUNTED,
     UNIQUE_ROWS,
     dropped_copies_sql,
+    keys_unique_sql,
     line_weeks_sql,
     lines_sql,
     repeated_windows_sql,
@@ -23,10 +25,12 @@ from bulk_rating.validate.rows import (
 __all__ = [
     "HOUR_US",
     "KEPT_DRAFT_REPEATS",
+    "LINES_COUNTED",
     "UNIQUE_ROWS",
     "References",
     "dropped_copies_sql",
     "issue_frame",
+    "keys_unique_sql",
     "line_weeks_sql",
     "lines_sql",
     "repeated_windows_sql",

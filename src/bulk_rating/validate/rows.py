@@ -772,6 +772,29 @@ FROM (
 """
 
 
+# What the check counts over a run's checked lines (`_lines`, of lines_sql): one row.
+LINES_COUNTED = """
+SELECT coalesce(sum(rows), 0)::BIGINT AS rows,
+       coalesce(sum(content_sum), 0)::VARCHAR AS content_sum,
+       coalesce(bool_or(draft), false) AS has_drafts,
+       coalesce(sum(problems), 0)::BIGINT AS problems,
+       coalesce(sum(repeated_windows), 0)::BIGINT AS repeated_windows,
+       count(*) - count(repeated_windows) AS repeats_uncounted
+FROM _lines"""
+
+
+def keys_unique_sql(*, table: bool) -> str:
+    """Whether the line keys and tier-group keys of `_lines` (64-bit hashes) name distinct things:
+    no line's two hashes disagree, no key is on two lines, and each tier group's key pairs one to
+    one with a second hash of the same columns (as lines' keys and checks do)."""
+    group = resolve.tier_group_columns(table=table)
+    return f"""
+SELECT NOT coalesce(bool_or(key_collision), false) AND count(DISTINCT line_key) = count(*)
+       AND (SELECT count(DISTINCT tier_group) = count(*) AND count(DISTINCT tier_check) = count(*)
+            FROM (SELECT DISTINCT tier_group, hash('check', {group}) AS tier_check FROM _lines))
+FROM _lines"""
+
+
 # Rows listed per rule (code and field), in input order; the others are counted. A systematic
 # mistake in a hundred million rows (an unknown product, a file sent twice) is then a report,
 # not a list of millions that outgrows the machine.
