@@ -1,4 +1,5 @@
-"""Checked lines -> the invoices and lines frames pricing and the store read.
+"""Checked lines -> the invoices and lines pricing and the store read (a usage table's history:
+as SQL run where its checked lines are kept; a DRAFT's few lines and a JSON batch: frames).
 
 A usage table's rows are grouped into invoices by their invoice columns when given, else by the
 contract's billing periods (only those it does not generate itself): one invoice per contract,

@@ -4,15 +4,15 @@ transaction. Callers make a Kernel for a run (its store, data set and partitions
 and call three things: `prepare` (the working relations, before the transaction), `check` (the
 problems found, the rows' content sum, what is needed to rate) and `rate` (priced windows, line
 items, drawdown, invoice and draft totals). No caller hands the store SQL: the statements come
-from resolve, validate and rate, and are run here.
+from resolve, validate, assemble and rate, and are run here.
 
 Working relations (temp tables and views of the run's connection, made by `prepare`): the
 references rows are checked against (`_contract_refs`, `_known_*`), the periods contracts bill
 themselves (`_draft_periods`, `_period_weeks`), the usage rows (`usage_rows`, of one partition
 of contracts at a time when there are several; `usage_rows_unique` without exact copies), what
-the check counted (`_line_weeks`), the run's invoices and lines (`usage_invoices`,
-`usage_lines`), tiers by week (`_week_tiers`), edge-week parts (`_edge_parts`) and drawdown
-applications (`_applications`).
+the check counted (`_line_weeks`) and the lines it checked (`_lines`), the run's invoices and
+lines (`usage_invoices`, `usage_lines`), tiers by week (`_week_tiers`), edge-week parts
+(`_edge_parts`) and drawdown applications (`_applications`).
 """
 
 from __future__ import annotations
