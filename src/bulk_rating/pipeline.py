@@ -406,8 +406,17 @@ def _table_hash(base: str | None, content_sum: int) -> str:
 
 
 def _sorted(issues: pl.DataFrame) -> pl.DataFrame:
+    # every column: problems alike in place and code (an invoice overlapping two) keep one order
     return frames.issues(issues).sort(
-        "source", "row", "invoice_index", "line_index", "window_index", "code", nulls_last=False
+        "source",
+        "row",
+        "invoice_index",
+        "line_index",
+        "window_index",
+        "code",
+        "field",
+        "message",
+        nulls_last=False,
     )
 
 

@@ -159,13 +159,28 @@ def _invoice_rules(invoices: pl.DataFrame, refs: References) -> list[pl.DataFram
             ),
         ),
     ]
-    # Overlaps, in the batch (D3: even identical invoices) and with stored invoices.
+    # Overlaps, in the batch (D3: even identical invoices) and with stored invoices. The batch's
+    # pairs are found on numbers, not on the invoices' ids: at 1B rows, 579k invoices make 1.7M
+    # pairs of one contract and credit type, as text the run's peak of memory (a null key pairs
+    # with nothing, as in a join on the ids)
     key = ["contract_id", "credit_type_id"]
     periods = invoices.select("source", "invoice_index", *key, "inclusive_start", "exclusive_end")
-    pairs = periods.join(periods.drop("source"), on=key, suffix="_other").filter(
-        (pl.col("invoice_index_other") < pl.col("invoice_index"))
-        & (pl.col("inclusive_start") < pl.col("exclusive_end_other"))
-        & (pl.col("inclusive_start_other") < pl.col("exclusive_end"))
+    spans = invoices.select(
+        "invoice_index",
+        "inclusive_start",
+        "exclusive_end",
+        same=pl.when(pl.all_horizontal(pl.col(key).is_not_null())).then(
+            pl.struct(key).rank("dense")
+        ),
+    )
+    pairs = (
+        spans.join(spans, on="same", suffix="_other")
+        .filter(
+            (pl.col("invoice_index_other") < pl.col("invoice_index"))
+            & (pl.col("inclusive_start") < pl.col("exclusive_end_other"))
+            & (pl.col("inclusive_start_other") < pl.col("exclusive_end"))
+        )
+        .join(invoices.select("invoice_index", "source"), on="invoice_index")
     )
     found.append(
         _rows(
