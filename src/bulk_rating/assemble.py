@@ -97,7 +97,7 @@ FROM _lines
 WHERE NOT draft"""
 
 # The invoices of TABLE_LINES_SQL's lines, as table_invoices_and_lines makes them before they are
-# checked (`_invoices_checked`): each named by the first file holding its rows (`_sources`); what
+# checked (`invoices_checked`): each named by the first file holding its rows (`_sources`); what
 # must be one value per invoice taken from its first line, and whether its lines disagree (a
 # null is a value of its own).
 TABLE_INVOICES_SQL = f"""

@@ -196,11 +196,7 @@ class Kernel:
             # read before the transaction: a table that cannot be read is named by the check
             self.rows_per_day_group = store.rows_per_day_group()
         store.temp_table_like("_line_weeks", _line_weeks_sql(store, table))
-        kind = table.kinds["quantity"] if table else "text"
-        store.temp_table_like(
-            "_lines",
-            validate.lines_sql(kind, table=table is not None, kinds=table.kinds if table else None),
-        )
+        store.temp_table_like("_lines", _lines_sql(table))
         store.temp_table_like("_week_tiers", rate.WEEK_TIERS.replace("$drafts", "false"))
         store.temp_table_like(
             "_edge_parts",
@@ -243,7 +239,7 @@ class Kernel:
         )
         # the checked lines stay in DuckDB: Python takes their counts, then the invoices (at 1B
         # rows 4.2M lines with 36-character ids; a copy of them here was the run's peak of memory)
-        store.replace_with("_lines", validate.lines_sql(kind, table=is_table, kinds=kinds))
+        store.replace_with("_lines", _lines_sql(table))
         counted = store.frame(validate.LINES_COUNTED).row(0, named=True)
         checked = Checked(
             found=[],
@@ -329,6 +325,13 @@ def _line_weeks_sql(
         kinds=table.kinds,
         day_splits=day_splits,
     )
+
+
+def _lines_sql(table: load.UsageTable | None) -> str:
+    """The checked lines of `_line_weeks` (kept in `_lines`)."""
+    if table is None:
+        return validate.lines_sql("text", table=False)
+    return validate.lines_sql(table.kinds["quantity"], table=True, kinds=table.kinds)
 
 
 # Past this many cuts in a day, grouping a day's rows by part saves too little: each row is
