@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from datetime import datetime
@@ -431,8 +432,13 @@ def _source_dir(dataset: load.Dataset) -> str:
 def _fill(
     report: RunReport, store: Store, run_id: int, contracts_created: int, limit: int | None
 ) -> None:
-    report.invoice_rows = store.run_invoices(run_id, limit)
-    report.line_rows = store.run_line_items(run_id, report.invoice_rows)
+    if limit is None:  # every invoice: kept in files, read a page at a time (any size)
+        folder = Path(tempfile.mkdtemp(prefix="bulk-rating-report-"))
+        weakref.finalize(report, shutil.rmtree, folder, ignore_errors=True)
+        report.row_files = store.export_run_rows(run_id, folder)
+    else:
+        report.invoice_rows = store.run_invoices(run_id, limit)
+        report.line_rows = store.run_line_items(run_id, report.invoice_rows)
     report.run_id = run_id
     report.counts, report.totals = store.run_summary(run_id)
     report.contracts_created = contracts_created
@@ -485,7 +491,8 @@ def run_reconcile(
         if report.status == "rejected":
             empty.issues = report.issues
             return empty, pl.DataFrame()
-        historical = report.invoice_rows.filter(pl.col("origin") == "HISTORICAL_IMPORT")
+        invoice_rows, line_rows = report.all_rows()
+        historical = invoice_rows.filter(pl.col("origin") == "HISTORICAL_IMPORT")
         imported = historical.select(
             "invoice_id",
             "customer_id",
@@ -496,7 +503,7 @@ def run_reconcile(
             "total",
         )
         names.update(historical.select("credit_type_id", "credit_type_name").unique().iter_rows())
-        lines = report.line_rows.filter(pl.col("type") == "usage").select(
+        lines = line_rows.filter(pl.col("type") == "usage").select(
             "invoice_id", "product_id", "quantity", "total"
         )
         with Store.scratch() as scratch:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -331,6 +332,41 @@ def contract_document(
 DOCUMENTS_PER_CHUNK = 500
 
 
+def _batches(path: Path, origin: str, size: int) -> Iterator[pl.DataFrame]:
+    """The rows of one origin of a file Store.export_run_rows wrote, in order, `size` at a time."""
+    import pyarrow.parquet as pq  # numpy with it, when installed: only for a whole run's report
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+        rows = pl.from_arrow(batch)
+        assert isinstance(rows, pl.DataFrame)
+        rows = rows.filter(pl.col("origin") == origin)
+        if rows.height:
+            yield rows
+
+
+def _file_pages(
+    invoice_file: Path, line_file: Path, origin: str, page: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Pages of `page` invoices and their line items from the two files, read side by side once:
+    both are in the invoices' order (`n` within an origin), so a page's lines are the next ones."""
+    lines = _batches(line_file, origin, page * 16)
+    held: pl.DataFrame | None = None
+    for batch in _batches(invoice_file, origin, page * 16):
+        for invoices in batch.iter_slices(page):
+            last = invoices["n"].max()
+            shown = []
+            while True:
+                held = held if held is not None else next(lines, None)
+                if held is None:
+                    break
+                shown.append(held.filter(pl.col("n") <= last))
+                if held["n"].max() > last:  # type: ignore[operator]
+                    held = held.filter(pl.col("n") > last)
+                    break
+                held = None
+            yield invoices, pl.concat(shown) if shown else pl.DataFrame()
+
+
 @dataclass
 class RunReport:
     status: str  # imported | previewed | already_imported | rejected
@@ -343,6 +379,9 @@ class RunReport:
     # built from them one at a time, so a large run's JSON never sits in memory as dicts.
     invoice_rows: pl.DataFrame = field(default_factory=pl.DataFrame)
     line_rows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Or, when every invoice was asked for, the same rows in two Parquet files (invoices, line
+    # items: Store.export_run_rows), read a page at a time: neither is ever held whole.
+    row_files: tuple[Path, Path] | None = None
     contracts_created: int = 0
     issues: pl.DataFrame = field(default_factory=lambda: frames.empty(frames.ISSUES))
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -416,19 +455,39 @@ class RunReport:
             },
         }
 
-    def documents(self, origin: str = "HISTORICAL_IMPORT") -> Iterator[dict[str, Any]]:
-        """The run's invoices of one origin in Metronome's Invoice shape, in input order; built a
-        few hundred at a time, so a large run's document never sits in memory as dicts."""
-        if not self.invoice_rows.height:
-            return
-        invoices = self.invoice_rows.filter(pl.col("origin") == origin)
-        for chunk in invoices.iter_slices(DOCUMENTS_PER_CHUNK):
+    def documents(
+        self, origin: str = "HISTORICAL_IMPORT", page: int = DOCUMENTS_PER_CHUNK
+    ) -> Iterator[dict[str, Any]]:
+        """The run's invoices of one origin in Metronome's Invoice shape, in input order; built
+        `page` at a time, so a large run's document never sits in memory as dicts."""
+        for chunk, shown in self._pages(origin, page):
             lines: dict[str, list[dict[str, Any]]] = {}
-            shown = self.line_rows.filter(pl.col("invoice_id").is_in(chunk["invoice_id"].implode()))
             for line in shown.to_dicts():
                 lines.setdefault(line["invoice_id"], []).append(line)
             for invoice in chunk.to_dicts():
                 yield invoice_document(invoice, lines.get(invoice["invoice_id"], []))
+
+    def _pages(self, origin: str, page: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        """The run's invoices of one origin, `page` at a time, each page with the line items of
+        its invoices."""
+        if self.row_files is not None:
+            yield from _file_pages(*self.row_files, origin, page)
+            return
+        if not self.invoice_rows.height:
+            return
+        invoices = self.invoice_rows.filter(pl.col("origin") == origin)
+        for chunk in invoices.iter_slices(page):
+            yield (
+                chunk,
+                self.line_rows.filter(pl.col("invoice_id").is_in(chunk["invoice_id"].implode())),
+            )
+
+    def all_rows(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Every invoice row and line item row of the report, whole (read from its files when
+        it has them)."""
+        if self.row_files is None:
+            return self.invoice_rows, self.line_rows
+        return pl.read_parquet(self.row_files[0]), pl.read_parquet(self.row_files[1])
 
     @property
     def invoices(self) -> list[dict[str, Any]]:

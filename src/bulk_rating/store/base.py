@@ -647,6 +647,19 @@ class StoreBase:
                 committed=True,
             ) from exc
 
+    @contextmanager
+    def short_of_room(self, outcome: str, *, committed: bool = False) -> Iterator[None]:
+        """A full disk or DuckDB's memory limit met inside is a ResourceError that says so, then
+        what became of the work (`outcome`)."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            shortage = _shortage(exc, self.limits)
+            if shortage is None:
+                raise
+            code, said = shortage
+            raise ResourceError(f"{said}; {outcome}", code=code, committed=committed) from exc
+
     # --- reads -----------------------------------------------------------------------------
 
     def tracked(
