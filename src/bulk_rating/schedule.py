@@ -95,6 +95,12 @@ def _index_at_or_before(terms: Terms, moment: datetime) -> int:
     return k
 
 
+def importable_periods(found: Terms) -> tuple[Period, ...]:
+    """The periods of contracts of these terms that end by their generation start (imported,
+    not generated)."""
+    return _bounded_periods(found, found.generation_starts_at)
+
+
 def periods(contract: Contract, until: datetime | None = None) -> Iterator[Period]:
     """The contract's periods in order, clipped to the contract, up to `until` (exclusive)."""
     found = terms(contract)

@@ -43,5 +43,7 @@ def test_contract_rows_count_rate_pieces_and_period_weeks(tmp_path: Path) -> Non
             plan.rows["rate_cards"].select("rate_card_id", "fiat_credit_type_id").iter_rows()
         )
         drafts = catalog.drafts(plan.new_contracts, fiat, as_of)
-        made = assemble.period_weeks(plan.new_contracts, drafts).height
+        store.temp_table("_new_contracts", plan.rows["contracts"])
+        terms = store.frame(assemble.contract_terms_sql("_new_contracts"))
+        made = assemble.period_weeks(terms, drafts).height
         assert 0 < made <= weeks + 6 * len(plan.new_contracts)
