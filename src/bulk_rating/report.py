@@ -333,7 +333,9 @@ DOCUMENTS_PER_CHUNK = 500
 
 
 def _batches(path: Path, origin: str, size: int) -> Iterator[pl.DataFrame]:
-    """The rows of one origin of a file Store.export_run_rows wrote, in order, `size` at a time."""
+    """The rows of one origin of a file Store.export_run_rows wrote, in order, `size` at a time.
+    Read through pyarrow, as DuckDB hands frames over: a JSON column is text here as there
+    (polars' own reader makes it binary)."""
     import pyarrow.parquet as pq  # numpy with it, when installed: only for a whole run's report
 
     for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
@@ -342,6 +344,15 @@ def _batches(path: Path, origin: str, size: int) -> Iterator[pl.DataFrame]:
         rows = rows.filter(pl.col("origin") == origin)
         if rows.height:
             yield rows
+
+
+def _whole(path: Path) -> pl.DataFrame:
+    """A whole file Store.export_run_rows wrote (read as _batches reads it)."""
+    import pyarrow.parquet as pq
+
+    rows = pl.from_arrow(pq.read_table(path))
+    assert isinstance(rows, pl.DataFrame)
+    return rows
 
 
 def _file_pages(
@@ -487,7 +498,8 @@ class RunReport:
         it has them)."""
         if self.row_files is None:
             return self.invoice_rows, self.line_rows
-        return pl.read_parquet(self.row_files[0]), pl.read_parquet(self.row_files[1])
+        invoices, lines = (_whole(path) for path in self.row_files)
+        return invoices, lines.drop("origin", "n")  # the columns run_line_items gives
 
     @property
     def invoices(self) -> list[dict[str, Any]]:

@@ -71,6 +71,11 @@ def test_a_whole_run_is_listed_page_by_page_from_files_as_from_memory(tmp_path: 
     assert sum(len(i["line_items"]) for i in in_memory[0]) > 600
     document = json.loads(printed.stdout)
     assert (document["data"], document["drafts"]) == in_memory
+    # whole (a reconciliation's preview), the same rows and columns as held in memory
+    invoices, lines = whole.all_rows()
+    assert invoices.equals(held.invoice_rows)
+    by_place = ["invoice_id", "position"]
+    assert lines.sort(by_place).equals(held.line_rows.sort(by_place))
     # pages of any size, their edges falling anywhere in the files' batches
     for page in (1, 7, 599):
         paged = [*whole.documents(page=page)], [*whole.documents("CONTRACT_SCHEDULE", page=page)]

@@ -95,10 +95,13 @@ class RunQueries(StoreBase):
         position. A report reads them a page at a time: at 1B usage rows, 4.2M line items held
         in Python took 3 GB. A full disk or the memory limit is a ResourceError."""
         invoices, lines = folder / "invoices.parquet", folder / "line_items.parquet"
+        # the files go to the staging folder (under TMPDIR), not next to the database
+        where = f"its invoices could not be listed in {folder.parent} (TMPDIR)"
         with self.short_of_room(
-            "the run is stored, but its invoices could not be listed here (read them from the"
-            " database)",
-            committed=True,
+            f"the preview saved nothing and {where}"
+            if self.throwaway
+            else f"the run is stored, but {where}: read them from the database",
+            committed=not self.throwaway,
         ):
             self.con.execute(
                 f"COPY (SELECT * FROM ({_RUN_INVOICES}) ORDER BY origin DESC, n)"
