@@ -56,18 +56,14 @@ def period_weeks(contract_terms: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataF
     periods = frames.from_columns(
         {"terms_index": index, "inclusive_start": starts, "exclusive_end": ends},
         {
-            "terms_index": pl.Int64(),
+            "terms_index": pl.UInt32(),  # as with_row_index numbers them
             "inclusive_start": frames.UTC_TIME,
             "exclusive_end": frames.UTC_TIME,
         },
     )
     owned = (
         contract_terms.join(
-            distinct.with_row_index("terms_index").with_columns(
-                pl.col("terms_index").cast(pl.Int64)
-            ),
-            on=TERMS_COLUMNS,
-            nulls_equal=True,
+            distinct.with_row_index("terms_index"), on=TERMS_COLUMNS, nulls_equal=True
         )
         .select("contract_id", "terms_index")
         .join(periods, on="terms_index")

@@ -339,9 +339,7 @@ def _batches(path: Path, origin: str, size: int) -> Iterator[pl.DataFrame]:
     import pyarrow.parquet as pq  # numpy with it, when installed: only for a whole run's report
 
     for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-        rows = pl.from_arrow(batch)
-        assert isinstance(rows, pl.DataFrame)
-        rows = rows.filter(pl.col("origin") == origin)
+        rows = _frame(batch).filter(pl.col("origin") == origin)
         if rows.height:
             yield rows
 
@@ -350,7 +348,11 @@ def _whole(path: Path) -> pl.DataFrame:
     """A whole file Store.export_run_rows wrote (read as _batches reads it)."""
     import pyarrow.parquet as pq
 
-    rows = pl.from_arrow(pq.read_table(path))
+    return _frame(pq.read_table(path))
+
+
+def _frame(arrow: Any) -> pl.DataFrame:
+    rows = pl.from_arrow(arrow)
     assert isinstance(rows, pl.DataFrame)
     return rows
 
