@@ -35,6 +35,7 @@ from bulk_rating.pricing import Tiers
 from bulk_rating.resolve import (
     DAY_US,
     WEEK_US,
+    in_partition_sql,
     line_key_columns,
     period_columns,
     period_join,
@@ -123,6 +124,77 @@ LEFT JOIN _week_tiers d
   ON {pricing.positioned_sql("w.rate_type")} AND d.line_key = w.line_key
  AND d.week = epoch_us(w.inclusive_start) // {WEEK_US}
 WHERE w.in_draft = {str(drafts).lower()}{placed}
+"""
+
+
+# What a usage table's row is priced by when the rows name no invoice periods of their own
+# (LINE_SPANS): with its start, these columns decide its line, rate piece and tier. The customer,
+# billable status and given granularity are the same on every row of a line (or the check
+# failed it), so they are not read.
+SERIES_COLUMNS = (
+    "contract_id",
+    "product_id",
+    "pricing_key",
+    "presentation_key",
+    "granularity",
+    "credit_type_id",
+)
+
+
+def series_key_sql(alias: str) -> str:
+    """The hash of a row's SERIES_COLUMNS (`alias`: the relation they are read from)."""
+    return f"hash({', '.join(f'{alias}.{c}' for c in SERIES_COLUMNS)})"
+
+
+# The checked lines of one partition (`_line_weeks`) as spans of time: for each series, line and
+# rate piece, the stretch of its billing period the rate piece is in effect, keyed by the UTC
+# weeks it touches (a tiered line's by the one week its group was counted in), with the item key
+# each window starting there is stored under (priced_windows_sql's: the week's tier, or none in a
+# week with a tier edge, kept for edge_windows_sql). A row then finds its item by one join on
+# (series, week) and its start, instead of joins to periods, rate pieces and week tiers on text
+# ids: at 10M rows of UUID ids, the pricing statement took 0.6-0.7 s instead of 1.3-1.4 s, with
+# the same windows. Spans of a series never overlap: periods, rate pieces and weeks do not.
+LINE_SPANS = f"""
+WITH lines AS (
+    SELECT DISTINCT {", ".join(SERIES_COLUMNS)}, line_key, rate_key, week,
+           invoice_period_start, invoice_period_end
+    FROM _line_weeks
+    WHERE NOT draft AND ({in_partition_sql("hash(contract_id)")})
+),
+spans AS (
+    SELECT {series_key_sql("l")} AS series, l.week AS tier_week, l.line_key, l.rate_key,
+           r.rate_type,
+           -- greatest and least pass over a NULL: an open-ended rate piece ends with the period
+           greatest(l.invoice_period_start, r.starting_at) AS span_start,
+           least(l.invoice_period_end, r.ending_before) AS span_end
+    FROM lines l JOIN _usage_rates r ON r.rate_key = l.rate_key
+)
+SELECT s.series, w.week, s.span_start, s.span_end,
+       item_key($run_id, s.line_key, s.rate_key,
+                CASE WHEN {pricing.positioned_sql("s.rate_type")} THEN t.tier_key ELSE {FLAT_TIER} END)
+         AS item_key
+FROM spans s
+-- weeks as rows count them (epoch_us // WEEK_US: monotonic, so [start, end) lies in these)
+CROSS JOIN LATERAL (
+    SELECT unnest(CASE WHEN s.tier_week IS NOT NULL THEN [s.tier_week]
+                       ELSE generate_series(epoch_us(s.span_start) // {WEEK_US},
+                                            (epoch_us(s.span_end) - 1) // {WEEK_US}) END) AS week
+) w
+LEFT JOIN _week_tiers t
+  ON {pricing.positioned_sql("s.rate_type")} AND t.line_key = s.line_key AND t.week = s.tier_week
+"""
+
+
+def spanned_windows_sql(rows: str = "usage_rows") -> str:
+    """priced_windows_sql with `keep_edges` for a usage table whose rows name no invoice
+    periods, by the partition's LINE_SPANS: every row of a history period is stored once (a
+    DRAFT period's rows find no span; they are rated with their draft)."""
+    return f"""
+SELECT s.item_key, u.inclusive_start AS window_start, u.quantity
+FROM {rows} u
+JOIN _line_spans s
+  ON s.series = {series_key_sql("u")} AND s.week = epoch_us(u.inclusive_start) // {WEEK_US}
+ AND s.span_start <= u.inclusive_start AND u.inclusive_start < s.span_end
 """
 
 

@@ -105,10 +105,15 @@ def line_key_columns(*, table: bool) -> str:
 # A row keyed by contract is of the partition of contracts being read (Store.each_partition),
 # or there is none (outside one, or in one partition). The variables are read when a statement
 # is bound, so the filter is a constant of each statement.
-IN_PARTITION = (
-    "coalesce(getvariable('usage_partitions'), 1) = 1"
-    " OR hash(contract_id) % getvariable('usage_partitions') = getvariable('usage_partition')"
-)
+def in_partition_sql(contract_hash: str) -> str:
+    """IN_PARTITION of a contract whose id hashes to `contract_hash` (SQL)."""
+    return (
+        "coalesce(getvariable('usage_partitions'), 1) = 1"
+        f" OR {contract_hash} % getvariable('usage_partitions') = getvariable('usage_partition')"
+    )
+
+
+IN_PARTITION = in_partition_sql("hash(contract_id)")
 
 
 def of_partition(table: str) -> str:

@@ -100,23 +100,35 @@ class RatingStatements(StoreBase):
         drafts: bool = False,
         progress: Progress = NULL_PROGRESS,
         partitions: int = 1,
+        spans: bool = False,
     ) -> None:
         """Run the pricing kernel over `rows` (the rows `_line_weeks` counted), `_line_weeks`,
         `usage_lines` and `usage_invoices`. A usage table's windows in weeks with a tier edge are
-        stored once without a tier and placed from there (reading the table once)."""
+        stored once without a tier and placed from there (reading the table once). With `spans`
+        (a usage table whose rows name no invoice periods, not drafts), each partition's rows
+        find their items by its lines' spans (rate.LINE_SPANS)."""
         params = {"run_id": run_id}
         keep_edges = table and not drafts  # a batch's ties follow its line order, not stored
-        windows = "INSERT INTO _priced_windows " + rate.priced_windows_sql(
-            table=table, rows=rows, drafts=drafts, keep_edges=keep_edges
+        windows = "INSERT INTO _priced_windows " + (
+            rate.spanned_windows_sql(rows)
+            if spans
+            else rate.priced_windows_sql(
+                table=table, rows=rows, drafts=drafts, keep_edges=keep_edges
+            )
         )
         try:
             self.replace_with("_week_tiers", rate.WEEK_TIERS, {"drafts": drafts})
 
             def store_windows() -> int:
-                return sum(
-                    self.con.execute(windows, params).fetchall()[0][0]
-                    for _ in self.each_partition(partitions)
-                )
+                stored = 0
+                for _ in self.each_partition(partitions):
+                    if spans:  # the partition's own: they are held one partition at a time
+                        self.con.execute("DELETE FROM _line_spans")
+                        self.con.execute("INSERT INTO _line_spans " + rate.LINE_SPANS, params)
+                    # spans carry the item keys: only resolving each row reads the run's id
+                    found = self.con.execute(windows, None if spans else params).fetchall()
+                    stored += found[0][0]
+                return stored
 
             stored = self.tracked(
                 "pricing and storing rows",

@@ -19,6 +19,7 @@ from bulk_rating.validate.rows import (
     repeated_windows_sql,
     row_issues_sql,
     row_rules,
+    rows_name_periods,
     same_row,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "repeated_windows_sql",
     "row_issues_sql",
     "row_rules",
+    "rows_name_periods",
     "same_row",
     "validate_batch",
     "validate_catalog",

@@ -146,7 +146,7 @@ class Rule:
         """The rule as a condition on a group of rows, where it has one for this input."""
         if kinds is None:  # a JSON batch or kept draft rows: few rows, every rule row by row
             return None
-        if self.without_invoice_columns and any(c in kinds for c in _INVOICE_COLUMNS):
+        if self.without_invoice_columns and rows_name_periods(kinds):
             return None  # rows may carry invoice columns of their own: checked row by row
         return self.on_group(kinds) if callable(self.on_group) else self.on_group
 
@@ -159,6 +159,14 @@ _UNIFORM_COLUMNS = (
 # The rule for a window whose width is neither an hour nor a day, without a given granularity.
 _NO_GRANULARITY = "granularity_given IS NULL AND granularity IS NULL"
 _INVOICE_COLUMNS = ("invoice_inclusive_start_date", "invoice_exclusive_end_date")
+
+
+def rows_name_periods(kinds: Mapping[str, str]) -> bool:
+    """A usage table's rows name their own invoice periods (invoice columns): a row's period is
+    then its own, not only its contract's period holding its start."""
+    return any(c in kinds for c in _INVOICE_COLUMNS)
+
+
 # What line_weeks_sql looks up for each group, which the line rules read.
 _LOOKED_UP = (
     "known_customer",
@@ -576,7 +584,7 @@ def line_weeks_sql(
         day_splits is not None
         and kinds is not None
         and table
-        and not any(c in kinds for c in _INVOICE_COLUMNS)  # rows name their own periods
+        and not rows_name_periods(kinds)
         and not _reads_resolved(needs)
     ):
         days = _day_groups_sql(
