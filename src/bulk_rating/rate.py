@@ -9,7 +9,8 @@ Relations it reads: the usage rows (`usage_rows`, frames.USAGE_ROWS, or `draft_r
 against `_contract_refs`, `_period_weeks` and the contract rates keyed as the rows are
 (`_usage_rates` or `_json_rates`: resolve.rates_of, resolve.resolved_sql); what the check
 counted of them (`_line_weeks`, validate.line_weeks_sql); `usage_lines` (frames.STORE_LINES) and
-`usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql, edge_windows_sql,
+`usage_invoices` (frames.INVOICES). Its steps: WEEK_TIERS, priced_windows_sql (or, for a usage
+table whose rows name no invoice periods, LINE_SPANS and spanned_windows_sql), edge_windows_sql,
 line_items_sql, INVOICES.
 
 Rules (METRONOME.md D4-D6, rules 4, 5, 7, 8, 9, 21):
