@@ -168,7 +168,8 @@ spans AS (
            -- greatest and least pass over a NULL: an open-ended rate piece ends with the period
            greatest(l.invoice_period_start, r.starting_at) AS span_start,
            least(l.invoice_period_end, r.ending_before) AS span_end
-    FROM lines l JOIN _usage_rates r ON r.rate_key = l.rate_key
+    -- the piece by its key (unique in the store): its pricing key was matched by the check
+    FROM lines l JOIN contract_rates r ON r.rate_key = l.rate_key
 )
 SELECT s.series, w.week, s.span_start, s.span_end,
        item_key($run_id, s.line_key, s.rate_key,
