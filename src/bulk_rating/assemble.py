@@ -75,11 +75,17 @@ def period_weeks(contract_terms: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataF
             drafts.select("contract_id", "inclusive_start", "exclusive_end", draft=pl.lit(True)),
         ]
     )
-    week = pl.col("inclusive_start").dt.epoch("us") // resolve.WEEK_US
-    last = (pl.col("exclusive_end").dt.epoch("us") - 1) // resolve.WEEK_US
+    week = _week_of(pl.col("inclusive_start").dt.epoch("us"))
+    last = _week_of(pl.col("exclusive_end").dt.epoch("us") - 1)
     return frames.conform(
         every.with_columns(week=pl.int_ranges(week, last + 1)).explode("week"), PERIOD_WEEKS
     )
+
+
+def _week_of(microseconds: pl.Expr) -> pl.Expr:
+    """The week rows are joined on (`epoch_us(x) // WEEK_US` in DuckDB, which rounds toward
+    zero; polars' `//` rounds down): the same numbers before 1970, where they differ."""
+    return (microseconds.abs() // resolve.WEEK_US) * microseconds.sign()
 
 
 _INVOICE_KEY = (

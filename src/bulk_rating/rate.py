@@ -154,13 +154,17 @@ def series_key_sql(alias: str) -> str:
 # week with a tier edge, kept for edge_windows_sql). A row then finds its item by one join on
 # (series, week) and its start, instead of joins to periods, rate pieces and week tiers on text
 # ids: at 10M rows of UUID ids, the pricing statement took 0.6-0.7 s instead of 1.3-1.4 s, with
-# the same windows. Spans of a series never overlap: periods, rate pieces and weeks do not.
-LINE_SPANS = f"""
+# the same windows. Spans of a series never overlap: periods, rate pieces and weeks do not. Two
+# series whose hashes collide either never meet (their spans lie apart) or store a row twice,
+# which stops the run (Store.price counts the rows stored): never a row filed under another.
+_SPANS = f"""
 WITH lines AS (
     SELECT DISTINCT {", ".join(SERIES_COLUMNS)}, line_key, rate_key, week,
            invoice_period_start, invoice_period_end
     FROM _line_weeks
-    WHERE NOT draft AND ({in_partition_sql("hash(contract_id)")})
+    -- a line without a period has no span: its rows are then not stored, and the run stops
+    WHERE NOT draft AND invoice_period_start IS NOT NULL
+      AND ({in_partition_sql("hash(contract_id)")})
 ),
 spans AS (
     SELECT {series_key_sql("l")} AS series, l.week AS tier_week, l.line_key, l.rate_key,
@@ -170,21 +174,34 @@ spans AS (
            least(l.invoice_period_end, r.ending_before) AS span_end
     -- the piece by its key (unique in the store): its pricing key was matched by the check
     FROM lines l JOIN contract_rates r ON r.rate_key = l.rate_key
-)
+)"""
+# weeks as rows count them (epoch_us // WEEK_US: monotonic, so [start, end) lies in these)
+_FIRST_WEEK = f"epoch_us(s.span_start) // {WEEK_US}"
+_LAST_WEEK = f"(epoch_us(s.span_end) - 1) // {WEEK_US}"
+LINE_SPANS = f"""{_SPANS}
 SELECT s.series, w.week, s.span_start, s.span_end,
        item_key($run_id, s.line_key, s.rate_key,
                 CASE WHEN {pricing.positioned_sql("s.rate_type")} THEN t.tier_key ELSE {FLAT_TIER} END)
          AS item_key
 FROM spans s
--- weeks as rows count them (epoch_us // WEEK_US: monotonic, so [start, end) lies in these)
 CROSS JOIN LATERAL (
     SELECT unnest(CASE WHEN s.tier_week IS NOT NULL THEN [s.tier_week]
-                       ELSE generate_series(epoch_us(s.span_start) // {WEEK_US},
-                                            (epoch_us(s.span_end) - 1) // {WEEK_US}) END) AS week
+                       ELSE generate_series({_FIRST_WEEK}, {_LAST_WEEK}) END) AS week
 ) w
 LEFT JOIN _week_tiers t
   ON {pricing.positioned_sql("s.rate_type")} AND t.line_key = s.line_key AND t.week = s.tier_week
 """
+
+
+# How many spans all partitions' lines make (LINE_SPANS' rows), and the rows they price. An
+# untiered line's span is repeated in every week of its period: sparse rows of long periods (a
+# row a year, billed yearly) would make far more spans than rows, and each row is then resolved
+# again instead (Store.price).
+SPANS_AND_ROWS = f"""{_SPANS}
+SELECT coalesce(sum(CASE WHEN s.tier_week IS NOT NULL THEN 1
+                         ELSE {_LAST_WEEK} - {_FIRST_WEEK} + 1 END), 0)::BIGINT AS spans,
+       (SELECT coalesce(sum(rows), 0) FROM _line_weeks WHERE NOT draft)::BIGINT AS rows
+FROM spans s"""
 
 
 def spanned_windows_sql(rows: str = "usage_rows") -> str:

@@ -64,6 +64,12 @@ class RatingStatements(StoreBase):
         except duckdb.Error as exc:
             raise ScanError(f"reading the usage rows failed: {exc}") from exc
 
+    def spans_and_rows(self) -> tuple[int, int]:
+        """How many spans the checked lines make (rate.LINE_SPANS, all partitions) and how many
+        rows outside a DRAFT they price."""
+        spans, rows = self.con.execute(rate.SPANS_AND_ROWS).fetchall()[0]
+        return int(spans), int(rows)
+
     def rows_per_day_group(self) -> float | None:
         """How many rows a day holds of each group the check would group by day, on the usage
         table's first day (resolve.FIRST_DAY_ROWS_PER_GROUP); None when they cannot be read (the
