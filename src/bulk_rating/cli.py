@@ -177,6 +177,7 @@ def _guarded(action: Callable[[], int], *, as_json: bool, debug: bool) -> None:
             raise
         if isinstance(exc, KeyboardInterrupt) or interrupts.interrupted():
             # before a commit: the transaction was rolled back (after one, interrupts are held)
+            interrupts.settle()
             err.print("interrupted: the work under way was rolled back, nothing of it written")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         if as_json:
@@ -767,5 +768,6 @@ def main() -> None:
 
 
 def _stop_interrupted() -> None:
+    interrupts.settle()
     err.print("interrupted: nothing was written")
     raise SystemExit(int(ExitCode.INTERRUPTED))

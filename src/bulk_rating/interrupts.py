@@ -86,6 +86,16 @@ def stopping(stop: Callable[[], None]) -> Iterator[None]:
         _stoppers.remove(stop)
 
 
+def settle() -> None:
+    """The interrupt was acted on: the command exits now, as interrupted. A later signal, or the
+    same one delivered again (_raise_again, a moment after it was lost in a callback), must not
+    end it with another status as it exits (a KeyboardInterrupt during the interpreter's exit
+    kills it by SIGINT). Off the main thread, where Python sets no handler, nothing changes."""
+    if threading.current_thread() is threading.main_thread():
+        for number in HELD:
+            signal.signal(number, signal.SIG_IGN)
+
+
 def interrupted() -> bool:
     """Whether an interrupt stopped this process's work (see `install`)."""
     return bool(_arrived)

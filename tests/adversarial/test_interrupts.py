@@ -91,3 +91,34 @@ def test_an_interrupt_raised_where_it_cannot_propagate_is_not_lost() -> None:
     assert "went on" not in done.stdout, done.stderr
     assert "KeyboardInterrupt" in done.stderr
     assert "Exception ignored" not in done.stderr, done.stderr
+
+
+# The same, in a command that has already acted on the interrupt (the statement it stopped was
+# rolled back) and is exiting as interrupted: the signal delivered again must not end it with
+# another status (a KeyboardInterrupt while Python exits kills it by SIGINT: -2, not 130).
+SETTLED = """
+import os, signal, sys, time
+from bulk_rating import interrupts
+
+interrupts.install()
+
+class Late:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+
+Late()  # lost here, delivered again a moment later
+interrupts.settle()
+time.sleep(0.2)
+print("exited as interrupted", flush=True)
+sys.exit(130)
+"""
+
+
+def test_an_interrupt_delivered_again_after_it_was_acted_on_changes_nothing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SETTLED], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 130, done.stderr
+    assert "exited as interrupted" in done.stdout, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr, done.stderr
