@@ -66,8 +66,8 @@ def test_a_held_signal_lets_the_statement_finish(tmp_path: Path) -> None:
 
 # The signal lands inside code Python cannot raise from (a finalizer here; a library's callback
 # from C in a real run): the interrupt is delivered again, not printed and lost.
-SWALLOWED = """
-import os, signal, time
+LOST_IN_A_FINALIZER = """
+import os, signal, sys, time
 from bulk_rating import interrupts
 
 interrupts.install()
@@ -78,10 +78,15 @@ class Late:
         time.sleep(0.01)
 
 Late()
+"""
+SWALLOWED = (
+    LOST_IN_A_FINALIZER
+    + """
 for _ in range(200):
     time.sleep(0.01)
 print("went on", flush=True)
 """
+)
 
 
 def test_an_interrupt_raised_where_it_cannot_propagate_is_not_lost() -> None:
@@ -96,23 +101,15 @@ def test_an_interrupt_raised_where_it_cannot_propagate_is_not_lost() -> None:
 # The same, in a command that has already acted on the interrupt (the statement it stopped was
 # rolled back) and is exiting as interrupted: the signal delivered again must not end it with
 # another status (a KeyboardInterrupt while Python exits kills it by SIGINT: -2, not 130).
-SETTLED = """
-import os, signal, sys, time
-from bulk_rating import interrupts
-
-interrupts.install()
-
-class Late:
-    def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
-
-Late()  # lost here, delivered again a moment later
-interrupts.settle()
+SETTLED = (
+    LOST_IN_A_FINALIZER
+    + """
+interrupts.settle()  # the interrupt lost above is delivered again a moment later
 time.sleep(0.2)
 print("exited as interrupted", flush=True)
 sys.exit(130)
 """
+)
 
 
 def test_an_interrupt_delivered_again_after_it_was_acted_on_changes_nothing() -> None:
