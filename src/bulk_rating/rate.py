@@ -196,7 +196,7 @@ LEFT JOIN _week_tiers t
 # How many spans all partitions' lines make (LINE_SPANS' rows), and the rows they price. An
 # untiered line's span is repeated in every week of its period: sparse rows of long periods (a
 # row a year, billed yearly) would make far more spans than rows, and each row is then resolved
-# again instead (Store.price).
+# again instead (kernel._prices_by_spans).
 SPANS_AND_ROWS = f"""{_SPANS}
 SELECT coalesce(sum(CASE WHEN s.tier_week IS NOT NULL THEN 1
                          ELSE {_LAST_WEEK} - {_FIRST_WEEK} + 1 END), 0)::BIGINT AS spans,

@@ -620,17 +620,14 @@ class StoreBase:
         """All or nothing: commit when the block ends normally, roll back on any exception. A
         full disk or the memory limit reached is said as such (ResourceError), never as a bug."""
         self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-            self.con.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(duckdb.Error):  # a fatal error ended it already
-                self.con.execute("ROLLBACK")
-            shortage = _shortage(exc, self.limits)
-            if shortage is None:
+        with self.short_of_room("nothing was written"):
+            try:
+                yield
+                self.con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # a fatal error ended it already
+                    self.con.execute("ROLLBACK")
                 raise
-            code, said = shortage
-            raise ResourceError(f"{said}; nothing was written", code=code) from exc
         if self.throwaway:
             return
         try:
@@ -649,11 +646,12 @@ class StoreBase:
 
     @contextmanager
     def short_of_room(self, outcome: str, *, committed: bool = False) -> Iterator[None]:
-        """A full disk or DuckDB's memory limit met inside is a ResourceError that says so, then
+        """A full disk or DuckDB's memory limit met inside (said by DuckDB's error, or by an
+        error that carries its text, such as a ScanError) is a ResourceError that says so, then
         what became of the work (`outcome`)."""
         try:
             yield
-        except duckdb.Error as exc:
+        except Exception as exc:
             shortage = _shortage(exc, self.limits)
             if shortage is None:
                 raise
