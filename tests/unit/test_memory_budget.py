@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bulk_rating import assemble, catalog, kernel, load, pipeline, samples
-from bulk_rating.settings import BUDGET_BYTES_PER_CONTRACT_ROW, BUDGET_BYTES_PER_ROW, Settings
+from bulk_rating.settings import (
+    BUDGET_BYTES_PER_CONTRACT_ROW,
+    BUDGET_BYTES_PER_ROW,
+    SPLIT_BUDGET_BYTES_PER_ROW,
+    Settings,
+)
 from bulk_rating.store import Store
 
 
@@ -22,6 +27,23 @@ def test_contracts_rows_take_partitions_as_usage_rows_do() -> None:
     contract_rows = 3 * room // BUDGET_BYTES_PER_CONTRACT_ROW
     assert settings.partitions_for(1_000, contract_rows) == 4
     assert settings.partitions_for(1_000, contract_rows - 1_000) == 3
+
+
+def test_a_table_split_first_is_cut_in_partitions_sized_for_its_groups() -> None:
+    settings = Settings(memory_limit="1GiB", threads=1)
+    room = settings.budget_bytes() - 128 * 1024**2
+    # fewer partitions than a split needs: each is sized as before (one more reads the table again)
+    below = (kernel.SPLIT_FROM - 1) * room // BUDGET_BYTES_PER_ROW
+    assert kernel.partition_count(settings, below, 0) == kernel.SPLIT_FROM - 1
+    # enough to split: sized at the split's bytes a row, so more of them
+    split = kernel.SPLIT_FROM * room // BUDGET_BYTES_PER_ROW
+    assert settings.partitions_for(split) == kernel.SPLIT_FROM
+    wider = kernel.partition_count(settings, split, 0)
+    assert wider == -(-split * SPLIT_BUDGET_BYTES_PER_ROW // room) > kernel.SPLIT_FROM
+    # the contracts' rows count as before
+    assert (
+        kernel.partition_count(settings, split, room // BUDGET_BYTES_PER_CONTRACT_ROW) == wider + 1
+    )
 
 
 def test_contract_rows_count_rate_pieces_and_period_weeks(tmp_path: Path) -> None:
