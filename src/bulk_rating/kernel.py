@@ -38,7 +38,7 @@ SPLIT_FROM = 6
 # (rate.LINE_SPANS); otherwise (and when this is off) each row is resolved again.
 PRICE_BY_SPANS = True
 # ... unless its lines make more spans than this share of its rows: a partition's spans are
-# held while its rows are priced (about 50 bytes each, where the budget counts 20 a row), and
+# held while its rows are priced (about 50 bytes each, where the budget counts 20-40 a row), and
 # sparse rows of long periods repeat a span in every week (at 10M rows of the export shape,
 # 181,236 spans: 0.018 a row).
 MOST_SPANS_PER_ROW = 0.25
